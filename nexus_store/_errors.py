@@ -1,0 +1,24 @@
+"""Turning driver exceptions into nexus-store errors, with secrets masked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from nexus_store._secrets import scrub
+from nexus_store.errors import BackendUnavailableError
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, secret-free description of a driver exception."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+@contextmanager
+def unavailable_on(backend: str, *errors: type[BaseException]) -> Iterator[None]:
+    """Re-raise ``errors`` (and timeouts) as :class:`BackendUnavailableError` for ``backend``."""
+    try:
+        yield
+    except (*errors, TimeoutError, OSError) as exc:
+        raise BackendUnavailableError(backend, describe(exc)) from exc

@@ -1,0 +1,155 @@
+"""One exception hierarchy for everything nexus-store raises.
+
+Catch :class:`NexusStoreError` to handle any failure of the SDK; catch a subclass to handle
+one kind. Driver exceptions never reach callers raw: they are wrapped in one of these, with
+the original chained as ``__cause__`` (and with secrets masked in the message).
+
+    try:
+        await store.entities.create(User, email="a@example.com", username="a")
+    except ConflictError as exc:
+        print(exc.field)  # "email"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "ConflictError",
+    "IntegrityError",
+    "NexusStoreError",
+    "NotFoundError",
+    "QueueError",
+    "RateLimitExceeded",
+    "TamperDetected",
+    "ValidationError",
+]
+
+
+class NexusStoreError(Exception):
+    """Base class of every error raised by nexus-store."""
+
+
+class ConfigurationError(NexusStoreError):
+    """A setting is missing or invalid. ``setting`` names it (``"postgres.url"``)."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class ValidationError(NexusStoreError, ValueError):
+    """Caller input was refused before it reached a backend.
+
+    ``field`` names the offending field (``"properties.$where"``, ``"email"``); ``problem``
+    says what is wrong with it. Nothing was written.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFoundError(NexusStoreError, LookupError):
+    """The requested record does not exist (or is soft-deleted, expired or revoked)."""
+
+    def __init__(self, kind: str, key: Any) -> None:
+        super().__init__(f"{kind} {key!s} not found")
+        self.kind = kind
+        self.key = key
+
+
+class ConflictError(NexusStoreError):
+    """The write conflicts with stored state: a unique value taken, or a stale version.
+
+    ``field`` names the column or key when one is known, ``constraint`` the database
+    constraint.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, constraint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.constraint = constraint
+
+
+class IntegrityError(NexusStoreError):
+    """Stored data broke an integrity rule (a foreign key, a check, a hash chain)."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, constraint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.constraint = constraint
+
+
+class TamperDetected(IntegrityError):
+    """The audit hash chain does not verify. ``seq`` is the first broken entry."""
+
+    def __init__(self, message: str, *, seq: int) -> None:
+        super().__init__(message, field="seq")
+        self.seq = seq
+
+
+class BackendUnavailableError(NexusStoreError, ConnectionError):
+    """A backend could not be reached or did not answer in time.
+
+    ``backend`` is ``"postgres"``, ``"mongo"`` or ``"redis"``; the message never contains a
+    password.
+    """
+
+    def __init__(self, backend: str, message: str) -> None:
+        super().__init__(f"{backend}: {message}")
+        self.backend = backend
+
+
+class QueueError(NexusStoreError):
+    """A queue operation was refused (unknown message id, closed consumer...)."""
+
+
+class RateLimitExceeded(NexusStoreError):
+    """A rate limit refused the call.
+
+    ``limit`` is the limit that refused (``"10/second"``), ``remaining`` what is left of
+    it, ``reset_after`` the seconds until it is full again and ``retry_after`` the seconds
+    until this call would pass. :meth:`headers` renders them for an HTTP response.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        limit: str,
+        amount: int,
+        window_seconds: float,
+        remaining: int,
+        reset_after: float,
+        retry_after: float,
+    ) -> None:
+        super().__init__(f"rate limit {limit} exceeded for {key!r}; retry in {retry_after:.3f}s")
+        self.key = key
+        self.limit = limit
+        self.amount = amount
+        self.window_seconds = window_seconds
+        self.remaining = remaining
+        self.reset_after = reset_after
+        self.retry_after = retry_after
+
+    def headers(self, *, policy_name: str = "default") -> Mapping[str, str]:
+        """HTTP headers for a 429 response: IETF draft, legacy set and ``Retry-After``."""
+        from nexus_store.redis.ratelimit.headers import rate_limit_headers
+
+        return rate_limit_headers(
+            limit=self.amount,
+            window_seconds=self.window_seconds,
+            remaining=self.remaining,
+            reset_after=self.reset_after,
+            retry_after=self.retry_after,
+            policy_name=policy_name,
+        )

@@ -1,0 +1,1 @@
+"""MongoDB backend: analytics events and the audit log."""

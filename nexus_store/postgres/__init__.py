@@ -1,0 +1,1 @@
+"""PostgreSQL backend: engines, models, the entity repository and migrations."""

@@ -1,0 +1,98 @@
+"""PostgreSQL connectivity: the primary async engine and optional read replicas."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import sqlalchemy.exc
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from nexus_store._errors import unavailable_on
+from nexus_store.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from nexus_store._secrets import SecretURL
+    from nexus_store.settings import PostgresSettings
+
+__all__ = ["PostgresBackend", "sqlalchemy_url"]
+
+_UNAVAILABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    sqlalchemy.exc.DisconnectionError,
+)
+
+
+def sqlalchemy_url(url: SecretURL) -> str:
+    """The URL for SQLAlchemy with the psycopg 3 driver, whatever scheme was configured."""
+    parsed = make_url(url.get_secret_value())
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+class PostgresBackend:
+    """Owns the engines; repositories borrow connections from them."""
+
+    name = "postgres"
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        if settings.url is None:
+            raise ConfigurationError(
+                "PostgreSQL is not configured: set NEXUS_POSTGRES_URL (or DATABASE_URL)",
+                setting="postgres.url",
+            )
+        self.settings = settings
+        self.engine = self._engine(settings.url)
+        self.read_engines = [self._engine(url) for url in settings.read_urls]
+
+    def _engine(self, url: SecretURL) -> AsyncEngine:
+        settings = self.settings
+        options = []
+        if settings.statement_timeout is not None:
+            options.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
+        return create_async_engine(
+            sqlalchemy_url(url),
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_pre_ping=settings.pool_pre_ping,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle,
+            connect_args={
+                "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
+                "options": " ".join(options),
+                "application_name": "nexus-store",
+            },
+        )
+
+    @property
+    def database(self) -> str:
+        return self.engine.url.database or ""
+
+    @contextmanager
+    def unavailable(self) -> Iterator[None]:
+        """Translate connection failures raised inside the block."""
+        with unavailable_on(self.name, *_UNAVAILABLE):
+            yield
+
+    async def ping(self) -> float:
+        """Round-trip one ``SELECT 1``; returns seconds."""
+        started = time.perf_counter()
+        with self.unavailable():
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        return time.perf_counter() - started
+
+    async def server_version(self) -> str:
+        with self.unavailable():
+            async with self.engine.connect() as conn:
+                return str((await conn.execute(text("SHOW server_version"))).scalar_one())
+
+    async def close(self) -> None:
+        for engine in (self.engine, *self.read_engines):
+            await engine.dispose()

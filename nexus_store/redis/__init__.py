@@ -1,0 +1,1 @@
+"""Redis backend: sessions, cache, rate limits, realtime and queues."""

@@ -1,0 +1,382 @@
+"""Settings for every backend, loaded from the environment and an optional TOML file.
+
+Precedence, highest first: keyword arguments, environment variables, the TOML file, defaults.
+
+Environment variables are ``NEXUS_<SECTION>__<FIELD>`` (``NEXUS_REDIS__CLUSTER=true``,
+``NEXUS_EVENTS__FLUSH_AT=500``). The three URLs also have flat names, and the names the
+seeds use are accepted as fallbacks:
+
+=================  ======================  ==============
+setting            preferred               also accepted
+=================  ======================  ==============
+``postgres.url``   ``NEXUS_POSTGRES_URL``  ``DATABASE_URL``
+``mongo.url``      ``NEXUS_MONGO_URL``     ``MONGODB_URL``
+``redis.url``      ``NEXUS_REDIS_URL``     ``REDIS_URL``
+=================  ======================  ==============
+
+The TOML file is ``NEXUS_CONFIG`` or the ``config_file`` argument (``config/nexus.toml`` is the
+documented example):
+
+    settings = NexusSettings.load(config_file="config/nexus.toml", log={"format": "json"})
+
+Passwords inside URLs are masked in ``repr``, in ``model_dump`` and in every log line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from nexus_store._secrets import SecretURL
+from nexus_store.errors import ConfigurationError
+
+__all__ = [
+    "AuditSettings",
+    "CacheSettings",
+    "EventsSettings",
+    "HealthSettings",
+    "LogSettings",
+    "MongoSettings",
+    "NexusSettings",
+    "OutboxSettings",
+    "PostgresSettings",
+    "QueueSettings",
+    "RateLimitSettings",
+    "RedisDatabases",
+    "RedisSettings",
+    "SessionSettings",
+]
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+_URL_ALIASES: dict[str, tuple[str, ...]] = {
+    "postgres": ("NEXUS_POSTGRES_URL", "DATABASE_URL"),
+    "mongo": ("NEXUS_MONGO_URL", "MONGODB_URL"),
+    "redis": ("NEXUS_REDIS_URL", "REDIS_URL"),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _require_scheme(url: SecretURL | None, allowed: tuple[str, ...], what: str) -> None:
+    if url is not None and url.scheme not in allowed:
+        raise ValueError(f"{what} URL scheme must be one of {', '.join(allowed)}, got {url.scheme!r}")
+
+
+class PostgresSettings(_Section):
+    """PostgreSQL: entities, migrations and the outbox."""
+
+    url: SecretURL | None = None
+    read_urls: list[SecretURL] = Field(
+        default_factory=list,
+        description="Streaming replicas; reads go there unless in a transaction or fresh=True.",
+    )
+    pool_size: int = Field(10, ge=1, le=1000)
+    max_overflow: int = Field(20, ge=0, le=1000)
+    pool_pre_ping: bool = True
+    pool_timeout: PositiveSeconds = 10.0
+    pool_recycle: PositiveSeconds = 1800.0
+    connect_timeout: PositiveSeconds = 5.0
+    statement_timeout: PositiveSeconds | None = 30.0
+    migration_lock_id: int = Field(
+        0x6E65787573, description="pg_advisory_lock key that serialises migrations."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, url: SecretURL | None) -> SecretURL | None:
+        _require_scheme(url, ("postgresql", "postgres", "postgresql+psycopg"), "PostgreSQL")
+        return url
+
+    @field_validator("read_urls")
+    @classmethod
+    def _replica_schemes(cls, urls: list[SecretURL]) -> list[SecretURL]:
+        for url in urls:
+            _require_scheme(url, ("postgresql", "postgres", "postgresql+psycopg"), "replica")
+        return urls
+
+
+class MongoSettings(_Section):
+    """MongoDB: analytics events and the audit log."""
+
+    url: SecretURL | None = None
+    database: str = Field("nexus", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
+    connect_timeout: PositiveSeconds = 5.0
+    server_selection_timeout: PositiveSeconds = 5.0
+    socket_timeout: PositiveSeconds = 10.0
+    max_pool_size: int = Field(50, ge=1, le=10_000)
+    app_name: str = "nexus-store"
+
+    @field_validator("url")
+    @classmethod
+    def _mongo_scheme(cls, url: SecretURL | None) -> SecretURL | None:
+        _require_scheme(url, ("mongodb", "mongodb+srv"), "MongoDB")
+        return url
+
+
+class RedisDatabases(_Section):
+    """Logical database index of each Redis area (standalone servers only)."""
+
+    sessions: int = Field(0, ge=0, le=15)
+    cache: int = Field(1, ge=0, le=15)
+    ratelimit: int = Field(2, ge=0, le=15)
+    realtime: int = Field(3, ge=0, le=15)
+    queue: int = Field(4, ge=0, le=15)
+    analytics_cache: int = Field(5, ge=0, le=15)
+
+
+class RedisSettings(_Section):
+    """Redis: sessions, cache, rate limits, realtime, queues and the analytics cache."""
+
+    url: SecretURL | None = None
+    cluster: bool = Field(
+        False, description="Redis Cluster: one database, areas become key prefixes."
+    )
+    namespace: str = Field(
+        "nexus",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every key and channel this SDK writes.",
+    )
+    databases: RedisDatabases = Field(default_factory=RedisDatabases)  # type: ignore[arg-type]
+    max_connections: int = Field(32, ge=1, le=10_000, description="Per logical-DB pool.")
+    pool_timeout: PositiveSeconds = Field(2.0, description="Wait for a free pooled connection.")
+    socket_timeout: PositiveSeconds = 2.0
+    connect_timeout: PositiveSeconds = 2.0
+    health_check_interval: int = Field(30, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretURL | None) -> SecretURL | None:
+        _require_scheme(url, ("redis", "rediss", "unix"), "Redis")
+        return url
+
+
+class EventsSettings(_Section):
+    """Analytics event ingestion (MongoDB)."""
+
+    collection: str = "events"
+    retention_days: int = Field(90, ge=1, description="TTL on ts; init reconciles it with collMod.")
+    time_series: bool = Field(False, description="Create a time-series collection if supported.")
+    max_event_bytes: int = Field(32 * 1024, ge=256, le=16 * 1024 * 1024)
+    flush_at: int = Field(100, ge=1, le=100_000)
+    flush_interval: PositiveSeconds = 0.5
+    max_queue_size: int = Field(10_000, ge=1)
+    on_full: Literal["block", "drop"] = Field(
+        "block", description="block: backpressure on track(); drop: count and log the event."
+    )
+    retry_initial_backoff: PositiveSeconds = 0.1
+    retry_max_backoff: PositiveSeconds = 10.0
+    query_cache_ttl: int | None = Field(
+        None, ge=1, description="Seconds to cache aggregation results in Redis (off when None)."
+    )
+
+
+class AuditSettings(_Section):
+    """The tamper-evident audit log (MongoDB)."""
+
+    collection: str = "audit_log"
+    retention_days: int | None = Field(
+        None, ge=1, description="Delete entries after N days (None keeps them forever)."
+    )
+    hmac_key: SecretStr | None = Field(None, description="Signs chain hashes and checkpoints.")
+    write_concern: Literal["majority", "1"] = "majority"
+    journal: bool = True
+    checkpoint_every: int = Field(1000, ge=1)
+    role_name: str = "nexusAuditWriter"
+
+
+class SessionSettings(_Section):
+    default_ttl: int = Field(3600, ge=1)
+    sliding: bool = True
+    max_lifetime: int | None = Field(7 * 24 * 3600, ge=1)
+
+
+class CacheSettings(_Section):
+    default_ttl: int = Field(300, ge=1)
+    serializer: Literal["json", "msgpack"] = "json"
+    strict: bool = Field(False, description="Raise when Redis is down instead of missing.")
+    lock_timeout: PositiveSeconds = Field(10.0, description="Stampede lock lifetime.")
+
+
+class RateLimitSettings(_Section):
+    strategy: Literal["gcra", "sliding_window", "fixed_window"] = "gcra"
+    fail_mode: Literal["fail_open", "fail_closed", "local"] = "fail_closed"
+
+
+class QueueSettings(_Section):
+    visibility_timeout: PositiveSeconds = 30.0
+    max_attempts: int = Field(5, ge=1)
+    max_length: int | None = Field(None, ge=1, description="Approximate stream cap (MAXLEN ~).")
+
+
+class OutboxSettings(_Section):
+    batch_size: int = Field(100, ge=1, le=10_000)
+    poll_interval: PositiveSeconds = 0.5
+    prune_after_hours: PositiveSeconds = 24.0
+
+
+class LogSettings(_Section):
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, JSON otherwise."
+    )
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    slow_threshold_ms: float = Field(250.0, ge=0)
+
+
+class HealthSettings(_Section):
+    timeout: PositiveSeconds = 2.0
+
+
+def _url_aliases() -> dict[str, Any]:
+    """NEXUS_POSTGRES_URL / DATABASE_URL and friends, as ``{section: {"url": ...}}``."""
+    found: dict[str, Any] = {}
+    for section, names in _URL_ALIASES.items():
+        for name in names:
+            value = os.environ.get(name)
+            if value:
+                found[section] = {"url": value}
+                break
+    return found
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self._path is None:
+            return {}
+        try:
+            with self._path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"config file {self._path} does not exist", setting="config_file"
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(
+                f"config file {self._path} is not valid TOML: {exc}", setting="config_file"
+            ) from exc
+        return data.get("nexus", data)
+
+
+def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+class NexusSettings(BaseSettings):
+    """Everything nexus-store can be told. Build it with :meth:`load` for typed errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEXUS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
+    mongo: MongoSettings = Field(default_factory=MongoSettings)  # type: ignore[arg-type]
+    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
+    events: EventsSettings = Field(default_factory=EventsSettings)  # type: ignore[arg-type]
+    audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
+    sessions: SessionSettings = Field(default_factory=SessionSettings)  # type: ignore[arg-type]
+    cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)  # type: ignore[arg-type]
+    queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)  # type: ignore[arg-type]
+    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get("NEXUS_CONFIG")
+        return (
+            init_settings,
+            _NestedEnvSource(settings_cls),
+            _TomlSource(settings_cls, Path(config_file) if config_file else None),
+        )
+
+    @model_validator(mode="after")
+    def _distinct_redis_databases(self) -> Self:
+        indexes = self.redis.databases.model_dump()
+        if len(set(indexes.values())) != len(indexes):
+            raise ValueError("redis.databases: each area needs its own logical DB index")
+        return self
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> NexusSettings:
+        """Build settings from overrides, the environment and ``config_file`` (or NEXUS_CONFIG).
+
+        Raises :class:`ConfigurationError` naming each bad setting and what is wrong with it.
+        """
+        previous = os.environ.get("NEXUS_CONFIG")
+        if config_file is not None:
+            os.environ["NEXUS_CONFIG"] = str(config_file)
+        try:
+            return cls(**overrides)
+        except pydantic.ValidationError as exc:
+            raise _configuration_error(exc) from None
+        finally:
+            if config_file is not None:
+                if previous is None:
+                    os.environ.pop("NEXUS_CONFIG", None)
+                else:
+                    os.environ["NEXUS_CONFIG"] = previous
+
+    def describe(self) -> dict[str, Any]:
+        """All settings as plain data, with every secret masked (for ``--format json``)."""
+        return self.model_dump(mode="json")
+
+
+class _NestedEnvSource(EnvSettingsSource):
+    """NEXUS_SECTION__FIELD variables, plus the flat URL aliases, merged section by section."""
+
+    def __call__(self) -> dict[str, Any]:
+        nested = super().__call__()
+        return _deep_merge(_url_aliases(), nested)
+
+
+def _configuration_error(exc: pydantic.ValidationError) -> ConfigurationError:
+    problems = []
+    first_setting = None
+    for error in exc.errors(include_input=False, include_url=False):
+        setting = ".".join(str(part) for part in error["loc"]) or "settings"
+        first_setting = first_setting or setting
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{setting}: {message}")
+    return ConfigurationError(
+        "invalid settings: " + "; ".join(problems)
+        + " (fix the environment variable NEXUS_<SECTION>__<FIELD> or the config file)",
+        setting=first_setting,
+    )

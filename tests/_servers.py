@@ -1,0 +1,189 @@
+"""Finding or starting the real servers the tests talk to.
+
+Order for each backend: a URL from the environment, a testcontainers container when a
+Docker engine answers, then the machine's own services (started when down). MongoDB falls
+back to the nx-27017 wire-protocol substitute, started on a free port and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_REDIS = "redis://127.0.0.1:6379"
+POSTGRES_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+REDIS_START = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(host: str, port: int, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {seconds}s")
+
+
+def docker_available() -> bool:
+    if os.environ.get("NEXUS_TEST_NO_DOCKER"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """URL of a PostgreSQL server with rights to create databases."""
+    if url := os.environ.get("NEXUS_POSTGRES_URL"):
+        yield url
+    elif docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+    else:
+        if not port_open("127.0.0.1", 5432):
+            subprocess.run(POSTGRES_START, shell=True, check=True)
+            wait_for_port("127.0.0.1", 5432)
+        yield LOCAL_POSTGRES
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    if url := os.environ.get("NEXUS_REDIS_URL"):
+        yield url
+    elif docker_available():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7-alpine") as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}"
+    else:
+        if not port_open("127.0.0.1", 6379):
+            subprocess.run(REDIS_START, shell=True, check=True)
+            wait_for_port("127.0.0.1", 6379)
+        yield LOCAL_REDIS
+
+
+@contextlib.contextmanager
+def mongo_server() -> Iterator[tuple[str, bool]]:
+    """(URL, is_real_mongodb)."""
+    if url := os.environ.get("NEXUS_MONGO_URL"):
+        yield url, True
+    elif docker_available():
+        from testcontainers.mongodb import MongoDbContainer
+
+        with MongoDbContainer("mongo:7") as container:
+            yield container.get_connection_url(), True
+    else:
+        with nx_mongo() as url:
+            yield url, False
+
+
+@contextlib.contextmanager
+def nx_mongo() -> Iterator[str]:
+    """The pinned nx-27017 substitute on a free port, stopped by its PID afterwards."""
+    executable = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="nx27017-"))
+    process = subprocess.Popen(  # noqa: S603 - a fixed executable from our own venv
+        [executable, "--db", "memory", "--host", "127.0.0.1", "-p", str(port),
+         "--pid-file", str(workdir / "nx.pid"), "--log-file", str(workdir / "nx.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port)
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RedisProcess:
+    """A private redis-server on a free loopback port, for fault injection and clusters."""
+
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="nexus-redis-"))
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> RedisProcess:
+        self.process = subprocess.Popen(  # noqa: S603
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def create_cluster(ports: list[int], seconds: float = 30.0) -> None:
+    """Join ``ports`` into a cluster of masters and wait until every slot is served."""
+    addresses = [f"127.0.0.1:{port}" for port in ports]
+    subprocess.run(  # noqa: S603
+        ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
+         "--cluster-yes"],
+        check=True, capture_output=True, timeout=seconds,
+    )
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        info = subprocess.run(  # noqa: S603
+            ["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+            capture_output=True, text=True, check=False,
+        ).stdout
+        if "cluster_state:ok" in info:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("Redis Cluster did not reach cluster_state:ok")
