@@ -72,7 +72,9 @@ class _Section(BaseModel):
 
 def _require_scheme(url: SecretURL | None, allowed: tuple[str, ...], what: str) -> None:
     if url is not None and url.scheme not in allowed:
-        raise ValueError(f"{what} URL scheme must be one of {', '.join(allowed)}, got {url.scheme!r}")
+        raise ValueError(
+            f"{what} URL scheme must be one of {', '.join(allowed)}, got {url.scheme!r}"
+        )
 
 
 class PostgresSettings(_Section):
@@ -85,7 +87,12 @@ class PostgresSettings(_Section):
     )
     pool_size: int = Field(10, ge=1, le=1000)
     max_overflow: int = Field(20, ge=0, le=1000)
-    pool_pre_ping: bool = True
+    pool_pre_ping: bool = Field(
+        True,
+        description="Ping a pooled connection before writes and transactions use it. "
+        "Single-statement reads never ping (it would double their latency): they retry "
+        "once on a dead connection instead.",
+    )
     pool_timeout: PositiveSeconds = 10.0
     pool_recycle: PositiveSeconds = 1800.0
     connect_timeout: PositiveSeconds = 5.0
@@ -151,14 +158,28 @@ class RedisSettings(_Section):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Prefix of every key and channel this SDK writes.",
     )
-    databases: RedisDatabases = Field(default_factory=RedisDatabases)  # type: ignore[arg-type]
+    databases: RedisDatabases = Field(default_factory=RedisDatabases)
     max_connections: int = Field(32, ge=1, le=10_000, description="Per logical-DB pool.")
     pool_timeout: PositiveSeconds = Field(2.0, description="Wait for a free pooled connection.")
     socket_timeout: PositiveSeconds = 2.0
     connect_timeout: PositiveSeconds = 2.0
     health_check_interval: int = Field(30, ge=0)
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries after a connection error or timeout (a restarted server then "
+        "costs no failed call); each waits a jittered backoff of at most retry_backoff_cap.",
+    )
+    retry_backoff_cap: PositiveSeconds = Field(0.1, description="Longest wait between retries.")
+    cache_url: SecretURL | None = Field(
+        None,
+        description="A second Redis server for the cache and analytics_cache areas, so that "
+        "it may evict (allkeys-lru) while the main server keeps noeviction for sessions, "
+        "limits and queues. None: every area on the main server.",
+    )
 
-    @field_validator("url")
+    @field_validator("url", "cache_url")
     @classmethod
     def _redis_scheme(cls, url: SecretURL | None) -> SecretURL | None:
         _require_scheme(url, ("redis", "rediss", "unix"), "Redis")
@@ -180,6 +201,9 @@ class EventsSettings(_Section):
     )
     retry_initial_backoff: PositiveSeconds = 0.1
     retry_max_backoff: PositiveSeconds = 10.0
+    close_timeout: PositiveSeconds = Field(
+        10.0, description="How long closing the store waits for MongoDB to take the buffer."
+    )
     query_cache_ttl: int | None = Field(
         None, ge=1, description="Seconds to cache aggregation results in Redis (off when None)."
     )
@@ -200,33 +224,102 @@ class AuditSettings(_Section):
 
 
 class SessionSettings(_Section):
-    default_ttl: int = Field(3600, ge=1)
-    sliding: bool = True
-    max_lifetime: int | None = Field(7 * 24 * 3600, ge=1)
+    """Login sessions (Redis area ``sessions``)."""
+
+    default_ttl: int = Field(
+        3600, ge=1, description="Seconds a session lives; with sliding, seconds of idleness."
+    )
+    sliding: bool = Field(True, description="Each get() pushes the expiry back by the TTL.")
+    max_lifetime: int | None = Field(
+        7 * 24 * 3600, ge=1, description="Absolute cap from creation, sliding or not (None: none)."
+    )
+    max_data_bytes: int = Field(
+        16 * 1024, ge=64, le=1024 * 1024, description="Largest session data, JSON-encoded."
+    )
 
 
 class CacheSettings(_Section):
+    """The shared cache (Redis area ``cache``)."""
+
     default_ttl: int = Field(300, ge=1)
     serializer: Literal["json", "msgpack"] = "json"
     strict: bool = Field(False, description="Raise when Redis is down instead of missing.")
     lock_timeout: PositiveSeconds = Field(10.0, description="Stampede lock lifetime.")
+    lock_wait: PositiveSeconds = Field(
+        10.0, description="How long get_or_set waits for another caller's load before loading."
+    )
+    early_refresh: PositiveSeconds | None = Field(
+        None,
+        description="get_or_set reloads a value this many seconds before it expires "
+        "(one caller reloads, the others keep reading the current value).",
+    )
+    stale_ttl: int = Field(
+        0,
+        ge=0,
+        description="Seconds an expired value is kept to be served when its loader fails.",
+    )
+    max_value_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest encoded value set() accepts."
+    )
 
 
 class RateLimitSettings(_Section):
-    strategy: Literal["gcra", "sliding_window", "fixed_window"] = "gcra"
-    fail_mode: Literal["fail_open", "fail_closed", "local"] = "fail_closed"
+    """Rate limiting (Redis area ``ratelimit``): ``store.limiter`` and ``@rate_limit``."""
+
+    strategy: Literal["gcra", "sliding_window", "fixed_window"] = Field(
+        "gcra", description="Algorithm when a limit does not name one."
+    )
+    fail_mode: Literal["fail_open", "fail_closed", "local"] = Field(
+        "fail_closed",
+        description=(
+            "When Redis is unreachable: fail_open lets calls through, fail_closed refuses them "
+            "(check/@rate_limit raise BackendUnavailableError), local limits in process."
+        ),
+    )
+    recheck_interval: PositiveSeconds = Field(
+        1.0,
+        description="While Redis is unreachable, try it again at most this often; calls in "
+        "between go straight to fail_mode.",
+    )
+    local_max_keys: int = Field(
+        100_000, ge=1, description="Keys the in-process fallback keeps (least recent dropped)."
+    )
 
 
 class QueueSettings(_Section):
-    visibility_timeout: PositiveSeconds = 30.0
-    max_attempts: int = Field(5, ge=1)
+    """Reliable queues on Redis Streams (Redis area ``queue``)."""
+
+    visibility_timeout: PositiveSeconds = Field(
+        30.0, description="An unacked message is redelivered after this many idle seconds."
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="Deliveries before a message moves to the dead-letter stream."
+    )
     max_length: int | None = Field(None, ge=1, description="Approximate stream cap (MAXLEN ~).")
+    delete_acked: bool = Field(
+        True, description="XDEL acked messages (work queue with one group per stream)."
+    )
+    max_payload_bytes: int = Field(1024 * 1024, ge=64, description="Largest encoded payload.")
 
 
 class OutboxSettings(_Section):
-    batch_size: int = Field(100, ge=1, le=10_000)
-    poll_interval: PositiveSeconds = 0.5
-    prune_after_hours: PositiveSeconds = 24.0
+    """The transactional outbox and its relay to the MongoDB audit log."""
+
+    batch_size: int = Field(
+        100, ge=1, le=10_000, description="Rows one relay claims and delivers per transaction."
+    )
+    poll_interval: PositiveSeconds = Field(
+        0.5, description="Seconds the background relay sleeps when nothing is left to deliver."
+    )
+    prune_after_hours: PositiveSeconds = Field(
+        24.0, description="Delivered rows older than this are deleted by the relay."
+    )
+    prune_interval: PositiveSeconds = Field(
+        300.0, description="Seconds between two prunes by the background relay."
+    )
+    retry_max_backoff: PositiveSeconds = Field(
+        30.0, description="Longest pause of the background relay after a failed delivery."
+    )
 
 
 class LogSettings(_Section):
@@ -376,7 +469,8 @@ def _configuration_error(exc: pydantic.ValidationError) -> ConfigurationError:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{setting}: {message}")
     return ConfigurationError(
-        "invalid settings: " + "; ".join(problems)
+        "invalid settings: "
+        + "; ".join(problems)
         + " (fix the environment variable NEXUS_<SECTION>__<FIELD> or the config file)",
         setting=first_setting,
     )

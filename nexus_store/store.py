@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from nexus_store.mongo.audit.log import AuditLog
     from nexus_store.mongo.client import MongoBackend
     from nexus_store.mongo.events.writer import EventStore
+    from nexus_store.outbox.relay import OutboxRelay
     from nexus_store.postgres.engine import PostgresBackend
     from nexus_store.postgres.repository import EntityRepository
+    from nexus_store.privacy.service import Privacy
     from nexus_store.redis.cache import Cache
     from nexus_store.redis.client import RedisBackend
     from nexus_store.redis.queue import Queue
@@ -51,6 +53,8 @@ _SUBAPIS: dict[str, str] = {
     "limiter": "nexus_store.redis.ratelimit.limiter:RateLimiter",
     "realtime": "nexus_store.redis.realtime:Realtime",
     "queue": "nexus_store.redis.queue:Queue",
+    "outbox": "nexus_store.outbox.relay:OutboxRelay",
+    "privacy": "nexus_store.privacy.service:Privacy",
 }
 
 
@@ -229,6 +233,14 @@ class NexusStore:
     @property
     def queue(self) -> Queue:
         return self._api("queue")  # type: ignore[no-any-return]
+
+    @property
+    def outbox(self) -> OutboxRelay:
+        return self._api("outbox")  # type: ignore[no-any-return]
+
+    @property
+    def privacy(self) -> Privacy:
+        return self._api("privacy")  # type: ignore[no-any-return]
 
     # -- routing ---------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from nexus_store.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
+    from pymongo.monitoring import _EventListener
 
     from nexus_store.settings import MongoSettings
 
@@ -22,11 +23,17 @@ __all__ = ["MongoBackend"]
 
 
 class MongoBackend:
-    """Owns the client and the configured database."""
+    """Owns the client and the configured database.
+
+    ``event_listeners`` are PyMongo monitoring listeners (command, pool, server events),
+    for APM and for tests that assert the exact commands sent.
+    """
 
     name = "mongo"
 
-    def __init__(self, settings: MongoSettings) -> None:
+    def __init__(
+        self, settings: MongoSettings, *, event_listeners: Sequence[_EventListener] = ()
+    ) -> None:
         if settings.url is None:
             raise ConfigurationError(
                 "MongoDB is not configured: set NEXUS_MONGO_URL (or MONGODB_URL)",
@@ -42,6 +49,7 @@ class MongoBackend:
             maxPoolSize=settings.max_pool_size,
             tz_aware=True,
             uuidRepresentation="standard",
+            event_listeners=list(event_listeners),
         )
         self.db: AsyncDatabase[dict[str, Any]] = self.client[settings.database]
 

@@ -6,12 +6,13 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import Pool
 
 from nexus_store._errors import unavailable_on
 from nexus_store.errors import ConfigurationError
@@ -30,6 +31,16 @@ _UNAVAILABLE = (
 )
 
 
+# Pools for single-statement reads. Autocommit connections never hold a transaction, so
+# nothing needs rolling back on return; they skip pre-ping because the repository retries
+# a read once when its pooled connection turns out dead.
+_AUTOCOMMIT: dict[str, Any] = {
+    "isolation_level": "AUTOCOMMIT",
+    "pool_reset_on_return": None,
+    "pool_pre_ping": False,
+}
+
+
 def sqlalchemy_url(url: SecretURL) -> str:
     """The URL for SQLAlchemy with the psycopg 3 driver, whatever scheme was configured."""
     parsed = make_url(url.get_secret_value())
@@ -41,28 +52,39 @@ class PostgresBackend:
 
     name = "postgres"
 
-    def __init__(self, settings: PostgresSettings) -> None:
+    def __init__(self, settings: PostgresSettings, *, poolclass: type[Pool] | None = None) -> None:
         if settings.url is None:
             raise ConfigurationError(
                 "PostgreSQL is not configured: set NEXUS_POSTGRES_URL (or DATABASE_URL)",
                 setting="postgres.url",
             )
         self.settings = settings
+        self._poolclass = poolclass
         self.engine = self._engine(settings.url)
-        self.read_engines = [self._engine(url) for url in settings.read_urls]
+        # Single-statement reads need no BEGIN/ROLLBACK round trips: they run on a pool of
+        # autocommit connections (switching a pooled connection per checkout costs more than
+        # the lookup). Replicas only ever serve such reads.
+        self.autocommit_engine = self._engine(settings.url, **_AUTOCOMMIT)
+        self.read_engines = [self._engine(url, **_AUTOCOMMIT) for url in settings.read_urls]
 
-    def _engine(self, url: SecretURL) -> AsyncEngine:
+    def _engine(self, url: SecretURL, **extra: Any) -> AsyncEngine:
         settings = self.settings
         options = []
         if settings.statement_timeout is not None:
             options.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
+        if self._poolclass is not None:
+            extra["poolclass"] = self._poolclass
+        else:
+            extra.update(
+                pool_size=settings.pool_size,
+                max_overflow=settings.max_overflow,
+                pool_timeout=settings.pool_timeout,
+                pool_recycle=settings.pool_recycle,
+            )
+        extra.setdefault("pool_pre_ping", settings.pool_pre_ping)
         return create_async_engine(
             sqlalchemy_url(url),
-            pool_size=settings.pool_size,
-            max_overflow=settings.max_overflow,
-            pool_pre_ping=settings.pool_pre_ping,
-            pool_timeout=settings.pool_timeout,
-            pool_recycle=settings.pool_recycle,
+            **extra,
             connect_args={
                 "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
                 "options": " ".join(options),
@@ -94,5 +116,5 @@ class PostgresBackend:
                 return str((await conn.execute(text("SHOW server_version"))).scalar_one())
 
     async def close(self) -> None:
-        for engine in (self.engine, *self.read_engines):
+        for engine in (self.engine, self.autocommit_engine, *self.read_engines):
             await engine.dispose()

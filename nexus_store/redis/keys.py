@@ -15,11 +15,15 @@ __all__ = ["MAX_KEY_PART_BYTES", "Keyspace", "escape_part"]
 
 MAX_KEY_PART_BYTES = 512
 _UNSAFE = re.compile(rb"[^A-Za-z0-9_.\-@+=/]")
+_SAFE = re.compile(r"[A-Za-z0-9_.\-@+=/]+")
 
 
 def escape_part(part: str | int, *, field: str = "key") -> str:
     """Percent-escape one caller-supplied key part; refuse empty or over-long parts."""
-    raw = str(part).encode("utf-8")
+    text = str(part)
+    if len(text) <= MAX_KEY_PART_BYTES and _SAFE.fullmatch(text):
+        return text  # nothing to escape: the common case, kept cheap for hot paths
+    raw = text.encode("utf-8")
     if not raw:
         raise ValidationError(field, "must not be empty")
     escaped = _UNSAFE.sub(lambda m: b"%%%02X" % m.group()[0], raw)

@@ -1,0 +1,148 @@
+"""Health checks: ``await store.health()`` against the same probes written by hand.
+
+    python -m bench.run --only health --repeats 3
+
+- readiness report: ``store.health()`` (every check concurrently, each under a timeout,
+  report built) vs the same server round trips with the raw async drivers on open
+  connections: PostgreSQL ``SELECT 1``, ``SHOW server_version`` and the Alembic revision;
+  MongoDB ``ping``, ``buildInfo``, ``listCollections`` and ``listIndexes``; Redis ``PING`` on
+  each of the six logical DBs and ``INFO server/memory/clients``. Milliseconds per report, the
+  median of a burst (lower is better).
+- liveness report: ``store.health(probe="liveness")`` (no I/O), SDK only.
+- ``nexus-store health --format json``: wall time of the whole command (interpreter start,
+  imports, connections, checks), what a Kubernetes exec probe pays. SDK only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import redis.asyncio
+from pymongo import AsyncMongoClient
+
+from bench.env import BenchEnv
+from bench.harness import Pair
+from nexus_store import NexusStore
+
+REPORTS = 30  # per measurement
+CLI_RUNS = 3
+
+
+async def _median_ms(call: Callable[[], Awaitable[Any]], count: int = REPORTS) -> float:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+async def scenarios(env: BenchEnv) -> list[Pair]:
+    from nexus_store.cli.init import run_init
+
+    raw: dict[str, Any] = {}
+    databases = env.settings.redis.databases.model_dump()
+
+    def store() -> NexusStore:
+        found: NexusStore = raw["store"]
+        return found
+
+    async def setup() -> None:
+        raw["store"] = NexusStore(env.settings)
+        await run_init(store(), progress=False)
+        raw["pg"] = await psycopg.AsyncConnection.connect(env.postgres_url, autocommit=True)
+        raw["mongo"] = AsyncMongoClient(env.mongo_url)
+        raw["redis"] = {
+            area: redis.asyncio.Redis.from_url(env.redis_url, db=db)
+            for area, db in databases.items()
+        }
+        await store().health()  # warm pools on both sides
+        await raw_readiness()
+
+    async def teardown() -> None:
+        await raw["pg"].close()
+        await raw["mongo"].close()
+        for client in raw["redis"].values():
+            await client.aclose()
+        await store().close()
+
+    async def postgres() -> None:
+        conn = raw["pg"]
+        for statement in (
+            "SELECT 1",
+            "SHOW server_version",
+            "SELECT version_num FROM alembic_version",
+        ):
+            await (await conn.execute(statement)).fetchall()
+
+    async def mongo() -> None:
+        client = raw["mongo"]
+        await client.admin.command("ping")
+        await client.admin.command("buildInfo")
+        db = client[env.mongo_database]
+        for name in await db.list_collection_names():
+            await (await db[name].list_indexes()).to_list()
+
+    async def redis_checks() -> None:
+        clients = raw["redis"]
+        await asyncio.gather(*(client.ping() for client in clients.values()))
+        sessions = clients["sessions"]
+        await asyncio.gather(
+            sessions.info("server"), sessions.info("memory"), sessions.info("clients")
+        )
+
+    async def raw_readiness() -> None:
+        await asyncio.gather(postgres(), mongo(), redis_checks())
+
+    def cli_health_ms() -> float:
+        command = [sys.executable, "-m", "nexus_store.cli", "health", "--format", "json"]
+        environment = {
+            "NEXUS_POSTGRES_URL": env.postgres_url,
+            "NEXUS_MONGO_URL": env.mongo_url,
+            "NEXUS_MONGO__DATABASE": env.mongo_database,
+            "NEXUS_REDIS_URL": env.redis_url,
+            "NEXUS_REDIS__NAMESPACE": env.redis_namespace,
+            "PATH": "/usr/bin:/bin",
+        }
+        samples = []
+        for _ in range(CLI_RUNS):
+            started = time.perf_counter()
+            subprocess.run(command, env=environment, capture_output=True, check=False)
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples) * 1000
+
+    return [
+        Pair(
+            "health: readiness report",
+            "ms/report",
+            sdk=lambda: _median_ms(store().health),
+            raw=lambda: _median_ms(raw_readiness),
+            higher_is_better=False,
+            target="< 2x the bare round trips",
+            setup=setup,
+            teardown=teardown,
+            raw_label="same probes, raw async drivers",
+        ),
+        Pair(
+            "health: liveness report",
+            "ms/report",
+            sdk=lambda: _median_ms(lambda: store().health(probe="liveness")),
+            higher_is_better=False,
+            setup=setup,
+            teardown=teardown,
+        ),
+        Pair(
+            "health: `nexus-store health --format json` (whole process)",
+            "ms/run",
+            sdk=cli_health_ms,
+            higher_is_better=False,
+            target="< health.timeout + 1 s",
+        ),
+    ]

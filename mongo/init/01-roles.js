@@ -1,0 +1,54 @@
+// Least-privilege roles and users for nexus-store. mongosh runs this once, when the official
+// image starts on an empty data directory (mounted at /docker-entrypoint-initdb.d/).
+//
+// Environment (set on the mongo container):
+//   NEXUS_MONGO_DATABASE            database nexus-store uses (default "nexus")
+//   NEXUS_MONGO_APP_PASSWORD        password of "nexus_app", the user the application runs as
+//   NEXUS_MONGO_MIGRATOR_PASSWORD   password of "nexus_migrator", the user `nexus-store init` runs as
+//
+// The application may only read and append to the audit log: no update, no remove, no index
+// or collection changes. `nexus-store init` creates the same audit role (audit.role_name) and
+// keeps its privileges in step with settings; this script exists so that a fresh server is
+// locked down before the application's first connection.
+
+const dbName = process.env.NEXUS_MONGO_DATABASE || "nexus";
+const appPassword = process.env.NEXUS_MONGO_APP_PASSWORD;
+const migratorPassword = process.env.NEXUS_MONGO_MIGRATOR_PASSWORD;
+if (!appPassword || !migratorPassword) {
+  throw new Error("set NEXUS_MONGO_APP_PASSWORD and NEXUS_MONGO_MIGRATOR_PASSWORD");
+}
+
+const nexus = db.getSiblingDB(dbName);
+
+// find + insert on the audit log and its checkpoints: append-only at the database level.
+nexus.createRole({
+  role: "nexusAuditWriter",
+  privileges: [
+    { resource: { db: dbName, collection: "audit_log" }, actions: ["find", "insert"] },
+    { resource: { db: dbName, collection: "audit_log_checkpoints" }, actions: ["find", "insert"] },
+  ],
+  roles: [],
+});
+
+// Events: write batches, query, and erase a user's events on request (privacy).
+nexus.createRole({
+  role: "nexusEventsWriter",
+  privileges: [
+    { resource: { db: dbName, collection: "events" }, actions: ["find", "insert", "remove"] },
+  ],
+  roles: [],
+});
+
+nexus.createUser({
+  user: "nexus_app",
+  pwd: appPassword,
+  roles: [{ role: "nexusAuditWriter", db: dbName }, { role: "nexusEventsWriter", db: dbName }],
+});
+
+// `nexus-store init`: create collections, validators and indexes (dbAdmin) and manage the
+// audit role (userAdmin on this database only). Never used by the running application.
+nexus.createUser({
+  user: "nexus_migrator",
+  pwd: migratorPassword,
+  roles: [{ role: "dbAdmin", db: dbName }, { role: "userAdmin", db: dbName }],
+});

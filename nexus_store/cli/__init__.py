@@ -1,0 +1,30 @@
+"""The ``nexus-store`` command line (typer + rich).
+
+    nexus-store init [--dry-run] [--only postgres|mongo|redis] [--format json]
+    nexus-store health [--probe liveness|readiness] [--format json] [--watch SECONDS]
+    nexus-store migrate upgrade|downgrade|current|history
+    nexus-store audit verify [--from SEQ] [--to SEQ]
+    nexus-store events stats [--since 24h]
+    nexus-store demo
+
+Every command takes ``--config FILE`` and the SDK's ``NEXUS_*`` environment variables.
+Drivers load only when a command needs them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    """Entry point of the ``nexus-store`` script."""
+    from nexus_store._errors import describe
+    from nexus_store.cli.app import app
+
+    try:
+        app()
+    except Exception as exc:  # last resort: one secret-free line, never a traceback
+        sys.stderr.write(f"error: {describe(exc)}\n")
+        sys.exit(1)

@@ -1,0 +1,169 @@
+"""What every command shares: options, settings, the store's lifetime, and output.
+
+Progress and errors go to stderr, results to stdout, so ``--format json`` output can be
+piped as is. Every string printed passes through :func:`nexus_store._secrets.scrub`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from nexus_store._secrets import scrub, scrub_value
+
+if TYPE_CHECKING:
+    from nexus_store.settings import NexusSettings
+    from nexus_store.store import NexusStore
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+# A store that cannot close (a backend that hangs) must not hold the command past this.
+_CLOSE_TIMEOUT = 5.0
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="NEXUS_CONFIG",
+        dir_okay=False,
+        help="TOML settings file; NEXUS_* environment variables override it.",
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        case_sensitive=False,
+        help="table for people, json for machines (stdout only).",
+    ),
+]
+
+# Piped output (CI logs, files) gets wide tables instead of 80 columns.
+stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``message`` (secrets masked) on stderr and exit with ``code``."""
+    stderr.print(Text(f"error: {scrub(message)}", style="bold red"))
+    raise typer.Exit(code)
+
+
+def load_settings(config: Path | None, **overrides: Any) -> NexusSettings:
+    """Settings from ``--config``, the environment and ``overrides``; exit 2 when invalid."""
+    from nexus_store.errors import ConfigurationError
+    from nexus_store.log import configure_logging
+    from nexus_store.settings import NexusSettings
+
+    try:
+        settings = NexusSettings.load(config_file=config, **overrides)
+    except ConfigurationError as exc:
+        fail(str(exc), EXIT_USAGE)
+    # Commands report their own progress; SDK info logs would interleave with it. An
+    # explicit debug level is kept.
+    log = settings.log
+    if log.level == "info":
+        log = log.model_copy(update={"level": "warning"})
+    configure_logging(log, force=True)
+    return settings
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion; Ctrl-C exits 130 without a traceback."""
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        stderr.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@asynccontextmanager
+async def open_store(settings: NexusSettings) -> AsyncIterator[NexusStore]:
+    """A store that is closed (flushing buffers) on exit, within a bounded time."""
+    from nexus_store._errors import describe
+    from nexus_store.store import NexusStore
+
+    store = NexusStore(settings)
+    try:
+        yield store
+    finally:
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await store.close()
+        except Exception as exc:
+            stderr.print(Text(f"warning: closing the store: {describe(exc)}", style="yellow"))
+
+
+def emit_json(data: Any, *, compact: bool = False) -> None:
+    """Write ``data`` as JSON on stdout, every string scrubbed of secrets."""
+    import orjson
+
+    option = orjson.OPT_NON_STR_KEYS | (0 if compact else orjson.OPT_INDENT_2)
+    text = orjson.dumps(scrub_value(data), option=option, default=str).decode()
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+STATUS_STYLES = {
+    "pass": "green",
+    "done": "green",
+    "ok": "green",
+    "unchanged": "green",
+    "warn": "yellow",
+    "planned": "cyan",
+    "skipped": "dim",
+    "fail": "bold red",
+    "failed": "bold red",
+}
+
+
+def cell(value: Any) -> Text:
+    """A table cell: scrubbed, never parsed as rich markup, statuses coloured."""
+    if value is None:
+        return Text("")
+    if isinstance(value, float):
+        value = f"{value:g}"
+    text = scrub(str(value))
+    return Text(text, style=STATUS_STYLES.get(text, ""))
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """A rich table whose every cell goes through :func:`cell`."""
+    found = Table(title=title, title_justify="left", min_width=min(len(title), 160))
+    for column in columns:
+        found.add_column(column, overflow="fold")
+    for row in rows:
+        found.add_row(*(cell(value) for value in row))
+    return found
+
+
+def step_line(status: str, label: str, detail: str = "") -> None:
+    """One progress line on stderr: ``[done] postgres migrate: 3 applied (0.41 s)``."""
+    line = Text()
+    line.append(f"[{status}] ", style=STATUS_STYLES.get(status, ""))
+    line.append(label)
+    if detail:
+        line.append(f": {scrub(detail)}")
+    stderr.print(line)

@@ -1,0 +1,238 @@
+"""Ops commands: ``migrate``, ``audit verify`` and ``events stats``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from nexus_store._errors import describe
+from nexus_store.cli._common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    FormatOption,
+    OutputFormat,
+    emit_json,
+    fail,
+    load_settings,
+    open_store,
+    run,
+    stdout,
+    table,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from nexus_store.settings import NexusSettings
+
+migrate_app = typer.Typer(
+    help="Alembic migrations of the PostgreSQL schema, with the SDK's "
+    "settings (upgrades hold pg_advisory_lock).",
+    no_args_is_help=True,
+)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+events_app = typer.Typer(help="Analytics events.", no_args_is_help=True)
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, named tuples and datetimes as JSON-ready data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {key: plain(item) for key, item in value._asdict().items()}
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _call(coro: Coroutine[Any, Any, Any], what: str) -> Any:
+    """Run ``coro``; a failure exits 1 naming ``what``, without a traceback."""
+    from nexus_store.errors import ConfigurationError
+
+    async def guarded() -> Any:
+        try:
+            return await coro
+        except ConfigurationError as exc:
+            fail(f"{what}: {exc}", EXIT_USAGE)
+        except Exception as exc:
+            fail(f"{what}: {describe(exc)}")
+
+    return run(guarded())
+
+
+def _show(data: Any, output_format: OutputFormat, title: str) -> None:
+    data = plain(data)
+    if output_format is OutputFormat.json:
+        emit_json(data)
+        return
+    if isinstance(data, dict):
+        rows = [(key, _flat(value)) for key, value in data.items()]
+        stdout.print(table(title, ("field", "value"), rows))
+    elif isinstance(data, list) and data and isinstance(data[0], dict):
+        columns = list(data[0])
+        stdout.print(table(title, columns, [[_flat(row.get(c)) for c in columns] for row in data]))
+    else:
+        stdout.print(table(title, ("value",), [(_flat(data),)]))
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(_flat(item) for item in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_flat(item)}" for key, item in value.items())
+    return "-" if value is None else str(value)
+
+
+def _postgres_settings(config: Any) -> NexusSettings:
+    settings = load_settings(config)
+    if settings.postgres.url is None:
+        fail("PostgreSQL is not configured: set NEXUS_POSTGRES_URL", EXIT_USAGE)
+    return settings
+
+
+# -- migrate ---------------------------------------------------------------------------------
+
+
+@migrate_app.command("upgrade")
+def migrate_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    config: ConfigOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List, do not apply.")] = False,
+) -> None:
+    """Upgrade to REVISION (default head) under pg_advisory_lock."""
+    from nexus_store.postgres import migrate
+
+    settings = _postgres_settings(config)
+    result = _call(migrate.upgrade(settings, revision, dry_run=dry_run), "migrate upgrade")
+    _show(result, output_format, "migrate upgrade (dry run)" if dry_run else "migrate upgrade")
+
+
+@migrate_app.command("downgrade")
+def migrate_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision (e.g. -1 or base).")],
+    config: ConfigOption = None,
+    output_format: FormatOption = OutputFormat.table,
+) -> None:
+    """Downgrade to REVISION."""
+    from nexus_store.postgres import migrate
+
+    settings = _postgres_settings(config)
+    result = _call(migrate.downgrade(settings, revision), "migrate downgrade")
+    _show(result, output_format, "migrate downgrade")
+
+
+@migrate_app.command("current")
+def migrate_current(
+    config: ConfigOption = None, output_format: FormatOption = OutputFormat.table
+) -> None:
+    """The database's revision, the head, and what is pending. Exit 1 when behind."""
+    from nexus_store.postgres import migrate
+
+    settings = _postgres_settings(config)
+    status = _call(migrate.status(settings), "migrate current")
+    _show(status, output_format, "migrate current")
+    if not status.at_head:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@migrate_app.command("history")
+def migrate_history(
+    config: ConfigOption = None, output_format: FormatOption = OutputFormat.table
+) -> None:
+    """Every revision, oldest first."""
+    from nexus_store.postgres import migrate
+
+    load_settings(config)
+
+    async def history() -> Any:
+        return migrate.history()
+
+    _show(_call(history(), "migrate history"), output_format, "migrate history")
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    config: ConfigOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    start: Annotated[int | None, typer.Option("--from", min=1, help="First seq.")] = None,
+    end: Annotated[int | None, typer.Option("--to", min=1, help="Last seq.")] = None,
+) -> None:
+    """Verify the audit hash chain. Exit 1 naming the first broken seq."""
+    settings = load_settings(config)
+
+    async def verify() -> Any:
+        async with open_store(settings) as store:
+            return await store.audit.verify(start, end)
+
+    result = _call(verify(), "audit verify")
+    _show(result, output_format, "audit verify")
+    if not result.ok:
+        fail(f"audit chain broken at seq {result.first_broken_seq}: {result.reason}", EXIT_FAILED)
+
+
+# -- events ----------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(?P<amount>\d+(?:\.\d+)?)(?P<unit>[smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``"24h"``, ``"30m"``, ``"7d"`` ago, or an ISO 8601 time (UTC when naive)."""
+    now = now or datetime.now(UTC)
+    if match := _DURATION.match(text.strip()):
+        return now - timedelta(**{_UNITS[match["unit"]]: float(match["amount"])})
+    try:
+        found = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: use a duration (30m, 24h, 7d) or an ISO time", param_hint="--since"
+        ) from None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+@events_app.command("stats")
+def events_stats(
+    config: ConfigOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    since: Annotated[str, typer.Option(help="30m, 24h, 7d or an ISO time.")] = "24h",
+    top: Annotated[int, typer.Option(min=1, max=1000, help="How many event names.")] = 10,
+) -> None:
+    """Events stored since --since: the total and the most frequent names."""
+    settings = load_settings(config)
+    start = parse_since(since)
+
+    async def stats() -> Any:
+        end = datetime.now(UTC)
+        async with open_store(settings) as store:
+            names = await store.events.top_events(start=start, end=end, limit=top)
+            users = await store.events.unique_users(start=start, end=end)
+        return {
+            "since": start,
+            "until": end,
+            "uniqueUsers": users,
+            "topEvents": {count.name: count.count for count in names},
+        }
+
+    result = _call(stats(), "events stats")
+    if output_format is OutputFormat.json:
+        emit_json(plain(result))
+        return
+    rows = [(name, count) for name, count in result["topEvents"].items()]
+    title = (
+        f"top {top} events from {start:%Y-%m-%d %H:%M} to {result['until']:%H:%M} UTC "
+        f"({result['uniqueUsers']} unique users)"
+    )
+    stdout.print(table(title, ("event", "count"), rows))

@@ -1,0 +1,190 @@
+"""Making caller data safe to store in MongoDB: keys, values and query values.
+
+MongoDB reads ``$``-prefixed keys as operators and dotted keys as paths, and BSON keys are
+C strings, so a NUL ends them early. Every mapping a caller hands us (event properties and
+context, audit ``before``/``after``) goes through :func:`clean_document`, which refuses such
+keys with a :class:`~nexus_store.errors.ValidationError` naming the full path
+(``properties.$where``) instead of storing or interpreting them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import orjson
+import pydantic
+
+from nexus_store._errors import describe
+from nexus_store.errors import ValidationError
+
+__all__ = [
+    "NO_NUL",
+    "InputModel",
+    "clean_document",
+    "explain_encoding_error",
+    "query_text",
+    "screen_mapping",
+    "utc_millis",
+]
+
+#: ``Field(pattern=NO_NUL)``: text without NUL, checked inside pydantic-core.
+NO_NUL = r"^[^\x00]*$"
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_DEPTH = 32
+
+
+def utc_millis(value: dt.datetime, field: str) -> dt.datetime:
+    """``value`` in UTC, cut to the millisecond BSON keeps; naive datetimes are refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(field, "naive datetime; give a timezone-aware datetime (UTC)")
+    value = value.astimezone(dt.UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _join(parent: str, key: str | int) -> str:
+    return f"{parent}.{key}"
+
+
+def _check_key(key: Any, parent: str) -> str:
+    if type(key) is not str:
+        raise ValidationError(parent, f"keys must be strings, got {type(key).__name__}")
+    if not key:
+        raise ValidationError(_join(parent, key), "empty key")
+    if key[0] == "$":
+        raise ValidationError(
+            _join(parent, key), "keys must not start with '$' (MongoDB operator syntax)"
+        )
+    if "." in key:
+        raise ValidationError(_join(parent, key), "keys must not contain '.' (MongoDB path syntax)")
+    if "\x00" in key:
+        raise ValidationError(_join(parent, key), "keys must not contain NUL")
+    return key
+
+
+def _clean_value(value: Any, parent: str, key: str | int, depth: int) -> Any:
+    # The hot path: exact builtin scalars, checked without building the field path.
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is int:
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValidationError(_join(parent, key), "integer does not fit in 64 bits")
+        return value
+    if value is None or kind is bool or kind is float:
+        return value
+    return _clean_other(value, parent, key, depth)
+
+
+def _clean_other(value: Any, parent: str, key: str | int, depth: int) -> Any:
+    path = _join(parent, key)
+    if isinstance(value, dict | Mapping):
+        _check_depth(depth, path)
+        return {
+            _check_key(name, path): _clean_value(item, path, name, depth + 1)
+            for name, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        _check_depth(depth, path)
+        return [_clean_value(item, path, index, depth + 1) for index, item in enumerate(value)]
+    if isinstance(value, dt.datetime):
+        return utc_millis(value, path)
+    for base in (str, int, float):  # str/int/float subclasses such as enums: store the value
+        if isinstance(value, base):
+            return _clean_value(base(value), parent, key, depth)
+    raise ValidationError(
+        path, f"unsupported type {type(value).__name__}; use JSON types or an aware datetime"
+    )
+
+
+def _check_depth(depth: int, path: str) -> None:
+    if depth >= _MAX_DEPTH:
+        raise ValidationError(path, f"nested deeper than {_MAX_DEPTH} levels")
+
+
+def clean_document(value: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """A plain-dict copy of ``value`` that is safe to store, or a ValidationError.
+
+    Keys must be non-empty strings without a leading ``$``, a ``.`` or NUL. Values may be
+    None, bool, int (64-bit), float, str, aware datetime, lists and mappings of those.
+    Datetimes become UTC at millisecond precision, as BSON stores them.
+
+        >>> clean_document({"plan": "pro"}, "properties")
+        {'plan': 'pro'}
+    """
+    return {_check_key(key, path): _clean_value(item, path, key, 1) for key, item in value.items()}
+
+
+def _reject_naive(value: Any) -> None:
+    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
+        return
+    raise TypeError(type(value).__name__)
+
+
+def screen_mapping(value: Any, field: str) -> dict[str, Any]:
+    """A shallow copy of ``value`` after a fast, C-speed screen of its values.
+
+    orjson walks the whole structure (string keys only, 64-bit integers, JSON types, aware
+    datetimes through :func:`_reject_naive`); only when it objects does the slower
+    :func:`clean_document` run, to name the offending path. Keys are checked when the
+    document is BSON-encoded with ``check_keys`` (see :func:`explain_encoding_error`).
+    """
+    if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
+            raise ValidationError(field, f"must be a mapping, got {type(value).__name__}")
+        value = dict(value)
+    try:
+        orjson.dumps(value, default=_reject_naive, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except orjson.JSONEncodeError as exc:
+        clean_document(value, field)  # raises, naming the path
+        raise ValidationError(field, describe(exc)) from None
+    return dict(value)
+
+
+def explain_encoding_error(exc: Exception, documents: Mapping[str, Mapping[str, Any]]) -> NoReturn:
+    """Turn a BSON encoding failure into a ValidationError naming the offending path."""
+    for field, document in documents.items():
+        clean_document(document, field)  # raises for a bad key or value
+    raise ValidationError("event", describe(exc)) from exc
+
+
+def query_text(value: Any, field: str, *, max_length: int = 1024) -> str:
+    """A query value that can only ever be matched as a literal string.
+
+    A dict such as ``{"$ne": None}`` would turn a lookup into an operator, so only ``str``
+    passes.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain NUL")
+    if len(value) > max_length:
+        raise ValidationError(field, f"longer than {max_length} characters")
+    return value
+
+
+class InputModel(pydantic.BaseModel):
+    """A frozen pydantic model whose validation errors are nexus-store ``ValidationError``."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            raise _as_validation_error(exc) from None
+
+
+def _as_validation_error(exc: pydantic.ValidationError) -> ValidationError:
+    error = exc.errors(include_url=False)[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ValidationError):
+        return cause
+    field = ".".join(str(part) for part in error["loc"]) or "record"
+    if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NO_NUL:
+        return ValidationError(field, "must not contain NUL")
+    return ValidationError(field, error["msg"])

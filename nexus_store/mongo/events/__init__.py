@@ -1,0 +1,10 @@
+"""Analytics events: the :class:`Event` model, the buffered writer and server-side queries.
+
+event = await store.events.track("signup", user_id="u1", properties={"plan": "pro"})
+await store.events.flush()
+"""
+
+from nexus_store.mongo.events.model import Event
+from nexus_store.mongo.events.writer import EventStore, WriterStats
+
+__all__ = ["Event", "EventStore", "WriterStats"]

@@ -1,0 +1,317 @@
+"""Server-side analytics queries over the events collection, with typed results.
+
+Every query is one aggregation pipeline run by MongoDB; only its small result crosses the
+wire. Caller values enter pipelines as literals (``$literal`` inside expressions), so an
+event name such as ``"$where"`` is matched as text, never read as a field path or operator.
+
+    hourly = await store.events.counts(["signup", "paid"], start=day, end=day + DAY)
+    users = await store.events.unique_users(start=week_ago, end=now)
+    steps = await store.events.funnel(["view", "cart", "paid"], start=s, end=e,
+                                      window=timedelta(hours=1))
+    page = await store.events.timeline("u1", limit=20)
+    more = await store.events.timeline("u1", limit=20, cursor=page.next_cursor)
+    top = await store.events.top_events(start=s, end=e, limit=5)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import bson
+from bson.codec_options import CodecOptions
+
+from nexus_store._errors import describe
+from nexus_store.errors import ValidationError
+from nexus_store.log import get_logger, observe
+from nexus_store.mongo._documents import query_text, utc_millis
+from nexus_store.mongo.events.model import Event
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.collection import AsyncCollection
+
+    from nexus_store.store import Backends
+
+__all__ = ["EventCount", "EventQueries", "FunnelStep", "IntervalCount", "TimelinePage"]
+
+Interval = Literal["minute", "hour", "day"]
+_log = get_logger("nexus_store.events")
+_CACHE_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
+_MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalCount:
+    """``count`` events called ``name`` in the UTC interval starting at ``bucket``."""
+
+    name: str
+    bucket: dt.datetime
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventCount:
+    name: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelStep:
+    """``users`` reached step ``step`` (1-based) in order, within the window of step 1."""
+
+    step: int
+    name: str
+    users: int
+    conversion: float  # users / users of step 1 (1.0 for step 1, 0.0 when nobody started)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page (None: done)."""
+
+    events: list[Event]
+    next_cursor: str | None
+
+
+def _range(start: dt.datetime, end: dt.datetime) -> dict[str, dt.datetime]:
+    start, end = utc_millis(start, "start"), utc_millis(end, "end")
+    if start >= end:
+        raise ValidationError("end", "must be later than start")
+    return {"$gte": start, "$lt": end}
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+        raise ValidationError("limit", f"must be an integer from 1 to {_MAX_LIMIT}")
+    return limit
+
+
+def _names(names: str | Sequence[str], field: str) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    checked = [query_text(name, f"{field}.{index}") for index, name in enumerate(names)]
+    if not checked:
+        raise ValidationError(field, "give at least one event name")
+    return checked
+
+
+def _encode_cursor(event: Event) -> str:
+    return f"{int(event.ts.timestamp() * 1000)}.{event.event_id}"
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    millis, _, event_id = query_text(cursor, "cursor").partition(".")
+    if not millis.isdigit() or not event_id:
+        raise ValidationError("cursor", "not a cursor returned by timeline()")
+    return dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC), event_id
+
+
+class EventQueries:
+    """The query half of :class:`~nexus_store.mongo.events.writer.EventStore`.
+
+    With ``events.query_cache_ttl`` set and Redis configured, the results of ``counts``,
+    ``unique_users``, ``funnel`` and ``top_events`` are cached in the ``analytics_cache``
+    area (Redis DB 5), as BSON, keyed by a hash of the pipeline, for that many seconds. A
+    Redis failure is logged and the query goes to MongoDB.
+    """
+
+    def __init__(self, collection: AsyncCollection[dict[str, Any]], backends: Backends) -> None:
+        self._collection = collection
+        self._backends = backends
+        settings = backends.settings
+        self._cache_ttl = settings.events.query_cache_ttl if settings.redis.url else None
+
+    async def _aggregate(
+        self, operation: str, pipeline: list[dict[str, Any]], *, cache: bool = True
+    ) -> list[dict[str, Any]]:
+        if self._cache_ttl is None or not cache:
+            return await self._run_pipeline(operation, pipeline)
+        redis = self._backends.redis
+        digest = hashlib.sha256(bson.encode({"pipeline": pipeline})).hexdigest()
+        key = redis.keyspace("analytics_cache").key("events", self._collection.name, digest)
+        client = redis.client("analytics_cache")
+        try:
+            cached = await client.get(key)
+        except redis.errors as exc:
+            _log.warning("analytics_cache_unavailable", error=describe(exc))
+            return await self._run_pipeline(operation, pipeline)
+        if isinstance(cached, bytes):
+            rows: list[dict[str, Any]] = bson.decode(cached, _CACHE_CODEC)["rows"]
+            return rows
+        rows = await self._run_pipeline(operation, pipeline)
+        try:
+            await client.set(key, bson.encode({"rows": rows}), ex=self._cache_ttl)
+        except redis.errors as exc:
+            _log.warning("analytics_cache_unavailable", error=describe(exc))
+        return rows
+
+    async def _run_pipeline(
+        self, operation: str, pipeline: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        with self._backends.mongo.unavailable():
+            cursor = await self._collection.aggregate(pipeline)
+            rows = await cursor.to_list()
+        observe("mongo", f"events.{operation}", started, rows=len(rows))
+        return rows
+
+    async def counts(
+        self,
+        names: str | Sequence[str],
+        *,
+        start: dt.datetime,
+        end: dt.datetime,
+        interval: Interval = "hour",
+    ) -> list[IntervalCount]:
+        """Events per name per UTC ``interval`` (minute, hour or day) in ``[start, end)``.
+
+        Empty intervals are absent. Sorted by bucket, then name.
+        """
+        if interval not in ("minute", "hour", "day"):
+            raise ValidationError("interval", "must be minute, hour or day")
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"ts": _range(start, end), "name": {"$in": _names(names, "names")}}},
+            {
+                "$group": {
+                    "_id": {
+                        "name": "$name",
+                        "bucket": {
+                            "$dateTrunc": {"date": "$ts", "unit": interval, "timezone": "UTC"}
+                        },
+                    },
+                    "count": {"$sum": 1},
+                }
+            },
+            {"$sort": {"_id.bucket": 1, "_id.name": 1}},
+        ]
+        rows = await self._aggregate("counts", pipeline)
+        return [
+            IntervalCount(
+                row["_id"]["name"], row["_id"]["bucket"].astimezone(dt.UTC), int(row["count"])
+            )
+            for row in rows
+        ]
+
+    async def unique_users(
+        self, *, start: dt.datetime, end: dt.datetime, names: str | Sequence[str] | None = None
+    ) -> int:
+        """Distinct ``user_id`` values with an event in ``[start, end)`` (optionally of ``names``).
+
+        Anonymous events (no ``user_id``) are not counted.
+        """
+        match: dict[str, Any] = {"ts": _range(start, end), "user_id": {"$type": "string"}}
+        if names is not None:
+            match["name"] = {"$in": _names(names, "names")}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$group": {"_id": "$user_id"}},
+            {"$count": "users"},
+        ]
+        rows = await self._aggregate("unique_users", pipeline)
+        return int(rows[0]["users"]) if rows else 0
+
+    async def funnel(
+        self,
+        steps: Sequence[str],
+        *,
+        start: dt.datetime,
+        end: dt.datetime,
+        window: dt.timedelta,
+    ) -> list[FunnelStep]:
+        """How many users did ``steps`` in order, each within ``window`` of their first step.
+
+        Each user's events of those names in ``[start, end)`` are walked oldest first on the
+        server; a step counts when it follows the previous one and lies within ``window`` of
+        the user's first step.
+        """
+        checked = _names(list(steps), "steps")
+        if len(checked) < 2:
+            raise ValidationError("steps", "a funnel needs at least two steps")
+        window_ms = int(window.total_seconds() * 1000)
+        if window_ms <= 0:
+            raise ValidationError("window", "must be positive")
+        reached = "$$value.reached"
+        step_matches = {
+            "$and": [
+                {"$lt": [reached, len(checked)]},
+                {"$eq": ["$$this.name", {"$arrayElemAt": [{"$literal": checked}, reached]}]},
+                {
+                    "$or": [
+                        {"$eq": [reached, 0]},
+                        {"$lte": [{"$subtract": ["$$this.ts", "$$value.started"]}, window_ms]},
+                    ]
+                },
+            ]
+        }
+        advance = {
+            "reached": {"$add": [reached, 1]},
+            "started": {"$cond": [{"$eq": [reached, 0]}, "$$this.ts", "$$value.started"]},
+        }
+        pipeline: list[dict[str, Any]] = [
+            {
+                "$match": {
+                    "ts": _range(start, end),
+                    "name": {"$in": checked},
+                    "user_id": {"$type": "string"},
+                }
+            },
+            {"$sort": {"ts": 1, "event_id": 1}},
+            {"$group": {"_id": "$user_id", "events": {"$push": {"name": "$name", "ts": "$ts"}}}},
+            {
+                "$project": {
+                    "progress": {
+                        "$reduce": {
+                            "input": "$events",
+                            "initialValue": {"reached": 0, "started": None},
+                            "in": {"$cond": [step_matches, advance, "$$value"]},
+                        }
+                    }
+                }
+            },
+            {"$group": {"_id": "$progress.reached", "users": {"$sum": 1}}},
+        ]
+        rows = await self._aggregate("funnel", pipeline)
+        users_by_depth = {int(row["_id"]): int(row["users"]) for row in rows}
+        result: list[FunnelStep] = []
+        for index, name in enumerate(checked, start=1):
+            users = sum(count for depth, count in users_by_depth.items() if depth >= index)
+            first = result[0].users if result else users
+            result.append(FunnelStep(index, name, users, users / first if first else 0.0))
+        return result
+
+    async def timeline(
+        self, user_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> TimelinePage:
+        """``user_id``'s events, newest first, ``limit`` per page (keyset pagination)."""
+        match: dict[str, Any] = {"user_id": query_text(user_id, "user_id")}
+        if cursor is not None:
+            ts, event_id = _decode_cursor(cursor)
+            match["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "event_id": {"$lt": event_id}}]
+        limit = _limit(limit)
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$sort": {"ts": -1, "event_id": -1}},
+            {"$limit": limit + 1},
+            {"$project": {"_id": 0}},
+        ]
+        rows = await self._aggregate("timeline", pipeline, cache=False)
+        events = [Event.from_document(row) for row in rows[:limit]]
+        next_cursor = _encode_cursor(events[-1]) if len(rows) > limit else None
+        return TimelinePage(events, next_cursor)
+
+    async def top_events(
+        self, *, start: dt.datetime, end: dt.datetime, limit: int = 10
+    ) -> list[EventCount]:
+        """The ``limit`` most frequent event names in ``[start, end)``, most frequent first."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"ts": _range(start, end)}},
+            {"$group": {"_id": "$name", "count": {"$sum": 1}}},
+            {"$sort": {"count": -1, "_id": 1}},
+            {"$limit": _limit(limit)},
+        ]
+        rows = await self._aggregate("top_events", pipeline)
+        return [EventCount(str(row["_id"]), int(row["count"])) for row in rows]

@@ -1,0 +1,375 @@
+"""The buffered analytics event writer (``store.events``).
+
+``track()`` validates and encodes the event, then appends it to a bounded in-process buffer;
+a background task writes ``insert_many(ordered=False)`` batches when ``events.flush_at``
+events are waiting or ``events.flush_interval`` has passed.
+
+    await store.events.track("signup", user_id="u1", properties={"plan": "pro"})
+    await store.events.track("paid", user_id="u1", wait=True)  # returns once stored
+    await store.events.flush()  # everything tracked so far is stored
+    store.events.stats()        # WriterStats(queued=0, written=2, ...)
+
+While MongoDB is unreachable the buffer keeps its events and retries with exponential
+backoff and full jitter. When the buffer is full, ``events.on_full`` decides: ``block``
+makes ``track()`` wait for room; ``drop`` refuses the event, counts it in ``stats().dropped``
+and logs a warning. A batch that is retried after a lost acknowledgement may reach the
+server twice; the unique index on ``event_id`` keeps one copy, and the duplicate-key error
+counts as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from nexus_store._errors import describe
+from nexus_store.errors import BackendUnavailableError, ConfigurationError, ValidationError
+from nexus_store.log import get_logger, observe
+from nexus_store.mongo._documents import query_text
+from nexus_store.mongo.events.model import Event
+from nexus_store.mongo.events.queries import EventQueries
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.collection import AsyncCollection
+
+    from nexus_store.store import Backends
+
+__all__ = ["EventStore", "WriterStats"]
+
+_log = get_logger("nexus_store.events")
+_DUPLICATE_KEY = 11000
+_DROP_LOG_EVERY_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """Counters of the event writer, for the health report.
+
+    ``queued`` is what the buffer holds now (including the batch being written); ``written``
+    counts events confirmed stored; ``retried`` counts failed batch attempts that were
+    retried; ``dropped`` counts events refused on a full buffer or abandoned at close;
+    ``rejected`` counts events the server refused (its validator), which retrying cannot fix.
+    """
+
+    queued: int
+    written: int
+    retried: int
+    dropped: int
+    rejected: int
+    last_error: str | None
+
+
+class _Pending:
+    __slots__ = ("document", "waiter")
+
+    def __init__(self, document: RawBSONDocument, waiter: asyncio.Future[None] | None) -> None:
+        self.document = document
+        self.waiter = waiter
+
+
+class EventStore(EventQueries):
+    """Track analytics events into MongoDB and query them. Built by ``NexusStore.events``."""
+
+    def __init__(self, backends: Backends) -> None:
+        self._settings = backends.settings.events
+        mongo = backends.mongo
+        collection: AsyncCollection[dict[str, Any]] = mongo.db[self._settings.collection]
+        super().__init__(collection, backends)
+        # Events are encoded once, in track(), and sent as raw BSON (the driver re-encodes
+        # nothing and adds no _id; the server assigns it).
+        self._raw_collection = cast("AsyncCollection[RawBSONDocument]", collection)
+        self._mongo = mongo
+        self._buffer: deque[_Pending] = deque()
+        self._in_flight: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._urgent = False
+        self._closing = False
+        self._close_deadline: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._accepted = 0
+        self._settled = 0
+        self._written = 0
+        self._retried = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._last_error: str | None = None
+        self._last_drop_log = 0.0
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def track(
+        self,
+        name: str,
+        *,
+        user_id: str | None = None,
+        anonymous_id: str | None = None,
+        session_id: str | None = None,
+        properties: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+        ts: dt.datetime | None = None,
+        event_id: str | None = None,
+        wait: bool = False,
+    ) -> Event:
+        """Validate an event and buffer it; with ``wait=True``, return once it is stored.
+
+        Raises :class:`ValidationError` (nothing is buffered) for bad input or an event
+        larger than ``events.max_event_bytes``.
+        """
+        fields: dict[str, Any] = {"name": name}
+        # Only what was given: pydantic validates a passed None, and this is the hot path.
+        if user_id is not None:
+            fields["user_id"] = user_id
+        if anonymous_id is not None:
+            fields["anonymous_id"] = anonymous_id
+        if session_id is not None:
+            fields["session_id"] = session_id
+        if properties is not None:
+            fields["properties"] = properties
+        if context is not None:
+            fields["context"] = context
+        if ts is not None:
+            fields["ts"] = ts
+        if event_id is not None:
+            fields["event_id"] = event_id
+        event = Event(**fields)
+        await self._enqueue(event, wait=wait)
+        return event
+
+    async def put(self, event: Event) -> Event:
+        """Buffer an :class:`Event` (the target of ``store.put(event)``)."""
+        await self._enqueue(event, wait=False)
+        return event
+
+    async def flush(self) -> None:
+        """Return once every event accepted before this call is stored (or rejected).
+
+        While MongoDB is unreachable this waits for it; ``aclose()`` bounds that wait.
+        """
+        target = self._accepted
+        while self._settled < target:
+            self._urgent = True
+            self._start_flusher()
+            self._wake.set()
+            await self._progress.wait()
+
+    async def aclose(self) -> None:
+        """Drain the buffer, waiting at most ``events.close_timeout`` for MongoDB.
+
+        Events still unwritten after that are counted in ``dropped`` and logged as an error.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._close_deadline = time.monotonic() + self._settings.close_timeout
+        if self._task is not None:
+            self._urgent = True
+            self._wake.set()
+            await self._task
+        if self._buffer:  # never reached the flusher (no running task)
+            self._abandon(list(self._buffer), "closed before the flusher ran")
+            self._buffer.clear()
+
+    def stats(self) -> WriterStats:
+        """A snapshot of the writer's counters."""
+        return WriterStats(
+            queued=len(self._buffer) + len(self._in_flight),
+            written=self._written,
+            retried=self._retried,
+            dropped=self._dropped,
+            rejected=self._rejected,
+            last_error=self._last_error,
+        )
+
+    def _encode(self, event: Event) -> RawBSONDocument:
+        data = event.to_bson()
+        if len(data) > self._settings.max_event_bytes:
+            limit = self._settings.max_event_bytes
+            raise ValidationError(
+                "event", f"{len(data)} bytes exceeds events.max_event_bytes={limit}"
+            )
+        return RawBSONDocument(data)
+
+    async def _enqueue(self, event: Event, *, wait: bool) -> None:
+        if self._closing:
+            raise ConfigurationError("the event store is closed; open a new NexusStore")
+        document = self._encode(event)
+        while len(self._buffer) + len(self._in_flight) >= self._settings.max_queue_size:
+            if self._settings.on_full == "drop":
+                self._count_drop(event)
+                return
+            self._start_flusher()
+            self._wake.set()
+            await self._progress.wait()
+            if self._closing:
+                raise ConfigurationError("the event store closed while track() waited for room")
+        waiter = asyncio.get_running_loop().create_future() if wait else None
+        self._buffer.append(_Pending(document, waiter))
+        self._accepted += 1
+        self._start_flusher()
+        waiting = len(self._buffer)
+        # The first event starts the flush_interval timer; a full batch or a waiter goes now.
+        if waiting == 1 or waiting >= self._settings.flush_at or wait:
+            self._urgent = self._urgent or wait
+            self._wake.set()
+        if waiter is not None:
+            await waiter
+
+    def _count_drop(self, event: Event) -> None:
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_EVERY_SECONDS:
+            self._last_drop_log = now
+            _log.warning(
+                "event_dropped",
+                reason="buffer full",
+                dropped_total=self._dropped,
+                max_queue_size=self._settings.max_queue_size,
+                event_name=event.name,
+            )
+
+    # -- the background flusher ------------------------------------------------------------
+
+    def _start_flusher(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="nexus-events")
+
+    async def _run(self) -> None:
+        while True:
+            if not self._buffer:
+                self._urgent = False
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if (
+                not self._urgent
+                and not self._closing
+                and len(self._buffer) < self._settings.flush_at
+            ):
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.flush_interval)
+            count = min(len(self._buffer), self._settings.flush_at)
+            self._in_flight = [self._buffer.popleft() for _ in range(count)]
+            try:
+                await self._write(self._in_flight)
+            finally:
+                self._in_flight = []
+                progress, self._progress = self._progress, asyncio.Event()
+                progress.set()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                await self._raw_collection.insert_many(
+                    [pending.document for pending in batch], ordered=False
+                )
+            except BulkWriteError as exc:
+                self._settle_partial(batch, dict(exc.details))
+                return
+            except PyMongoError as exc:
+                self._last_error = describe(exc)
+                if self._past_close_deadline():
+                    self._abandon([*batch, *self._buffer], self._last_error)
+                    self._buffer.clear()
+                    return
+                self._retried += 1
+                delay = self._backoff(attempt)
+                _log.warning(
+                    "event_batch_retry",
+                    size=len(batch),
+                    attempt=attempt + 1,
+                    retry_in_s=round(delay, 3),
+                    error=self._last_error,
+                )
+                attempt += 1
+                await asyncio.sleep(self._bounded_by_deadline(delay))
+                continue
+            observe("mongo", "events.insert_many", started, size=len(batch))
+            if attempt:
+                _log.info("event_batch_recovered", size=len(batch), attempts=attempt + 1)
+            self._settle(batch)
+            return
+
+    def _settle_partial(self, batch: list[_Pending], details: dict[str, Any]) -> None:
+        failures: dict[int, dict[str, Any]] = {
+            error["index"]: error
+            for error in details.get("writeErrors", [])
+            if error.get("code") != _DUPLICATE_KEY  # already stored by an earlier attempt
+        }
+        stored = [pending for index, pending in enumerate(batch) if index not in failures]
+        self._settle(stored)
+        for index, error in failures.items():
+            message = str(error.get("errmsg", "rejected by the server"))
+            self._rejected += 1
+            self._settled += 1
+            self._last_error = describe(RuntimeError(message))
+            _log.error("event_rejected", code=error.get("code"), error=message)
+            waiter = batch[index].waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ValidationError("event", f"rejected by MongoDB: {message}"))
+
+    def _settle(self, stored: Sequence[_Pending]) -> None:
+        self._written += len(stored)
+        self._settled += len(stored)
+        for pending in stored:
+            if pending.waiter is not None and not pending.waiter.done():
+                pending.waiter.set_result(None)
+
+    def _abandon(self, batch: Sequence[_Pending], reason: str) -> None:
+        self._dropped += len(batch)
+        self._settled += len(batch)
+        _log.error("events_abandoned_at_close", count=len(batch), error=reason)
+        for pending in batch:
+            if pending.waiter is not None and not pending.waiter.done():
+                pending.waiter.set_exception(BackendUnavailableError("mongo", reason))
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, so that many writers do not retry in step."""
+        ceiling = self._settings.retry_initial_backoff * 2 ** min(attempt, 30)
+        return random.uniform(0, min(self._settings.retry_max_backoff, ceiling))  # noqa: S311
+
+    def _past_close_deadline(self) -> bool:
+        return self._close_deadline is not None and time.monotonic() >= self._close_deadline
+
+    def _bounded_by_deadline(self, delay: float) -> float:
+        if self._close_deadline is None:
+            return delay
+        return max(0.0, min(delay, self._close_deadline - time.monotonic()))
+
+    # -- privacy ---------------------------------------------------------------------------
+
+    async def delete_user(self, user_id: str) -> int:
+        """Delete every stored event of ``user_id`` (buffered ones are flushed first)."""
+        user_id = query_text(user_id, "user_id")
+        await self.flush()
+        started = time.perf_counter()
+        with self._mongo.unavailable():
+            result = await self._collection.delete_many({"user_id": user_id})
+        observe("mongo", "events.delete_user", started)
+        return result.deleted_count
+
+    async def export_user(self, user_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``user_id``'s stored events, oldest first, as plain dicts (no ``_id``)."""
+        user_id = query_text(user_id, "user_id")
+        await self.flush()
+        with self._mongo.unavailable():
+            cursor = self._collection.find(
+                {"user_id": user_id}, projection={"_id": False}, sort=[("ts", 1), ("event_id", 1)]
+            )
+            async for document in cursor:
+                yield document

@@ -1,0 +1,567 @@
+"""MongoDB collections, validators, indexes and the audit role, declared once, in code.
+
+``nexus-store init`` calls :func:`ensure_schema`; ``nexus-store health`` calls
+:func:`inspect_schema`.
+
+    changes = await ensure_schema(store.backends.mongo, store.settings, dry_run=True)
+    for change in changes:
+        print(change.collection, change.action, change.detail)
+
+:func:`ensure_schema` is idempotent: it creates what is missing and reconciles what drifted
+without dropping data. A changed ``events.retention_days`` becomes a ``collMod`` of the TTL
+index (never a drop and rebuild); ``audit.retention_days = None`` drops the audit TTL index
+so nothing expires. Where the server manages roles, it creates (or updates) a role that may
+only ``find`` and ``insert`` in the audit collections (``audit.role_name``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import OperationFailure
+
+from nexus_store._errors import describe
+from nexus_store.log import get_logger, observe
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from nexus_store.mongo.client import MongoBackend
+    from nexus_store.settings import NexusSettings
+
+__all__ = [
+    "CollectionSpec",
+    "IndexSpec",
+    "SchemaChange",
+    "SchemaProblem",
+    "audit_role_privileges",
+    "checkpoint_collection",
+    "collection_specs",
+    "ensure_schema",
+    "inspect_schema",
+]
+
+_log = get_logger("nexus_store.mongo.schema")
+_DAY = 86_400
+_UNSUPPORTED = (59, 13, 115)  # CommandNotFound, Unauthorized, CommandNotSupported
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """One change :func:`ensure_schema` made (or, with ``dry_run``, would make)."""
+
+    collection: str
+    action: str  # create_collection, update_validator, create_index, update_ttl, ...
+    detail: str
+    command: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaProblem:
+    """A difference between the declared schema and the server, found by inspection."""
+
+    collection: str
+    problem: str  # missing_collection, missing_index, ttl_mismatch, index_options, ...
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """An index, identified by its key fields (all ascending)."""
+
+    keys: tuple[str, ...]
+    unique: bool = False
+    expire_after_seconds: int | None = None
+    partial_filter: Mapping[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        suffix = "_ttl" if self.expire_after_seconds is not None else ""
+        return "_".join(self.keys) + ("_unique" if self.unique else "") + suffix
+
+    def document(self) -> dict[str, Any]:
+        index: dict[str, Any] = {"key": dict.fromkeys(self.keys, 1), "name": self.name}
+        if self.unique:
+            index["unique"] = True
+        if self.expire_after_seconds is not None:
+            index["expireAfterSeconds"] = self.expire_after_seconds
+        if self.partial_filter is not None:
+            index["partialFilterExpression"] = dict(self.partial_filter)
+        return index
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    name: str
+    validator: Mapping[str, Any]
+    indexes: tuple[IndexSpec, ...]
+    # keys of TTL indexes that must not exist (retention switched off)
+    forbidden_ttl: tuple[tuple[str, ...], ...] = ()
+    timeseries: Mapping[str, Any] | None = None
+    expire_after_seconds: int | None = None  # collection-level, time-series only
+
+
+def checkpoint_collection(settings: NexusSettings) -> str:
+    """Name of the collection of signed audit checkpoints (``<audit>_checkpoints``)."""
+    return f"{settings.audit.collection}_checkpoints"
+
+
+def _string(max_length: int | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"bsonType": "string"}
+    if max_length is not None:
+        spec["maxLength"] = max_length
+    return spec
+
+
+_HASH = {"bsonType": "string", "pattern": "^[0-9a-f]{64}$"}
+_SEQ = {"bsonType": ["int", "long"], "minimum": 1}
+
+
+def _events_spec(settings: NexusSettings) -> CollectionSpec:
+    events = settings.events
+    ttl = events.retention_days * _DAY
+    validator = {
+        "$jsonSchema": {
+            "bsonType": "object",
+            "required": ["event_id", "name", "ts", "properties", "context"],
+            "anyOf": [{"required": ["user_id"]}, {"required": ["anonymous_id"]}],
+            "properties": {
+                "event_id": _string(128),
+                "name": {"bsonType": "string", "minLength": 1, "maxLength": 200},
+                "user_id": _string(128),
+                "anonymous_id": _string(128),
+                "session_id": _string(128),
+                "ts": {"bsonType": "date"},
+                "properties": {"bsonType": "object"},
+                "context": {"bsonType": "object"},
+            },
+        }
+    }
+    by_time = (
+        IndexSpec(("name", "ts")),
+        IndexSpec(("user_id", "ts")),
+        IndexSpec(("session_id", "ts")),
+    )
+    if events.time_series:
+        # Time-series collections take no unique index: event_id deduplication is lost.
+        return CollectionSpec(
+            events.collection,
+            validator,
+            (IndexSpec(("event_id",)), *by_time),
+            timeseries={"timeField": "ts", "granularity": "seconds"},
+            expire_after_seconds=ttl,
+        )
+    return CollectionSpec(
+        events.collection,
+        validator,
+        (
+            IndexSpec(("event_id",), unique=True),
+            IndexSpec(("ts",), expire_after_seconds=ttl),
+            *by_time,
+        ),
+    )
+
+
+def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
+    audit = settings.audit
+    entry_validator = {
+        "$jsonSchema": {
+            "bsonType": "object",
+            "required": [
+                "seq",
+                "ts",
+                "actor",
+                "action",
+                "resource_type",
+                "resource_id",
+                "prev_hash",
+                "hash",
+            ],
+            "properties": {
+                "seq": _SEQ,
+                "ts": {"bsonType": "date"},
+                "actor": _string(256),
+                "action": _string(128),
+                "resource_type": _string(128),
+                "resource_id": _string(256),
+                "before": {"bsonType": ["object", "null"]},
+                "after": {"bsonType": ["object", "null"]},
+                "ip": {"bsonType": ["string", "null"]},
+                "user_agent": {"bsonType": ["string", "null"]},
+                "reason": {"bsonType": ["string", "null"]},
+                "idempotency_key": _string(256),
+                "expires_at": {"bsonType": "date"},
+                "prev_expires_at": {"bsonType": "date"},
+                "prev_hash": _HASH,
+                "hash": _HASH,
+            },
+        }
+    }
+    ttl = IndexSpec(("expires_at",), expire_after_seconds=0)
+    retention = (ttl,) if audit.retention_days is not None else ()
+    entries = CollectionSpec(
+        audit.collection,
+        entry_validator,
+        (
+            IndexSpec(("seq",), unique=True),
+            IndexSpec(("actor", "seq")),
+            IndexSpec(("resource_type", "resource_id", "seq")),
+            IndexSpec(("ts",)),
+            IndexSpec(
+                ("idempotency_key",),
+                unique=True,
+                partial_filter={"idempotency_key": {"$type": "string"}},
+            ),
+            *retention,
+        ),
+        forbidden_ttl=() if retention else (ttl.keys,),
+    )
+    checkpoints = CollectionSpec(
+        checkpoint_collection(settings),
+        {
+            "$jsonSchema": {
+                "bsonType": "object",
+                "required": ["seq", "hash", "ts", "signature"],
+                "properties": {
+                    "seq": _SEQ,
+                    "hash": _HASH,
+                    "ts": {"bsonType": "date"},
+                    "expires_at": {"bsonType": "date"},
+                    "signature": _HASH,
+                },
+            }
+        },
+        (IndexSpec(("seq",), unique=True),),
+    )
+    return [entries, checkpoints]
+
+
+def collection_specs(settings: NexusSettings) -> list[CollectionSpec]:
+    """Every MongoDB collection nexus-store uses, as configured."""
+    return [_events_spec(settings), *_audit_specs(settings)]
+
+
+def audit_role_privileges(settings: NexusSettings) -> list[dict[str, Any]]:
+    """find + insert on the audit collections, nothing else (no update, no remove)."""
+    return [
+        {
+            "resource": {"db": settings.mongo.database, "collection": name},
+            "actions": ["find", "insert"],
+        }
+        for name in (settings.audit.collection, checkpoint_collection(settings))
+    ]
+
+
+# -- reading the server's state ------------------------------------------------------------
+
+
+async def _collections(db: AsyncDatabase[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    cursor = await db.list_collections()
+    return {info["name"]: dict(info) async for info in cursor}
+
+
+async def _indexes(
+    db: AsyncDatabase[dict[str, Any]], name: str
+) -> dict[tuple[str, ...], dict[str, Any]]:
+    cursor = await db[name].list_indexes()
+    return {tuple(info["key"]): dict(info) async for info in cursor}
+
+
+def _same_options(spec: IndexSpec, found: Mapping[str, Any]) -> bool:
+    partial = found.get("partialFilterExpression")
+    return bool(found.get("unique", False)) == spec.unique and (
+        spec.partial_filter is None or partial is None or dict(partial) == dict(spec.partial_filter)
+    )
+
+
+def _ttl_of(found: Mapping[str, Any]) -> int | None:
+    value = found.get("expireAfterSeconds")
+    return None if value is None else int(value)
+
+
+# -- ensure ---------------------------------------------------------------------------------
+
+
+async def ensure_schema(
+    backend: MongoBackend,
+    settings: NexusSettings,
+    *,
+    dry_run: bool = False,
+    manage_roles: bool | None = None,
+) -> list[SchemaChange]:
+    """Create or reconcile every collection, validator, index and the audit role.
+
+    Returns the changes made (or, with ``dry_run``, the changes it would make). With
+    ``manage_roles=None`` the audit role is managed only where the server reports roles
+    (``rolesInfo``); ``True`` forces it, ``False`` skips it.
+    """
+    started = time.perf_counter()
+    changes: list[SchemaChange] = []
+    with backend.unavailable():
+        db = backend.db
+        existing = await _collections(db)
+        for spec in collection_specs(settings):
+            changes += await _ensure_collection(db, spec, existing.get(spec.name), dry_run)
+        if manage_roles is not False:
+            changes += await _ensure_role(db, settings, dry_run, force=manage_roles is True)
+    observe("mongo", "ensure_schema", started, changes=len(changes))
+    return changes
+
+
+async def _run(
+    db: AsyncDatabase[dict[str, Any]], change: SchemaChange, dry_run: bool
+) -> SchemaChange:
+    if not dry_run:
+        await db.command(change.command)
+        _log.info(
+            "mongo_schema_change",
+            collection=change.collection,
+            action=change.action,
+            detail=change.detail,
+        )
+    return change
+
+
+async def _ensure_collection(
+    db: AsyncDatabase[dict[str, Any]],
+    spec: CollectionSpec,
+    info: dict[str, Any] | None,
+    dry_run: bool,
+) -> list[SchemaChange]:
+    changes: list[SchemaChange] = []
+    validation = {
+        "validator": dict(spec.validator),
+        "validationLevel": "strict",
+        "validationAction": "error",
+    }
+    if info is None:
+        command: dict[str, Any] = {"create": spec.name}
+        if spec.timeseries is not None:
+            command["timeseries"] = dict(spec.timeseries)
+            command["expireAfterSeconds"] = spec.expire_after_seconds
+        command.update(validation)
+        changes.append(
+            await _run(
+                db,
+                SchemaChange(spec.name, "create_collection", "with $jsonSchema validator", command),
+                dry_run,
+            )
+        )
+        found: dict[tuple[str, ...], dict[str, Any]] = {}
+    else:
+        options = info.get("options", {})
+        if options.get("validator") != validation["validator"]:
+            command = {"collMod": spec.name, **validation}
+            changes.append(
+                await _run(
+                    db,
+                    SchemaChange(
+                        spec.name, "update_validator", "set the $jsonSchema validator", command
+                    ),
+                    dry_run,
+                )
+            )
+        if (
+            spec.timeseries is not None
+            and options.get("expireAfterSeconds") != spec.expire_after_seconds
+        ):
+            command = {"collMod": spec.name, "expireAfterSeconds": spec.expire_after_seconds}
+            changes.append(
+                await _run(
+                    db,
+                    SchemaChange(
+                        spec.name,
+                        "update_ttl",
+                        f"expireAfterSeconds={spec.expire_after_seconds}",
+                        command,
+                    ),
+                    dry_run,
+                )
+            )
+        found = await _indexes(db, spec.name)
+    missing = []
+    for index in spec.indexes:
+        present = found.get(index.keys)
+        if present is None:
+            missing.append(index)
+        elif not _same_options(index, present):
+            _log.warning(
+                "mongo_index_conflict",
+                collection=spec.name,
+                index=index.name,
+                found=describe(RuntimeError(str(present))),
+            )
+        elif _ttl_of(present) != index.expire_after_seconds:
+            command = {
+                "collMod": spec.name,
+                "index": {
+                    "keyPattern": dict.fromkeys(index.keys, 1),
+                    "expireAfterSeconds": index.expire_after_seconds,
+                },
+            }
+            changes.append(
+                await _run(
+                    db,
+                    SchemaChange(
+                        spec.name,
+                        "update_ttl",
+                        f"{index.name}: expireAfterSeconds {_ttl_of(present)} -> "
+                        f"{index.expire_after_seconds}",
+                        command,
+                    ),
+                    dry_run,
+                )
+            )
+    if missing:
+        command = {"createIndexes": spec.name, "indexes": [index.document() for index in missing]}
+        changes.append(
+            await _run(
+                db,
+                SchemaChange(
+                    spec.name, "create_indexes", ", ".join(index.name for index in missing), command
+                ),
+                dry_run,
+            )
+        )
+    for keys in spec.forbidden_ttl:
+        present = found.get(keys)
+        if present is not None and _ttl_of(present) is not None:
+            command = {"dropIndexes": spec.name, "index": present["name"]}
+            changes.append(
+                await _run(
+                    db,
+                    SchemaChange(
+                        spec.name,
+                        "drop_ttl_index",
+                        f"{present['name']} (retention is off)",
+                        command,
+                    ),
+                    dry_run,
+                )
+            )
+    return changes
+
+
+async def _roles_info(db: AsyncDatabase[dict[str, Any]], role: str) -> list[dict[str, Any]] | None:
+    """The role's description list, or None when the server does not report roles."""
+    try:
+        reply = await db.command(
+            {"rolesInfo": {"role": role, "db": db.name}, "showPrivileges": True}
+        )
+    except OperationFailure as exc:
+        if exc.code in _UNSUPPORTED:
+            return None
+        raise
+    roles = reply.get("roles")
+    return list(roles) if isinstance(roles, list) else None
+
+
+def _privilege_set(privileges: list[dict[str, Any]]) -> set[tuple[str, str, frozenset[str]]]:
+    return {
+        (
+            str(item["resource"].get("db")),
+            str(item["resource"].get("collection")),
+            frozenset(item["actions"]),
+        )
+        for item in privileges
+    }
+
+
+async def _ensure_role(
+    db: AsyncDatabase[dict[str, Any]], settings: NexusSettings, dry_run: bool, *, force: bool
+) -> list[SchemaChange]:
+    role = settings.audit.role_name
+    privileges = audit_role_privileges(settings)
+    roles = await _roles_info(db, role)
+    if roles is None and not force:
+        _log.info(
+            "mongo_roles_unsupported",
+            role=role,
+            detail="the server does not report roles; create the audit role by hand",
+        )
+        return []
+    if roles:
+        current = roles[0].get("privileges", [])
+        if _privilege_set(current) == _privilege_set(privileges) and not roles[0].get("roles"):
+            return []
+        command: dict[str, Any] = {"updateRole": role, "privileges": privileges, "roles": []}
+        action = "update_role"
+    else:
+        command = {"createRole": role, "privileges": privileges, "roles": []}
+        action = "create_role"
+    change = SchemaChange(settings.audit.collection, action, f"{role}: find+insert only", command)
+    try:
+        return [await _run(db, change, dry_run)]
+    except OperationFailure as exc:
+        if exc.code not in _UNSUPPORTED:
+            raise
+        _log.warning("mongo_role_not_created", role=role, error=describe(exc))
+        return []
+
+
+# -- inspect --------------------------------------------------------------------------------
+
+
+async def inspect_schema(backend: MongoBackend, settings: NexusSettings) -> list[SchemaProblem]:
+    """What differs between the declared schema and the server (empty when all is well)."""
+    problems: list[SchemaProblem] = []
+    with backend.unavailable():
+        db = backend.db
+        existing = await _collections(db)
+        for spec in collection_specs(settings):
+            info = existing.get(spec.name)
+            if info is None:
+                problems.append(
+                    SchemaProblem(spec.name, "missing_collection", "run `nexus-store init`")
+                )
+                continue
+            if info.get("options", {}).get("validator") != spec.validator:
+                problems.append(
+                    SchemaProblem(
+                        spec.name,
+                        "validator_mismatch",
+                        "the server reports a different or no validator",
+                    )
+                )
+            found = await _indexes(db, spec.name)
+            problems += _index_problems(spec, found)
+    return problems
+
+
+def _index_problems(
+    spec: CollectionSpec, found: dict[tuple[str, ...], dict[str, Any]]
+) -> list[SchemaProblem]:
+    problems = []
+    for index in spec.indexes:
+        present = found.get(index.keys)
+        if present is None:
+            problems.append(SchemaProblem(spec.name, "missing_index", index.name))
+        elif not _same_options(index, present):
+            problems.append(
+                SchemaProblem(
+                    spec.name, "index_options", f"{index.name}: unique/partial options differ"
+                )
+            )
+        elif _ttl_of(present) != index.expire_after_seconds:
+            problems.append(
+                SchemaProblem(
+                    spec.name,
+                    "ttl_mismatch",
+                    f"{index.name}: server {_ttl_of(present)}s, settings "
+                    f"{index.expire_after_seconds}s",
+                )
+            )
+    for keys in spec.forbidden_ttl:
+        present = found.get(keys)
+        if present is not None and _ttl_of(present) is not None:
+            problems.append(
+                SchemaProblem(
+                    spec.name,
+                    "ttl_mismatch",
+                    f"{present['name']} expires entries; retention is off",
+                )
+            )
+    return problems

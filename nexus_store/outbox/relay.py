@@ -1,0 +1,289 @@
+"""The relay: delivers outbox rows to the MongoDB audit log, once, in commit order.
+
+    store.outbox.start_relay()          # background task of this store
+    ...
+    print(await store.outbox.lag())     # OutboxLag(pending=0, oldest_age_seconds=None, ...)
+    await store.close()                 # stops the relay after its current batch
+
+or one pass from a script or the command line (``nexus-store outbox relay --once``):
+
+    delivered = await store.outbox.relay_once()
+
+How it keeps its promises:
+
+- *Exactly once in the audit log.* Each row is recorded with ``idempotency_key =
+  "outbox:<event_id>"``; recording a key again returns the stored entry. A relay that dies
+  after recording but before marking the row delivered only causes a harmless re-record.
+- *Several relays.* Rows are claimed with ``FOR UPDATE SKIP LOCKED`` in one statement that
+  also sees the rows it skipped. A relay delivers only the claimed rows that come before the
+  first row another relay holds, so two relays never interleave their rows in the chain;
+  the other one simply finds nothing to do until the holder commits.
+- *Commit order.* Outbox ids come from a sequence, so a transaction that commits late can
+  hold a smaller id than rows already delivered. Nothing is skipped because of it: each row
+  has its own ``delivered_at`` (there is no high-water mark). And for any one resource, ids
+  follow commit order: the outbox row is inserted after the change, and a second writer of
+  that row waits for the first one's lock, hence for its commit, before taking its own id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Row, func, select, update
+
+from nexus_store._errors import describe
+from nexus_store.log import get_logger, observe
+from nexus_store.outbox.changes import AUDIT_TOPIC, outbox_table
+
+if TYPE_CHECKING:
+    from nexus_store.mongo.audit.log import AuditLog
+    from nexus_store.store import Backends
+
+__all__ = ["OutboxLag", "OutboxRelay"]
+
+_log = get_logger("nexus_store.outbox")
+_PRUNE_CHUNK = 5000
+_LAST_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxLag:
+    """How far the audit log is behind PostgreSQL.
+
+    ``pending``: rows not delivered yet; ``oldest_age_seconds``: age of the oldest of them
+    (None when there are none); ``delivered``: rows this process delivered since it started;
+    ``last_error``: the last delivery failure of this process, if any.
+    """
+
+    pending: int
+    oldest_age_seconds: float | None
+    delivered: int
+    last_error: str | None
+
+
+class OutboxRelay:
+    """Delivery of outbox rows (``store.outbox``); see the module docstring."""
+
+    def __init__(self, backends: Backends) -> None:
+        self._backends = backends
+        self._settings = backends.settings.outbox
+        self._audit_log: AuditLog | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._delivered = 0
+        self._last_error: str | None = None
+
+    @property
+    def _audit(self) -> AuditLog:
+        if self._audit_log is None:
+            from nexus_store.mongo.audit.log import AuditLog
+
+            self._audit_log = AuditLog(self._backends)
+        return self._audit_log
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def deliver_batch(self) -> int:
+        """Claim up to ``outbox.batch_size`` rows, record them, mark them delivered.
+
+        Returns how many rows were delivered (0: nothing to do, or another relay holds the
+        next rows). If recording fails, the rows before the failing one are still marked
+        delivered, the failing row's ``attempts`` and ``last_error`` are updated, and the
+        error is raised.
+        """
+        table = outbox_table()
+        postgres = self._backends.postgres
+        failure: Exception | None = None
+        done: list[int] = []
+        with postgres.unavailable():
+            async with postgres.engine.begin() as conn:
+                started = time.perf_counter()
+                rows = (await conn.execute(_claim_statement(self._settings.batch_size))).all()
+                observe("postgres", "outbox_claim", started, rows=len(rows))
+                for row in rows:
+                    try:
+                        await self._record(row)
+                    except Exception as exc:
+                        failure = exc
+                        break
+                    done.append(row.id)
+                started = time.perf_counter()
+                if failure is not None:
+                    await conn.execute(
+                        update(table)
+                        .where(table.c.id == rows[len(done)].id)
+                        .values(
+                            attempts=table.c.attempts + 1,
+                            last_error=describe(failure)[:_LAST_ERROR_CHARS],
+                        )
+                    )
+                if done:
+                    await conn.execute(
+                        update(table)
+                        .where(table.c.id.in_(done))
+                        .values(
+                            delivered_at=func.now(), attempts=table.c.attempts + 1, last_error=None
+                        )
+                    )
+                observe("postgres", "outbox_mark", started, rows=len(done))
+        self._delivered += len(done)
+        if failure is not None:
+            self._last_error = describe(failure)
+            raise failure
+        return len(done)
+
+    async def _record(self, row: Row[Any]) -> None:
+        payload = row.payload
+        await self._audit.record(
+            payload["actor"],
+            payload["action"],
+            row.aggregate_type,
+            row.aggregate_id,
+            before=payload.get("before"),
+            after=payload.get("after"),
+            ip=payload.get("ip"),
+            user_agent=payload.get("user_agent"),
+            reason=payload.get("reason"),
+            idempotency_key=f"outbox:{row.event_id}",
+        )
+
+    async def relay_once(self) -> int:
+        """Deliver batches until none is left that this relay can claim; returns the count."""
+        total = 0
+        while delivered := await self.deliver_batch():
+            total += delivered
+        return total
+
+    async def prune(self) -> int:
+        """Delete rows delivered more than ``outbox.prune_after_hours`` ago; returns the count."""
+        table = outbox_table()
+        cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, self._prune_seconds)
+        postgres = self._backends.postgres
+        total = 0
+        while True:  # chunks keep each transaction short; the loop ends on a partial chunk
+            chunk = (
+                select(table.c.id)
+                .where(table.c.delivered_at < cutoff)
+                .order_by(table.c.id)
+                .limit(_PRUNE_CHUNK)
+                .scalar_subquery()
+            )
+            started = time.perf_counter()
+            with postgres.unavailable():
+                async with postgres.engine.begin() as conn:
+                    deleted = await conn.execute(table.delete().where(table.c.id.in_(chunk)))
+            observe("postgres", "outbox_prune", started, rows=deleted.rowcount)
+            total += deleted.rowcount
+            if deleted.rowcount < _PRUNE_CHUNK:
+                return total
+
+    @property
+    def _prune_seconds(self) -> float:
+        return self._settings.prune_after_hours * 3600.0
+
+    async def lag(self) -> OutboxLag:
+        """Undelivered rows and the age of the oldest, for ``health``."""
+        table = outbox_table()
+        postgres = self._backends.postgres
+        query = select(
+            func.count(),
+            func.extract("epoch", func.now() - func.min(table.c.created_at)),
+        ).where(table.c.delivered_at.is_(None))
+        started = time.perf_counter()
+        with postgres.unavailable():
+            async with postgres.engine.connect() as conn:
+                pending, age = (await conn.execute(query)).one()
+        observe("postgres", "outbox_lag", started)
+        return OutboxLag(
+            pending=int(pending),
+            oldest_age_seconds=None if age is None else max(0.0, float(age)),
+            delivered=self._delivered,
+            last_error=self._last_error,
+        )
+
+    # -- background task -------------------------------------------------------------------
+
+    def start_relay(self) -> None:
+        """Run the relay as a background task of this event loop (no-op when running)."""
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="nexus-outbox")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Stop the background relay after its current batch."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        await task
+
+    async def aclose(self) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        settings = self._settings
+        pause = settings.poll_interval
+        next_prune = time.monotonic()
+        while not self._stopping.is_set():
+            delivered = 0
+            try:
+                delivered = await self.deliver_batch()
+                if time.monotonic() >= next_prune:
+                    await self.prune()
+                    next_prune = time.monotonic() + settings.prune_interval
+                pause = settings.poll_interval
+            except Exception as exc:  # the relay outlives outages; lag() shows the failure
+                self._last_error = describe(exc)
+                _log.warning("outbox_relay_failed", error=self._last_error, retry_in=pause)
+                pause = min(pause * 2, settings.retry_max_backoff)
+            if delivered < settings.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+
+
+def _claim_statement(limit: int) -> Any:
+    """The next ``limit`` undelivered rows, locked; stops before a row another relay holds.
+
+    One statement: the candidates (unlocked, in id order) and the rows this transaction
+    locked with SKIP LOCKED. The caller keeps locked rows up to the first candidate it could
+    not lock.
+    """
+    table = outbox_table()
+    candidates = (
+        select(table.c.id)
+        .where(table.c.delivered_at.is_(None), table.c.topic == AUDIT_TOPIC)
+        .order_by(table.c.id)
+        .limit(limit)
+        .cte("candidates")
+    )
+    locked = (
+        select(
+            table.c.id,
+            table.c.event_id,
+            table.c.aggregate_type,
+            table.c.aggregate_id,
+            table.c.payload,
+        )
+        .where(table.c.id.in_(select(candidates.c.id)), table.c.delivered_at.is_(None))
+        .with_for_update(skip_locked=True)
+        .cte("locked")
+    )
+    first_held = (
+        select(func.min(candidates.c.id))
+        .where(candidates.c.id.not_in(select(locked.c.id)))
+        .scalar_subquery()
+    )
+    return (
+        select(locked)
+        .where(first_held.is_(None) | (locked.c.id < first_held))
+        .order_by(locked.c.id)
+    )

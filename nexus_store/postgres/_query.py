@@ -1,0 +1,291 @@
+"""Filters, ordering and keyset cursors, built only from mapped columns and bound values.
+
+Filter keys are ``column`` or ``column__operator``; the operators are a fixed whitelist.
+Nothing a caller passes is ever spliced into SQL text: names select a ``Column`` object from
+the table, values become bound parameters.
+
+    where={"email": "ada@example.com"}
+    where={"created_at__gte": since, "status__in": ["active", "on_hold"]}
+    where={"username__ilike": "ad"}            # substring; % and _ match themselves
+    where={"preferences__contains": {"theme": "dark"}, "deleted_at__is_null": False}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import JSON, ColumnElement, Date, DateTime, Numeric, String, Table, and_, or_
+from sqlalchemy import tuple_ as sql_tuple
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.elements import UnaryExpression
+
+from nexus_store.errors import ValidationError
+from nexus_store.postgres._values import TableRules
+
+__all__ = ["OPERATORS", "Order", "Page", "keyset_condition", "order_for", "where_clause"]
+
+T = TypeVar("T")
+
+MAX_IN_VALUES = 10_000
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of ``list``: ``items`` and the cursor of the next page (None at the end).
+
+    page = await store.entities.list(User, limit=100)
+    while page.next_cursor:
+        page = await store.entities.list(User, limit=100, after=page.next_cursor)
+    """
+
+    items: list[T]
+    next_cursor: str | None = None
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _sequence(value: Any, field: str, rules: TableRules, name: str) -> list[Any]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(
+        value, list | tuple | set | frozenset
+    ):
+        raise ValidationError(field, f"needs a list of values, got {type(value).__name__}")
+    if len(value) > MAX_IN_VALUES:
+        raise ValidationError(field, f"has {len(value)} values; the limit is {MAX_IN_VALUES}")
+    return [rules.convert(name, item, field) for item in value]
+
+
+def _text_only(column: Any, field: str, operator: str) -> None:
+    if not isinstance(column.type, String):
+        raise ValidationError(field, f"{operator} works on text columns only")
+
+
+def _eq(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    return column == rules.convert(column.name, value, field)  # type: ignore[no-any-return]
+
+
+def _ne(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    converted = rules.convert(column.name, value, field)
+    return column.is_distinct_from(converted)  # type: ignore[no-any-return]
+
+
+def _comparison(method: str) -> Callable[..., ColumnElement[bool]]:
+    def compare(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+        if column.name not in rules.orderable:
+            raise ValidationError(field, f"{column.name} cannot be compared with {method}")
+        if value is None:
+            raise ValidationError(field, "cannot compare with None; use is_null")
+        return getattr(column, method)(rules.convert(column.name, value, field))  # type: ignore[no-any-return]
+
+    return compare
+
+
+def _in(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    return column.in_(_sequence(value, field, rules, column.name))  # type: ignore[no-any-return]
+
+
+def _not_in(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    return column.not_in(_sequence(value, field, rules, column.name))  # type: ignore[no-any-return]
+
+
+def _like(method: str) -> Callable[..., ColumnElement[bool]]:
+    def like(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+        _text_only(column, field, method)
+        text = rules.convert(column.name, value, field)
+        if text is None:
+            raise ValidationError(field, f"{method} needs a string")
+        # A substring match; autoescape makes % _ and the escape character literal.
+        return getattr(column, method)(text, autoescape=True)  # type: ignore[no-any-return]
+
+    return like
+
+
+def _is_null(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    if not isinstance(value, bool):
+        raise ValidationError(field, "is_null needs True or False")
+    return column.is_(None) if value else column.is_not(None)  # type: ignore[no-any-return]
+
+
+def _contains(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    if isinstance(column.type, ARRAY):
+        items = value if isinstance(value, list | tuple) else [value]
+        converted = [rules.convert_element(column.name, item, field) for item in items]
+        return column.contains(converted)  # type: ignore[no-any-return]
+    if isinstance(column.type, JSON):
+        if not isinstance(value, Mapping | list):
+            raise ValidationError(field, "contains on JSONB needs a dict or a list")
+        return column.contains(rules.convert(column.name, value, field))  # type: ignore[no-any-return]
+    raise ValidationError(field, "contains works on JSONB and array columns; use like/ilike")
+
+
+OPERATORS: dict[str, Callable[..., ColumnElement[bool]]] = {
+    "eq": _eq,
+    "ne": _ne,
+    "lt": _comparison("__lt__"),
+    "lte": _comparison("__le__"),
+    "gt": _comparison("__gt__"),
+    "gte": _comparison("__ge__"),
+    "in": _in,
+    "not_in": _not_in,
+    "like": _like("contains"),
+    "ilike": _like("icontains"),
+    "is_null": _is_null,
+    "contains": _contains,
+}
+
+
+def where_clause(table: Table, rules: TableRules, where: Mapping[str, Any] | None) -> list[Any]:
+    """SQL conditions for ``where``; ValidationError names any bad key, operator or value."""
+    if where is None:
+        return []
+    if not isinstance(where, Mapping):
+        raise ValidationError("where", f"must be a dict, got {type(where).__name__}")
+    conditions = []
+    for key, value in where.items():
+        field = f"where.{key}"
+        if not isinstance(key, str):
+            raise ValidationError("where", f"keys must be strings, got {type(key).__name__}")
+        name, _, operator = key.partition("__")
+        operator = operator or "eq"
+        column = table.columns.get(name)
+        if column is None:
+            raise ValidationError(field, f"{name!r} is not a column of {table.name}")
+        build = OPERATORS.get(operator)
+        if build is None:
+            raise ValidationError(
+                field, f"unknown operator {operator!r}; use one of {', '.join(OPERATORS)}"
+            )
+        conditions.append(build(column, value, field, rules))
+    return conditions
+
+
+@dataclass(frozen=True)
+class Order:
+    """A validated ``order_by``: columns with directions, always ending with the key."""
+
+    columns: tuple[Any, ...]
+    descending: tuple[bool, ...]
+
+    @property
+    def signature(self) -> str:
+        return ",".join(
+            f"-{column.name}" if desc else column.name
+            for column, desc in zip(self.columns, self.descending, strict=True)
+        )
+
+    def clauses(self) -> list[UnaryExpression[Any]]:
+        return [
+            column.desc() if desc else column.asc()
+            for column, desc in zip(self.columns, self.descending, strict=True)
+        ]
+
+
+def order_for(
+    table: Table, rules: TableRules, order_by: str | Sequence[str] | None, default: str | None
+) -> Order:
+    """Validate ``order_by`` ("name" ascending, "-name" descending); append the primary key."""
+    keys = [order_by] if isinstance(order_by, str) else list(order_by or ())
+    if not keys and default is not None:
+        keys = [default]
+    (primary_key,) = table.primary_key.columns
+    columns: list[Any] = []
+    descending: list[bool] = []
+    for key in keys:
+        if not isinstance(key, str):
+            raise ValidationError("order_by", f"must name columns, got {type(key).__name__}")
+        name = key.removeprefix("-")
+        column = table.columns.get(name)
+        if column is None:
+            raise ValidationError("order_by", f"{name!r} is not a column of {table.name}")
+        if name not in rules.orderable:
+            raise ValidationError("order_by", f"{name} cannot be ordered by")
+        if column.nullable:
+            raise ValidationError(
+                "order_by", f"{name} is nullable; keyset pagination needs NOT NULL columns"
+            )
+        if column in columns:
+            raise ValidationError("order_by", f"{name} is listed twice")
+        columns.append(column)
+        descending.append(key.startswith("-"))
+    if primary_key not in columns:
+        columns.append(primary_key)
+        descending.append(descending[-1] if descending else False)
+    return Order(tuple(columns), tuple(descending))
+
+
+def keyset_condition(order: Order, values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in ``order`` (a row-value comparison when possible)."""
+    if len(set(order.descending)) == 1:
+        left = sql_tuple(*order.columns)
+        right = sql_tuple(*values)
+        return left < right if order.descending[0] else left > right
+    alternatives = []
+    for index, (column, desc) in enumerate(zip(order.columns, order.descending, strict=True)):
+        equal = [c == v for c, v in zip(order.columns[:index], values[:index], strict=True)]
+        beyond = column < values[index] if desc else column > values[index]
+        alternatives.append(and_(*equal, beyond))
+    return or_(*alternatives)
+
+
+# -- cursors --------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    return value
+
+
+def encode_cursor(order: Order, row: Sequence[Any]) -> str:
+    """An opaque cursor: the last row's ordering values and the order they belong to."""
+    payload = {"o": order.signature, "v": [_plain(value) for value in row]}
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse(column: Any, value: Any) -> Any:
+    type_ = column.type
+    if isinstance(type_, DateTime):
+        return datetime.fromisoformat(value)
+    if isinstance(type_, Date):
+        return date.fromisoformat(value)
+    if isinstance(type_, Numeric) and isinstance(value, str):
+        return Decimal(value)
+    return value
+
+
+def decode_cursor(order: Order, rules: TableRules, cursor: str) -> list[Any]:
+    """The values in ``cursor``, each checked like any other value for its column."""
+    bad = ValidationError("after", "is not a cursor of this query (order_by must not change)")
+    if not isinstance(cursor, str) or len(cursor) > 4096:
+        raise bad
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        values = payload["v"]
+        if payload["o"] != order.signature or len(values) != len(order.columns):
+            raise bad
+        parsed = [
+            _parse(column, value) for column, value in zip(order.columns, values, strict=True)
+        ]
+    except (ValueError, KeyError, TypeError, binascii.Error, AttributeError):
+        raise bad from None
+    try:
+        return [
+            rules.convert(column.name, value, "after")
+            for column, value in zip(order.columns, parsed, strict=True)
+        ]
+    except ValidationError:
+        raise bad from None

@@ -1,0 +1,652 @@
+"""``store.entities``: a generic, safe repository over any model on ``Base``.
+
+    from nexus_store.postgres.models import User
+
+    user = await store.entities.create(User, email="ada@example.com", username="ada",
+                                       password_hash=hashed)
+    same = await store.entities.get(User, user.id)                 # NotFoundError if absent
+    page = await store.entities.list(User, where={"is_active": True}, order_by="-created_at",
+                                     limit=50)
+    more = await store.entities.list(User, where={"is_active": True}, order_by="-created_at",
+                                     limit=50, after=page.next_cursor)
+    user = await store.entities.update(User, user.id, expected_version=user.version,
+                                       full_name="Ada Lovelace")   # ConflictError if stale
+    await store.entities.delete(User, user.id)                     # soft: sets deleted_at
+    await store.entities.restore(User, user.id)
+    async with store.entities.transaction():                       # all or nothing
+        org = await store.entities.create(Organization, name="Acme", slug="acme")
+        await store.entities.create(OrganizationMember, organization_id=org.id,
+                                    user_id=user.id, role="owner")
+
+Every value is checked against its column before SQL is sent (see ``_values``); filters
+accept only mapped columns and whitelisted operators (see ``_query``); database errors come
+back as :class:`ConflictError`, :class:`IntegrityError` or :class:`ValidationError` naming
+the field and the constraint.
+
+Reads outside a transaction run in autocommit (one round trip) and go to a read replica when
+``postgres.read_urls`` is set, unless ``fresh=True``. Inside ``transaction()`` every call uses
+the transaction's connection. Do not share one transaction between concurrent tasks.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+import sqlalchemy.exc
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    Integer,
+    Interval,
+    Numeric,
+    PickleType,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import ClassManager, Mapper, class_mapper
+from sqlalchemy.util import greenlet_spawn
+
+from nexus_store.errors import ConflictError, NotFoundError, ValidationError
+from nexus_store.log import observe
+from nexus_store.postgres import _copy
+from nexus_store.postgres._integrity import translate_errors
+from nexus_store.postgres._query import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    keyset_condition,
+    order_for,
+    where_clause,
+)
+from nexus_store.postgres._values import TableRules, rules_for
+from nexus_store.postgres.engine import PostgresBackend
+from nexus_store.postgres.models.base import Base
+
+if TYPE_CHECKING:
+    from nexus_store.store import Backends
+
+__all__ = ["EntityRepository", "Page"]
+
+M = TypeVar("M", bound=Base)
+R = TypeVar("R")
+
+MAX_PAGE = 1000
+# Set by the repository itself, never by callers.
+_MANAGED_ON_INSERT = frozenset({"version", "updated_at", "deleted_at"})
+_MANAGED_ON_UPDATE = _MANAGED_ON_INSERT | {"created_at"}
+
+
+@dataclass(frozen=True)
+class _ModelInfo:
+    """What the repository needs to know about one model, computed once."""
+
+    model: type[Base]
+    manager: ClassManager[Any]
+    table: Table
+    rules: TableRules
+    key: Column[Any]
+    columns: tuple[Column[Any], ...]
+    attributes: tuple[str, ...]  # attribute key of each column, same order
+    versioned: bool
+    soft_delete: bool
+    default_order: str | None
+
+    def materialize(self, row: Sequence[Any]) -> Any:
+        """A model instance holding ``row`` as loaded state (no change history)."""
+        instance = self.manager.new_instance()
+        instance.__dict__.update(zip(self.attributes, row, strict=True))
+        return instance
+
+    def where_key(self, key: Any) -> Any:
+        return self.key == self.rules.convert(self.key.name, key, "id")
+
+
+def _driver_native(type_: Any) -> bool:
+    """Whether psycopg returns exactly what SQLAlchemy would for this column type."""
+    if isinstance(type_, ARRAY):
+        return _driver_native(type_.item_type)
+    if isinstance(type_, Enum | Interval | PickleType):
+        return False
+    if isinstance(type_, Numeric) and not isinstance(type_, Float):
+        return bool(type_.asdecimal)
+    if isinstance(type_, Uuid):
+        return bool(type_.as_uuid)
+    return isinstance(type_, String | Integer | Float | Boolean | DateTime | Date | JSON)
+
+
+@dataclass
+class _Transaction:
+    repository: EntityRepository
+    connection: AsyncConnection
+
+
+_ACTIVE: ContextVar[_Transaction | None] = ContextVar("nexus_entities_tx", default=None)
+
+
+class EntityRepository:
+    """CRUD, keyset pagination, upsert, bulk insert and transactions for ``Base`` models."""
+
+    def __init__(self, backends: Backends | PostgresBackend) -> None:
+        backend = backends if isinstance(backends, PostgresBackend) else backends.postgres
+        self._backend = backend
+        self._metadata = Base.metadata
+        self._infos: dict[type[Base], _ModelInfo] = {}
+        self._lookups: dict[tuple[type[Base], bool], Any] = {}
+        self._replicas: Iterator[AsyncEngine] | None = (
+            itertools.cycle(backend.read_engines) if backend.read_engines else None
+        )
+
+    # -- model facts ---------------------------------------------------------------------
+
+    def _info(self, model: type[Base]) -> _ModelInfo:
+        info = self._infos.get(model)
+        if info is None:
+            if not (isinstance(model, type) and issubclass(model, Base)):
+                raise ValidationError("model", f"{model!r} is not a model class on Base")
+            mapper: Mapper[Any] = class_mapper(model)
+            table = mapper.local_table
+            if not isinstance(table, Table) or len(table.primary_key.columns) != 1:
+                raise ValidationError("model", f"{model.__name__} needs a single-column key")
+            columns = tuple(table.columns)
+            attributes = tuple(mapper.get_property_by_column(c).key for c in columns)
+            info = _ModelInfo(
+                model=model,
+                manager=mapper.class_manager,
+                table=table,
+                rules=rules_for(table),
+                key=next(iter(table.primary_key.columns)),
+                columns=columns,
+                attributes=attributes,
+                versioned="version" in table.columns,
+                soft_delete="deleted_at" in table.columns,
+                default_order="created_at" if "created_at" in table.columns else None,
+            )
+            self._infos[model] = info
+        return info
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _active(self) -> AsyncConnection | None:
+        current = _ACTIVE.get()
+        return current.connection if current is not None and current.repository is self else None
+
+    def _read_engine(self, fresh: bool) -> AsyncEngine:
+        """A replica for plain reads, the primary (autocommit) when ``fresh`` or no replica."""
+        if self._replicas is not None and not fresh:
+            return next(self._replicas)
+        return self._backend.autocommit_engine
+
+    async def _read(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+        active = self._active()
+        with translate_errors(self._metadata):
+            if active is not None:
+                return await run(active)
+            engine = self._read_engine(fresh)
+            try:
+                async with engine.connect() as connection:
+                    return await run(connection)
+            except sqlalchemy.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            # A pooled connection had died (server restart, failover). Pre-ping is off to
+            # save a round trip per read, so this idempotent read is retried once instead.
+            async with engine.connect() as connection:
+                return await run(connection)
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """The connection every write runs on: the caller's transaction, or a new one.
+
+        This is the single write path: work added here (an outbox row for ``audit=True``)
+        commits or rolls back with the entity write.
+        """
+        active = self._active()
+        with translate_errors(self._metadata):
+            if active is not None:
+                yield active
+                return
+            async with self._backend.engine.begin() as connection:
+                yield connection
+
+    async def _write(self, statement: Any) -> list[Any]:
+        async with self._writing() as connection:
+            return list((await connection.execute(statement)).all())
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[EntityRepository]:
+        """Run several calls atomically; a nested ``transaction()`` is a savepoint.
+
+            async with store.entities.transaction():
+                account = await store.entities.create(FinancialAccount, ...)
+                await store.entities.create(Transaction, account_id=account.id, ...)
+
+        Any exception rolls everything back. After a database error inside the block the
+        transaction is aborted: let the error leave the block (or use a nested transaction).
+        """
+        active = self._active()
+        if active is not None:
+            with translate_errors(self._metadata):
+                async with active.begin_nested():
+                    yield self
+            return
+        with translate_errors(self._metadata):
+            connection = await self._backend.engine.connect()
+        try:
+            with translate_errors(self._metadata):
+                transaction = await connection.begin()
+            token = _ACTIVE.set(_Transaction(self, connection))
+            try:
+                yield self
+            except BaseException:
+                await transaction.rollback()
+                raise
+            finally:
+                _ACTIVE.reset(token)
+            with translate_errors(self._metadata):
+                await transaction.commit()
+        finally:
+            await connection.close()
+
+    # -- create --------------------------------------------------------------------------
+
+    async def create(self, model: type[M], /, **values: Any) -> M:
+        """Insert one row; returns it with defaults (id, timestamps, version) filled in."""
+        info = self._info(model)
+        started = time.perf_counter()
+        converted = info.rules.values(values, managed=_MANAGED_ON_INSERT, insert=True)
+        rows = await self._write(insert(info.table).values(converted).returning(*info.columns))
+        observe("postgres", "create", started, model=model.__name__)
+        return info.materialize(rows[0])  # type: ignore[no-any-return]
+
+    async def put(self, entity: M) -> M:
+        """Insert a model instance (``store.put(user)``); returns it refreshed from the row."""
+        if not isinstance(entity, Base):
+            raise ValidationError("record", f"{type(entity).__name__} is not a model on Base")
+        info = self._info(type(entity))
+        state = entity.__dict__
+        values = {
+            column.name: state[attribute]
+            for column, attribute in zip(info.columns, info.attributes, strict=True)
+            if attribute in state
+        }
+        created = await self.create(type(entity), **values)
+        state.update((attribute, created.__dict__[attribute]) for attribute in info.attributes)
+        return entity
+
+    async def upsert(
+        self,
+        model: type[M],
+        /,
+        *,
+        conflict: str | Sequence[str],
+        update: Sequence[str] | None = None,
+        **values: Any,
+    ) -> M:
+        """Insert, or update the row that has the same ``conflict`` column(s).
+
+            user = await store.entities.upsert(User, conflict="email", email="a@x.io",
+                                               username="a", password_hash=h)
+
+        ``update`` limits which columns an existing row takes (default: all given except
+        the conflict columns). An updated row gets a new version and is undeleted.
+        """
+        info = self._info(model)
+        started = time.perf_counter()
+        targets = [conflict] if isinstance(conflict, str) else list(conflict)
+        self._require_unique(info, targets)
+        converted = info.rules.values(values, managed=_MANAGED_ON_INSERT, insert=True)
+        missing = [name for name in targets if name not in converted]
+        if missing:
+            raise ValidationError(missing[0], "is a conflict column and needs a value")
+        names = (
+            list(update)
+            if update is not None
+            else [n for n in converted if n not in targets and n != info.key.name]
+        )
+        statement = pg_insert(info.table).values(converted)
+        changes: dict[str, Any] = {}
+        for name in names:
+            if name not in converted:
+                raise ValidationError(f"update.{name}", "is not among the given values")
+            if name in targets or name == info.key.name:
+                raise ValidationError(f"update.{name}", "a key column cannot be updated")
+            changes[name] = statement.excluded[name]
+        changes.update(self._bookkeeping(info))
+        if info.soft_delete:
+            changes["deleted_at"] = None
+        statement = statement.on_conflict_do_update(index_elements=targets, set_=changes)
+        rows = await self._write(statement.returning(*info.columns))
+        observe("postgres", "upsert", started, model=model.__name__)
+        return info.materialize(rows[0])  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _require_unique(info: _ModelInfo, targets: list[str]) -> None:
+        wanted = set(targets)
+        unique_sets = [{c.name for c in info.table.primary_key.columns}]
+        unique_sets += [
+            {c.name for c in index.columns}
+            for index in info.table.indexes
+            if index.unique and not index.dialect_options["postgresql"].get("where")
+        ]
+        unique_sets += [
+            {c.name for c in constraint.columns}  # type: ignore[attr-defined]
+            for constraint in info.table.constraints
+            if type(constraint).__name__ == "UniqueConstraint"
+        ]
+        if wanted not in unique_sets:
+            raise ValidationError(
+                "conflict", f"{', '.join(targets)} is not a unique key of {info.table.name}"
+            )
+
+    async def bulk_create(self, model: type[Base], rows: Iterable[Mapping[str, Any] | Base]) -> int:
+        """Insert many rows with COPY (binary) in one transaction; returns how many.
+
+        Every row is checked first; one bad row (or one duplicate) inserts nothing. Rows
+        must set the same columns (a missing column takes its Python default, else NULL).
+        Give ``id`` values yourself if you need to know them.
+        """
+        info = self._info(model)
+        started = time.perf_counter()
+        prepared = _copy.prepare(info.table, info.rules, rows, managed=_MANAGED_ON_INSERT)
+        if not prepared.rows:
+            return 0
+        async with self._writing() as connection:
+            raw = await connection.get_raw_connection()
+            driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+            await _copy.copy_rows(driver, info.table, prepared)
+        observe("postgres", "bulk_create", started, model=model.__name__, rows=len(prepared.rows))
+        return len(prepared.rows)
+
+    # -- read ----------------------------------------------------------------------------
+
+    def _visible(self, info: _ModelInfo, include_deleted: bool) -> list[Any]:
+        if info.soft_delete and not include_deleted:
+            return [info.table.c.deleted_at.is_(None)]
+        return []
+
+    def _key_lookup(self, info: _ModelInfo, include_deleted: bool) -> tuple[Any, str | None]:
+        """The lookup by key as a Core statement, and precompiled for the driver fast path.
+
+        SQLAlchemy's execution layer costs more than the round trip of a lookup by key, so
+        ``get`` outside transactions sends the precompiled SQL on a pooled psycopg
+        connection. Models with column types that need SQLAlchemy's result processing
+        (enums, pickles...) get None and use the Core statement.
+        """
+        cache_key = (info.model, include_deleted)
+        found = self._lookups.get(cache_key)
+        if found is None:
+            dialect = self._backend.engine.dialect
+            statement = select(*info.columns).where(
+                info.key == bindparam("key", type_=info.key.type),
+                *self._visible(info, include_deleted),
+            )
+            native = all(_driver_native(column.type) for column in info.columns)
+            found = (statement, str(statement.compile(dialect=dialect)) if native else None)
+            self._lookups[cache_key] = found
+        return found
+
+    async def get_or_none(
+        self, model: type[M], id: Any, /, *, include_deleted: bool = False, fresh: bool = False
+    ) -> M | None:
+        """The row with key ``id``, or None (soft-deleted rows count as absent)."""
+        info = self._info(model)
+        started = time.perf_counter()
+        parameters = {"key": info.rules.convert(info.key.name, id, "id")}
+        statement, sql = self._key_lookup(info, include_deleted)
+
+        async def run(connection: AsyncConnection) -> Any:
+            return (await connection.execute(statement, parameters)).first()
+
+        if sql is not None and self._active() is None:
+            row = await self._fast_lookup(self._read_engine(fresh), sql, parameters)
+        else:
+            row = await self._read(fresh, run)
+        observe("postgres", "get", started, model=model.__name__)
+        return None if row is None else info.materialize(row)
+
+    async def _fast_lookup(self, engine: AsyncEngine, sql: str, parameters: Any) -> Any:
+        """One precompiled read on a pooled autocommit connection, without the Connection
+        wrapper: a pool checkout and return are the only SQLAlchemy work left."""
+        with translate_errors(self._metadata):
+            for attempt in (1, 2):
+                pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
+                driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+                try:
+                    cursor = await driver.execute(sql, parameters, prepare=True)
+                    row = await cursor.fetchone()
+                except psycopg.OperationalError:
+                    broken = driver.broken
+                    await greenlet_spawn(pooled.invalidate if broken else pooled.close)
+                    if attempt == 2 or not broken:
+                        raise
+                    continue  # dead pooled connection (pre-ping is off): retry once
+                except BaseException:
+                    await greenlet_spawn(pooled.close)
+                    raise
+                # Autocommit pool without reset-on-return: giving it back is synchronous.
+                pooled.close()
+                return row
+        return None
+
+    async def get(
+        self, model: type[M], id: Any, /, *, include_deleted: bool = False, fresh: bool = False
+    ) -> M:
+        """The row with key ``id``; :class:`NotFoundError` if absent or soft-deleted."""
+        found = await self.get_or_none(model, id, include_deleted=include_deleted, fresh=fresh)
+        if found is None:
+            raise NotFoundError(model.__name__, id)
+        return found
+
+    async def list(
+        self,
+        model: type[M],
+        /,
+        where: Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        include_deleted: bool = False,
+        fresh: bool = False,
+    ) -> Page[M]:
+        """One page of rows, in keyset order (stable while rows are inserted).
+
+        ``order_by`` names NOT NULL columns, ``"-name"`` for descending; the key is added
+        as the tie-breaker. Pass ``page.next_cursor`` as ``after`` for the next page.
+        """
+        info = self._info(model)
+        started = time.perf_counter()
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise ValidationError("limit", f"must be an integer from 1 to {MAX_PAGE}")
+        order = order_for(info.table, info.rules, order_by, info.default_order)
+        conditions = where_clause(info.table, info.rules, where)
+        conditions += self._visible(info, include_deleted)
+        if after is not None:
+            conditions.append(keyset_condition(order, decode_cursor(order, info.rules, after)))
+        statement = (
+            select(*info.columns).where(*conditions).order_by(*order.clauses()).limit(limit + 1)
+        )
+
+        async def run(connection: AsyncConnection) -> builtins.list[Any]:
+            return builtins.list((await connection.execute(statement)).all())
+
+        rows = await self._read(fresh, run)
+        observe("postgres", "list", started, model=model.__name__, rows=len(rows))
+        cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            positions = [info.columns.index(column) for column in order.columns]
+            cursor = encode_cursor(order, [rows[-1][index] for index in positions])
+        return Page([info.materialize(row) for row in rows], cursor)
+
+    async def count(
+        self,
+        model: type[Base],
+        /,
+        where: Mapping[str, Any] | None = None,
+        *,
+        include_deleted: bool = False,
+        fresh: bool = False,
+    ) -> int:
+        """How many rows match ``where``."""
+        info = self._info(model)
+        conditions = where_clause(info.table, info.rules, where)
+        conditions += self._visible(info, include_deleted)
+        statement = select(func.count()).select_from(info.table).where(*conditions)
+
+        async def run(connection: AsyncConnection) -> int:
+            return int((await connection.execute(statement)).scalar_one())
+
+        return await self._read(fresh, run)
+
+    async def exists(
+        self,
+        model: type[Base],
+        /,
+        where: Mapping[str, Any] | None = None,
+        *,
+        include_deleted: bool = False,
+        fresh: bool = False,
+    ) -> bool:
+        """Whether any row matches ``where``."""
+        info = self._info(model)
+        conditions = where_clause(info.table, info.rules, where)
+        conditions += self._visible(info, include_deleted)
+        statement = select(exists().where(*conditions))
+
+        async def run(connection: AsyncConnection) -> bool:
+            return bool((await connection.execute(statement)).scalar_one())
+
+        return await self._read(fresh, run)
+
+    # -- update / delete -----------------------------------------------------------------
+
+    @staticmethod
+    def _bookkeeping(info: _ModelInfo) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if info.versioned:
+            changes["version"] = info.table.c.version + 1
+        if "updated_at" in info.table.columns:
+            changes["updated_at"] = func.now()
+        return changes
+
+    async def update(
+        self,
+        model: type[M],
+        id: Any,
+        /,
+        *,
+        expected_version: int | None = None,
+        **changes: Any,
+    ) -> M:
+        """Change columns of one row; ``expected_version`` makes it optimistic.
+
+        Raises :class:`ConflictError` (field ``version``) when the row's version is not
+        ``expected_version``, :class:`NotFoundError` when there is no such (live) row.
+        """
+        info = self._info(model)
+        started = time.perf_counter()
+        if not changes:
+            raise ValidationError("changes", "give at least one column to change")
+        converted = info.rules.values(changes, managed=_MANAGED_ON_UPDATE, insert=False)
+        if info.key.name in converted:
+            raise ValidationError(info.key.name, "the key cannot be changed")
+        conditions = [info.where_key(id), *self._visible(info, False)]
+        if expected_version is not None:
+            if not info.versioned:
+                raise ValidationError("expected_version", f"{model.__name__} has no version")
+            version = info.rules.convert("version", expected_version, "expected_version")
+            conditions.append(info.table.c.version == version)
+        statement = (
+            update(info.table)
+            .where(*conditions)
+            .values({**converted, **self._bookkeeping(info)})
+            .returning(*info.columns)
+        )
+        rows = await self._write(statement)
+        observe("postgres", "update", started, model=model.__name__)
+        if rows:
+            return info.materialize(rows[0])  # type: ignore[no-any-return]
+        current = await self.get_or_none(model, id, fresh=True)
+        if current is None:
+            raise NotFoundError(model.__name__, id)
+        raise ConflictError(
+            f"{model.__name__} {id} is at version {current.version}, "  # type: ignore[attr-defined]
+            f"not {expected_version}: reload it and retry",
+            field="version",
+        )
+
+    async def delete(self, model: type[Base], id: Any, /, *, soft: bool = True) -> None:
+        """Delete one row: ``soft`` sets ``deleted_at`` (hidden, restorable), else removes it.
+
+        A hard delete follows the foreign keys' ON DELETE rules; a RESTRICT raises
+        :class:`IntegrityError` naming the constraint.
+        """
+        info = self._info(model)
+        started = time.perf_counter()
+        statement: Any
+        if soft:
+            if not info.soft_delete:
+                raise ValidationError(
+                    "soft", f"{model.__name__} has no deleted_at column; use soft=False"
+                )
+            statement = (
+                update(info.table)
+                .where(info.where_key(id), info.table.c.deleted_at.is_(None))
+                .values(deleted_at=func.now(), **self._bookkeeping(info))
+                .returning(info.key)
+            )
+        else:
+            statement = delete(info.table).where(info.where_key(id)).returning(info.key)
+        rows = await self._write(statement)
+        observe("postgres", "delete", started, model=model.__name__, soft=soft)
+        if not rows:
+            raise NotFoundError(model.__name__, id)
+
+    async def restore(self, model: type[M], id: Any, /) -> M:
+        """Undo a soft delete; :class:`NotFoundError` if there is no soft-deleted row."""
+        info = self._info(model)
+        if not info.soft_delete:
+            raise ValidationError("model", f"{model.__name__} has no deleted_at column")
+        statement = (
+            update(info.table)
+            .where(info.where_key(id), info.table.c.deleted_at.is_not(None))
+            .values(deleted_at=None, **self._bookkeeping(info))
+            .returning(*info.columns)
+        )
+        rows = await self._write(statement)
+        if not rows:
+            raise NotFoundError(f"deleted {model.__name__}", id)
+        return info.materialize(rows[0])  # type: ignore[no-any-return]

@@ -1,0 +1,23 @@
+-- Fixed window: a counter that starts with the first call and resets one window later.
+-- Fields per limit: <field>:s (window start, microseconds), <field>:c (count).
+local function evaluate(key, field, amount, window, now, cost, writes)
+  local stored = redis.call('HMGET', key, field .. ':s', field .. ':c')
+  local start = tonumber(stored[1])
+  local used = 0
+  if start and now < start + window then
+    used = tonumber(stored[2])
+  else
+    start = now
+  end
+  local reset = start + window - now
+  if used + cost <= amount then
+    local n = #writes
+    writes[n + 1], writes[n + 2] = field .. ':s', start
+    writes[n + 3], writes[n + 4] = field .. ':c', used + cost
+    if used + cost == 0 then
+      reset = 0
+    end
+    return true, amount - used - cost, reset, 0
+  end
+  return false, amount - used, reset, reset
+end

@@ -1,0 +1,44 @@
+-- Sliding-window counter: counts of the current and the previous fixed window; the previous
+-- one weighs in proportion to how much of it still overlaps the sliding window.
+-- Fields per limit: <field>:w (window index), <field>:c (current count), <field>:p (previous).
+local EPSILON = 1e-9
+
+local function evaluate(key, field, amount, window, now, cost, writes)
+  local stored = redis.call('HMGET', key, field .. ':w', field .. ':c', field .. ':p')
+  local index = math.floor(now / window)
+  local stored_index = tonumber(stored[1])
+  local current, previous = 0, 0
+  if stored_index == index then
+    current, previous = tonumber(stored[2]), tonumber(stored[3])
+  elseif stored_index == index - 1 then
+    previous = tonumber(stored[2])
+  end
+  local window_start = index * window
+  local used = previous * (window_start + window - now) / window + current
+  if used + cost <= amount + EPSILON then
+    local reset = 0
+    if current + cost > 0 then
+      reset = window_start + 2 * window - now
+    elseif previous > 0 then
+      reset = window_start + window - now
+    end
+    local n = #writes
+    writes[n + 1], writes[n + 2] = field .. ':w', index
+    writes[n + 3], writes[n + 4] = field .. ':c', current + cost
+    writes[n + 5], writes[n + 6] = field .. ':p', previous
+    return true, math.floor(amount - used - cost + EPSILON), reset, 0
+  end
+  local retry
+  if current + cost <= amount then
+    -- Wait until the previous window's share has shrunk enough.
+    retry = window_start + window - window * (amount - current - cost) / previous - now
+  else
+    -- Wait for the next window, where today's count becomes the shrinking share.
+    retry = window_start + 2 * window - window * (amount - cost) / current - now
+  end
+  local reset = window_start + window - now
+  if current > 0 then
+    reset = reset + window
+  end
+  return false, math.floor(amount - used + EPSILON), reset, retry
+end

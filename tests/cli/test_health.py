@@ -1,0 +1,224 @@
+"""``nexus-store health`` and ``await store.health()`` against the real services."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+import redis as redis_lib
+from nexus_store import NexusSettings, NexusStore
+from nexus_store.health import HealthReport, redis_eviction_risk
+from tests.cli.conftest import closed_port, run_cli
+
+CHECK_FIELDS = {"componentType", "observedValue", "status", "time", "output"}
+DATASTORE_KEYS = {
+    "postgres:responseTime",
+    "postgres:version",
+    "postgres:connections",
+    "postgres:migrations",
+    "mongo:responseTime",
+    "mongo:version",
+    "mongo:indexes",
+    "mongo:validators",
+    "redis:responseTime",
+    "redis:version",
+    "redis:memory",
+    "redis:connections",
+}
+
+
+def assert_health_json(body: dict[str, Any]) -> None:
+    """The draft-inadarei-api-health-check shape."""
+    assert body["status"] in ("pass", "warn", "fail")
+    assert isinstance(body["checks"], dict) and body["checks"]
+    for key, results in body["checks"].items():
+        assert ":" in key, key
+        assert isinstance(results, list) and results, key
+        for result in results:
+            assert set(result) >= CHECK_FIELDS, (key, result)
+            assert result["status"] in ("pass", "warn", "fail")
+            datetime.fromisoformat(result["time"])
+    worst = max(
+        (r["status"] for results in body["checks"].values() for r in results),
+        key=["pass", "warn", "fail"].index,
+    )
+    assert body["status"] == worst
+
+
+@pytest.fixture
+def initialised_env(fresh_env: Callable[[], dict[str, str]]) -> dict[str, str]:
+    env = fresh_env()
+    result = run_cli("init", env=env)
+    assert result.returncode == 0, result.output
+    return env
+
+
+def test_health_json_passes_on_every_backend_after_init(
+    initialised_env: dict[str, str], real_mongodb: bool
+) -> None:
+    result = run_cli("health", "--format", "json", env=initialised_env)
+
+    body = result.json()
+    assert_health_json(body)
+    assert set(body["checks"]) >= DATASTORE_KEYS
+    failing = {k: v for k, v in body["checks"].items() if any(r["status"] != "pass" for r in v)}
+    if not real_mongodb:
+        # nx-27017 ignores $jsonSchema validators, so it cannot report them back.
+        validators = failing.pop("mongo:validators")[0]
+        assert validators["status"] == "warn" and "validator_mismatch" in validators["output"]
+    assert failing == {}
+    assert result.returncode == (0 if real_mongodb else 1)
+    # Each logical Redis DB answered, each named.
+    areas = [r["componentId"] for r in body["checks"]["redis:responseTime"]]
+    assert len(areas) == 6 and areas[0] == "sessions (db 0)"
+    assert body["checks"]["postgres:responseTime"][0]["observedUnit"] == "ms"
+
+
+def test_health_before_init_fails_on_migrations_and_warns_on_indexes(
+    fresh_env: Callable[[], dict[str, str]],
+) -> None:
+    result = run_cli("health", "-f", "json", env=fresh_env())
+
+    body = result.json()
+    assert_health_json(body)
+    assert result.returncode == 2
+    migrations = body["checks"]["postgres:migrations"][0]
+    assert migrations["status"] == "fail" and "nexus-store init" in migrations["output"]
+    assert body["checks"]["mongo:indexes"][0]["status"] != "pass"
+    assert body["checks"]["postgres:responseTime"][0]["status"] == "pass"
+
+
+def test_redis_on_a_closed_port_fails_names_redis_and_reports_the_others(
+    initialised_env: dict[str, str],
+) -> None:
+    env = {**initialised_env, "NEXUS_REDIS_URL": f"redis://127.0.0.1:{closed_port()}"}
+
+    result = run_cli("health", "--format", "json", env=env)
+
+    assert result.returncode == 2, result.output
+    assert "Traceback" not in result.output
+    body = result.json()
+    assert_health_json(body)
+    assert body["status"] == "fail"
+    assert "redis:responseTime" in body["output"]
+    redis_checks = {k: v for k, v in body["checks"].items() if k.startswith("redis:")}
+    assert redis_checks and all(r["status"] == "fail" for v in redis_checks.values() for r in v)
+    assert "redis" in body["checks"]["redis:version"][0]["output"]
+    others = {k: v for k, v in body["checks"].items() if k.split(":")[0] in ("postgres", "mongo")}
+    assert len(others) == 8
+    assert all(
+        r["status"] == "pass" for k, v in others.items() for r in v if k != "mongo:validators"
+    )
+
+    table = run_cli("health", env=env)
+    assert table.returncode == 2
+    assert "redis:responseTime" in table.stdout and "fail" in table.stdout
+    assert "Traceback" not in table.output
+
+
+def test_a_hanging_backend_costs_one_timeout_not_one_per_check(silent_port: int) -> None:
+    hanging = f"127.0.0.1:{silent_port}"
+    env = {
+        "NEXUS_POSTGRES_URL": f"postgresql://postgres@{hanging}/nexus",
+        "NEXUS_MONGO_URL": f"mongodb://{hanging}",
+        "NEXUS_REDIS_URL": f"redis://{hanging}",
+    }
+
+    result = run_cli("health", "-f", "json", "--timeout", "1", env=env, timeout=30)
+
+    assert result.returncode == 2, result.output
+    body = result.json()
+    timed_out = [k for k, v in body["checks"].items() if "within 1s" in v[0]["output"]]
+    assert {"postgres:responseTime", "mongo:responseTime", "redis:responseTime"} <= set(timed_out)
+    # 11 checks hang, each limited to 1 s, concurrently: about 1 s plus interpreter start-up.
+    assert result.seconds < 1 + 3.0, result.seconds
+
+
+def test_liveness_does_no_io(silent_port: int) -> None:
+    env = {
+        "NEXUS_POSTGRES_URL": f"postgresql://postgres@127.0.0.1:{closed_port()}/x",
+        "NEXUS_REDIS_URL": f"redis://127.0.0.1:{silent_port}",
+    }
+
+    result = run_cli("health", "--probe", "liveness", "-f", "json", env=env)
+
+    assert result.returncode == 0, result.output
+    body = result.json()
+    assert set(body["checks"]) == {"process:eventLoopLag", "nexus:config"}
+    assert body["checks"]["nexus:config"][0]["observedValue"] == ["postgres", "redis"]
+
+
+def test_watch_repeats_count_times_one_json_document_per_line(
+    initialised_env: dict[str, str],
+) -> None:
+    result = run_cli("health", "-f", "json", "--watch", "0.2", "--count", "3", env=initialised_env)
+
+    assert result.returncode in (0, 1), result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    times = [json.loads(line)["checks"]["redis:version"][0]["time"] for line in lines]
+    assert times == sorted(times) and len(set(times)) == 3
+
+
+def test_no_backend_configured_warns_and_exits_1() -> None:
+    result = run_cli("health", "-f", "json", env={})
+    assert result.returncode == 1, result.output
+    assert result.json()["checks"]["nexus:config"][0]["status"] == "warn"
+
+
+def test_eviction_policy_risk_is_judged_from_info() -> None:
+    assert redis_eviction_risk({"maxmemory": 0, "maxmemory_policy": "allkeys-lru"}) is None
+    assert redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "noeviction"}) is None
+    risk = redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "allkeys-lru"})
+    assert risk is not None and "allkeys-lru" in risk
+    assert redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "volatile-ttl"})
+
+
+@pytest.mark.redis_server
+def test_an_evicting_redis_warns_in_health_and_init(
+    redis_process: Any, fresh_env: Callable[[], dict[str, str]]
+) -> None:
+    client = redis_lib.Redis(port=redis_process.port)
+    client.config_set("maxmemory", "64mb")
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.close()
+    env = {**fresh_env(), "NEXUS_REDIS_URL": redis_process.url}
+
+    init = run_cli("init", "--only", "redis", "-f", "json", env=env)
+    assert init.returncode == 0, init.output
+    (step,) = init.json()["steps"]
+    assert step["status"] == "warn" and "allkeys-lru" in step["warnings"][0]
+
+    health = run_cli("health", "-f", "json", env=env)
+    memory = health.json()["checks"]["redis:memory"][0]
+    assert memory["status"] == "warn" and "allkeys-lru" in memory["output"]
+
+
+async def test_store_health_in_code_is_the_same_report(settings: NexusSettings) -> None:
+    async with NexusStore(settings) as store:
+        live = await store.health(probe="liveness")
+        assert isinstance(live, HealthReport)
+        assert live.status == "pass" and live.http_status == 200 and live.exit_code == 0
+
+        await store.events.track("cli_health_probe", user_id="u1")
+        report = await store.health()
+        body = report.to_dict()
+        assert_health_json(body)
+        assert report.media_type == "application/health+json"
+        assert "events:writer" in body["checks"]
+        assert body["checks"]["events:writer"][0]["componentType"] == "component"
+        assert report.http_status == (503 if report.status == "fail" else 200)
+
+
+async def test_store_health_reports_an_unreachable_redis_as_503() -> None:
+    broken = NexusSettings.load(
+        redis={"url": f"redis://127.0.0.1:{closed_port()}"}, health={"timeout": 1.0}
+    )
+    async with NexusStore(broken) as store:
+        report = await store.health()
+    assert report.status == "fail" and report.http_status == 503 and report.exit_code == 2
+    assert "redis:responseTime" in report.failing()

@@ -1,0 +1,348 @@
+"""The transactional outbox: same-transaction change records, redaction, and the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from nexus_store import NexusStore
+from nexus_store.errors import BackendUnavailableError, ConflictError, ValidationError
+from nexus_store.outbox import REDACTED, AuditPolicy, audit_context
+from nexus_store.postgres.models import Organization, Outbox, Project, User
+from tests.crossstore.conftest import settings_for
+
+
+def new_user(**extra: Any) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:12]
+    return {
+        "email": f"{tag}@example.com",
+        "username": f"u{tag}",
+        "password_hash": f"$argon2id$secret-{tag}",
+        **extra,
+    }
+
+
+async def outbox_rows(store: NexusStore, **where: Any) -> list[Any]:
+    table = Outbox.__table__
+    query = select(table).order_by(table.c.id)
+    for name, value in where.items():
+        query = query.where(table.c[name] == value)
+    async with store.backends.postgres.engine.connect() as conn:
+        return list((await conn.execute(query)).all())
+
+
+async def audit_documents(store: NexusStore) -> list[dict[str, Any]]:
+    collection = store.backends.mongo.db[store.settings.audit.collection]
+    return [doc async for doc in collection.find({}, {"_id": 0}).sort("seq", 1)]
+
+
+async def drain(store: NexusStore) -> int:
+    return await store.outbox.relay_once()
+
+
+async def test_change_is_written_in_the_same_transaction(xstore: NexusStore) -> None:
+    with audit_context("admin:1", ip="203.0.113.9", reason="signup"):
+        user = await xstore.entities.create(User, **new_user())
+    rows = await outbox_rows(xstore, aggregate_id=str(user.id))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.topic, row.aggregate_type, row.delivered_at) == ("audit", "users", None)
+    assert row.payload["actor"] == "admin:1"
+    assert row.payload["action"] == "create"
+    assert row.payload["ip"] == "203.0.113.9"
+    assert row.payload["before"] is None
+    assert row.payload["after"]["is_active"] is True
+
+
+async def test_rollback_leaves_no_outbox_row(xstore: NexusStore) -> None:
+    values = new_user()
+    with pytest.raises(RuntimeError):
+        async with xstore.entities.transaction():
+            user = await xstore.entities.create(User, **values)
+            await xstore.entities.update(User, user.id, full_name="Gone")
+            raise RuntimeError("abort")
+    assert await outbox_rows(xstore, aggregate_id=str(user.id)) == []
+    assert await xstore.entities.get_or_none(User, user.id) is None
+
+
+async def test_failed_write_leaves_no_outbox_row(xstore: NexusStore) -> None:
+    first = await xstore.entities.create(User, **new_user())
+    before = len(await outbox_rows(xstore))
+    with pytest.raises(ConflictError):
+        await xstore.entities.create(User, **new_user(email=first.email))
+    stale = first.version
+    await xstore.entities.update(User, first.id, full_name="A")
+    with pytest.raises(ConflictError):
+        await xstore.entities.update(User, first.id, expected_version=stale, full_name="B")
+    assert len(await outbox_rows(xstore)) == before + 1  # only the successful update
+
+
+async def test_audit_per_call_and_per_model(xstore: NexusStore) -> None:
+    org = await xstore.entities.create(Organization, name="Acme", slug=f"acme-{uuid.uuid4().hex}")
+    assert await outbox_rows(xstore, aggregate_id=str(org.id)) == []  # not audited by default
+    project = await xstore.entities.create(
+        Project, organization_id=org.id, name="Apollo", audit=True
+    )
+    await xstore.entities.update(Project, project.id, budget=Decimal("1200.50"), audit=True)
+    user = await xstore.entities.create(User, **new_user())  # users are audited by policy
+    await xstore.entities.update(User, user.id, is_active=False, audit=False)
+    project_rows = await outbox_rows(xstore, aggregate_id=str(project.id))
+    assert [row.payload["action"] for row in project_rows] == ["create", "update"]
+    assert project_rows[1].payload["before"] == {"budget": None, "version": 1}
+    assert project_rows[1].payload["after"] == {"budget": "1200.50", "version": 2}
+    assert len(await outbox_rows(xstore, aggregate_id=str(user.id))) == 1
+    with pytest.raises(ValidationError) as caught:
+        await xstore.entities.update(Project, project.id, name="x", audit="yes")
+    assert caught.value.field == "audit"
+
+
+async def test_redaction_keeps_secrets_and_personal_data_out(xstore: NexusStore) -> None:
+    values = new_user(full_name="Ada Lovelace", preferences={"theme": "dark", "api_token": "t"})
+    user = await xstore.entities.create(User, **values)
+    await xstore.entities.update(User, user.id, password_hash="$argon2id$rotated-secret")
+    await xstore.entities.delete(User, user.id, soft=False)
+    await drain(xstore)
+    page = await xstore.audit.by_resource("users", str(user.id))
+    entries = sorted(page.entries, key=lambda entry: entry.seq)
+    assert [entry.action for entry in entries] == ["create", "update", "delete"]
+    assert entries[0].after is not None
+    assert entries[0].after["email"] == REDACTED
+    assert entries[0].after["password_hash"] == REDACTED
+    assert entries[0].after["preferences"] == REDACTED
+    assert entries[1].before == {"password_hash": REDACTED, "version": 1}
+    assert entries[2].after is None
+    stored = repr(await audit_documents(xstore)) + repr(await outbox_rows(xstore))
+    for secret in (values["password_hash"], "rotated-secret", values["email"], "Ada Lovelace"):
+        assert secret not in stored
+
+
+async def test_model_policy_redacts_declared_fields() -> None:
+    from nexus_store.outbox import Change
+
+    class Invoice:
+        __tablename__ = "invoices"
+        __audit__ = AuditPolicy(enabled=True, redact=frozenset({"customer_email"}))
+
+    change = Change.of(
+        Invoice,
+        "update",
+        7,
+        {"customer_email": "a@x.io", "total": Decimal("1.00"), "session_token": "s"},
+        {"customer_email": "b@x.io", "total": Decimal("2.00"), "session_token": "t"},
+    )
+    assert change is not None
+    assert change.before == {"customer_email": REDACTED, "session_token": REDACTED, "total": "1.00"}
+    assert change.after == {"customer_email": REDACTED, "session_token": REDACTED, "total": "2.00"}
+    assert Change.of(Invoice, "update", 7, {"total": 1}, {"total": 1}) is None
+
+
+async def test_relay_delivers_in_commit_order_exactly_once(xstore: NexusStore) -> None:
+    org = await xstore.entities.create(Organization, name="Ord", slug=f"ord-{uuid.uuid4().hex}")
+    projects = [
+        await xstore.entities.create(Project, organization_id=org.id, name=f"p{i}", audit=True)
+        for i in range(3)
+    ]
+
+    async def bump(project: Project, step: int) -> None:
+        # Concurrent writers of one row: their commit order is the version order.
+        async with xstore.entities.transaction():
+            await xstore.entities.update(Project, project.id, budget=Decimal(step), audit=True)
+            await asyncio.sleep(0.001 * (step % 3))
+
+    await asyncio.gather(*(bump(p, step) for step in range(12) for p in projects))
+    assert await drain(xstore) >= 39
+    assert await drain(xstore) == 0  # nothing is delivered twice
+    for project in projects:
+        page = await xstore.audit.by_resource("projects", str(project.id), limit=100)
+        entries = sorted(page.entries, key=lambda entry: entry.seq)
+        assert len(entries) == 13
+        versions = [entry.after["version"] for entry in entries if entry.after]
+        assert versions == list(range(1, 14))
+        for previous, entry in itertools.pairwise(entries[1:]):
+            assert entry.before is not None and previous.after is not None
+            assert entry.before["budget"] == previous.after["budget"]
+    keys = [doc["idempotency_key"] for doc in await audit_documents(xstore)]
+    assert len(keys) == len(set(keys))
+    assert (await xstore.audit.verify()).ok
+
+
+async def test_two_relays_keep_one_valid_chain(
+    xstore: NexusStore, crossstore_urls: dict[str, str]
+) -> None:
+    org = await xstore.entities.create(Organization, name="Two", slug=f"two-{uuid.uuid4().hex}")
+    settings = settings_for(crossstore_urls, outbox={"batch_size": 7})
+    async with NexusStore(settings) as first, NexusStore(settings) as second:
+        done = asyncio.Event()
+
+        async def relay(store: NexusStore) -> None:
+            while not done.is_set():
+                await store.outbox.relay_once()
+                await asyncio.sleep(0.005)
+
+        relays = [asyncio.create_task(relay(store)) for store in (first, second)]
+        for index in range(60):
+            await xstore.entities.create(
+                Project, organization_id=org.id, name=f"two-{index}", audit=True
+            )
+        done.set()
+        await asyncio.gather(*relays)
+        await first.outbox.relay_once()
+        counts = [(await store.outbox.lag()).delivered for store in (first, second)]
+    assert sum(counts) >= 60
+    delivered = await outbox_rows(xstore, aggregate_type="projects")
+    assert all(row.delivered_at is not None for row in delivered)
+    documents = await audit_documents(xstore)
+    keys = [doc["idempotency_key"] for doc in documents]
+    assert len(keys) == len(set(keys))
+    assert {f"outbox:{row.event_id}" for row in delivered} <= set(keys)
+    assert (await xstore.audit.verify()).ok
+
+
+async def test_lag_and_pruning(xstore: NexusStore, crossstore_urls: dict[str, str]) -> None:
+    await drain(xstore)
+    settings = settings_for(crossstore_urls, outbox={"prune_after_hours": 0.5 / 3600})
+    async with NexusStore(settings) as store:
+        await asyncio.sleep(0.6)
+        await store.outbox.prune()  # what earlier tests of this module delivered
+        assert await outbox_rows(xstore) == []
+        empty = await xstore.outbox.lag()
+        assert (empty.pending, empty.oldest_age_seconds) == (0, None)
+        user = await xstore.entities.create(User, **new_user())
+        await asyncio.sleep(0.2)
+        lagging = await xstore.outbox.lag()
+        assert lagging.pending == 1
+        assert lagging.oldest_age_seconds is not None and lagging.oldest_age_seconds >= 0.2
+        assert await store.outbox.relay_once() == 1
+        assert await store.outbox.prune() == 0  # delivered just now: younger than 0.5 s
+        await asyncio.sleep(0.6)
+        undelivered = await xstore.entities.create(User, **new_user())
+        assert await store.outbox.prune() == 1
+    assert await outbox_rows(xstore, aggregate_id=str(user.id)) == []
+    assert len(await outbox_rows(xstore, aggregate_id=str(undelivered.id))) == 1  # kept
+    assert (await xstore.outbox.lag()).pending == 1
+
+
+async def test_background_relay(xstore: NexusStore) -> None:
+    xstore.outbox.start_relay()
+    xstore.outbox.start_relay()  # idempotent
+    assert xstore.outbox.running
+    user = await xstore.entities.create(User, **new_user())
+    for _ in range(100):  # bounded wait: 10 s at most
+        if (await xstore.outbox.lag()).pending == 0:
+            break
+        await asyncio.sleep(0.1)
+    page = await xstore.audit.by_resource("users", str(user.id))
+    assert [entry.action for entry in page.entries] == ["create"]
+    await xstore.outbox.stop()
+    assert not xstore.outbox.running
+
+
+async def test_outbox_ids_follow_row_locks(xstore: NexusStore) -> None:
+    """The property commit order rests on: a later writer of a row gets a larger outbox id,
+    even when it started (and took an id-less transaction) first."""
+    org = await xstore.entities.create(Organization, name="Lk", slug=f"lk-{uuid.uuid4().hex}")
+    project = await xstore.entities.create(Project, organization_id=org.id, name="lk")
+    first_holds = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with xstore.entities.transaction():
+            await xstore.entities.update(Project, project.id, status="active", audit=True)
+            first_holds.set()
+            await release.wait()
+
+    async def second() -> None:
+        await first_holds.wait()
+        async with xstore.entities.transaction():
+            await xstore.entities.update(Project, project.id, status="on_hold", audit=True)
+
+    task_first = asyncio.create_task(first())
+    task_second = asyncio.create_task(second())
+    await first_holds.wait()
+    await asyncio.sleep(0.2)  # second is now blocked on the row lock
+    release.set()
+    await asyncio.gather(task_first, task_second)
+    rows = await outbox_rows(xstore, aggregate_id=str(project.id))
+    assert [row.payload["after"]["status"] for row in rows] == ["active", "on_hold"]
+    async with xstore.backends.postgres.engine.connect() as conn:
+        pending = (
+            await conn.execute(
+                select(func.count())
+                .select_from(Outbox.__table__)
+                .where(text("delivered_at IS NULL"))
+            )
+        ).scalar_one()
+    assert pending >= 2
+
+
+async def test_relay_survives_an_unreachable_audit_log(
+    xstore: NexusStore, crossstore_urls: dict[str, str]
+) -> None:
+    from tests import _servers
+
+    await drain(xstore)
+    user = await xstore.entities.create(User, **new_user())
+    closed = f"mongodb://127.0.0.1:{_servers.free_port()}"  # nothing listens there
+    broken = settings_for(
+        {**crossstore_urls, "mongo": closed},
+        mongo={
+            "url": closed,
+            "database": crossstore_urls["mongo_database"],
+            "server_selection_timeout": 0.3,
+        },
+        outbox={"poll_interval": 0.05, "retry_max_backoff": 0.2},
+    )
+    async with NexusStore(broken) as store:
+        with pytest.raises(BackendUnavailableError) as caught:
+            await store.outbox.deliver_batch()
+        assert caught.value.backend == "mongo"
+        store.outbox.start_relay()  # keeps retrying in the background, without crashing
+        await asyncio.sleep(0.5)
+        assert store.outbox.running
+        lag = await store.outbox.lag()
+        assert lag.pending == 1 and lag.delivered == 0
+        assert lag.last_error is not None and "mongo" in lag.last_error.lower()
+    (row,) = await outbox_rows(xstore, aggregate_id=str(user.id))
+    assert row.delivered_at is None and row.attempts >= 2 and row.last_error
+    assert await drain(xstore) == 1  # delivered once the audit log is reachable
+    (row,) = await outbox_rows(xstore, aggregate_id=str(user.id))
+    assert row.delivered_at is not None and row.last_error is None
+
+
+async def test_every_write_path_records_its_change(xstore: NexusStore) -> None:
+    org = await xstore.entities.create(Organization, name="All", slug=f"all-{uuid.uuid4().hex}")
+    project = await xstore.entities.create(Project, organization_id=org.id, name="all")
+    await xstore.entities.delete(Project, project.id, audit=True)  # soft
+    await xstore.entities.restore(Project, project.id, audit=True)
+    slug = f"up-{uuid.uuid4().hex}"
+    first = await xstore.entities.upsert(
+        Organization, conflict="slug", slug=slug, name="A", audit=True
+    )
+    await xstore.entities.upsert(Organization, conflict="slug", slug=slug, name="B", audit=True)
+    ids = [uuid.uuid4() for _ in range(3)]
+    rows = [{"id": key, "organization_id": org.id, "name": f"bulk{i}"} for i, key in enumerate(ids)]
+    assert await xstore.entities.bulk_create(Project, rows, audit=True) == 3
+    with pytest.raises(ValidationError) as caught:
+        await xstore.entities.bulk_create(
+            Project, [{"organization_id": org.id, "name": "x"}], audit=True
+        )
+    assert caught.value.field == "rows.id"
+
+    soft = await outbox_rows(xstore, aggregate_id=str(project.id))
+    assert [
+        (row.payload["action"], row.payload["after"]["deleted_at"] is None) for row in soft
+    ] == [("delete", False), ("restore", True)]
+    assert soft[0].payload["before"]["deleted_at"] is None
+    upserts = await outbox_rows(xstore, aggregate_id=str(first.id))
+    assert [row.payload["action"] for row in upserts] == ["create", "update"]
+    assert upserts[1].payload["before"]["name"] == "A"
+    assert upserts[1].payload["after"]["name"] == "B"
+    for key in ids:
+        (row,) = await outbox_rows(xstore, aggregate_id=str(key))
+        assert row.payload["action"] == "create" and row.payload["after"]["name"].startswith("bulk")

@@ -1,0 +1,190 @@
+"""Fixtures for the MongoDB events and audit tests.
+
+Every test gets its own collection names, so tests share the session database without
+seeing each other's documents. ``recorder`` captures the exact commands PyMongo sends
+(command monitoring), which is how behaviour the nx-27017 substitute ignores (validators,
+TTL changes, roles) is still checked against what real MongoDB needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import monitoring
+
+from nexus_store import NexusSettings
+from nexus_store.mongo.client import MongoBackend
+from nexus_store.store import Backends
+from tests import _servers
+
+
+class CommandRecorder(monitoring.CommandListener):
+    """Keeps every command PyMongo starts, with its name and body."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        # Drop what the driver adds to every command ($db, lsid, $clusterTime...).
+        body = {
+            key: value
+            for key, value in event.command.items()
+            if not key.startswith("$") and key != "lsid"
+        }
+        self.commands.append((event.command_name, body))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [body for command, body in self.commands if command == name]
+
+    def clear(self) -> None:
+        self.commands.clear()
+
+
+@pytest.fixture
+def recorder() -> CommandRecorder:
+    return CommandRecorder()
+
+
+@pytest.fixture
+def tag() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+MakeSettings = Callable[..., NexusSettings]
+
+
+@pytest.fixture
+def make_settings(settings_kwargs: dict[str, Any], tag: str) -> MakeSettings:
+    """Settings on the session's MongoDB with this test's own collections, plus overrides."""
+
+    def build(
+        *,
+        mongo: dict[str, Any] | None = None,
+        events: dict[str, Any] | None = None,
+        audit: dict[str, Any] | None = None,
+        redis: dict[str, Any] | None = None,
+    ) -> NexusSettings:
+        return NexusSettings.load(
+            **{
+                **settings_kwargs,
+                "mongo": {**settings_kwargs["mongo"], **(mongo or {})},
+                "redis": {**settings_kwargs["redis"], **(redis or {})},
+            },
+            events={"collection": f"ev_{tag}", **(events or {})},
+            audit={"collection": f"au_{tag}", **(audit or {})},
+        )
+
+    return build
+
+
+OpenBackends = Callable[..., Awaitable[Backends]]
+
+
+@pytest.fixture
+async def open_backends() -> AsyncIterator[OpenBackends]:
+    """``await open_backends(settings, recorder=None)``: Backends closed after the test."""
+    opened: list[Backends] = []
+
+    async def build(settings: NexusSettings, recorder: CommandRecorder | None = None) -> Backends:
+        backends = Backends(settings)
+        listeners = [recorder] if recorder is not None else []
+        backends._created["mongo"] = MongoBackend(settings.mongo, event_listeners=listeners)
+        opened.append(backends)
+        return backends
+
+    yield build
+    for backends in opened:
+        await backends.close()
+
+
+class NxProcess:
+    """A private nx-27017 on a file database, so data survives a stop and restart."""
+
+    def __init__(self) -> None:
+        self.port = _servers.free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="nexus-nx-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self) -> NxProcess:
+        executable = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
+        self.process = subprocess.Popen(
+            [
+                executable,
+                "--db",
+                str(self.dir / "data.db"),
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--pid-file",
+                str(self.dir / "nx.pid"),
+                "--log-file",
+                str(self.dir / "nx.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _servers.wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def nx_process(real_mongodb: bool) -> Iterator[NxProcess]:
+    """A MongoDB-protocol server this test may stop and restart (nx-27017 on a file)."""
+    server = NxProcess().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def stalled_server() -> AsyncIterator[int]:
+    """A TCP port on 127.0.0.1 that accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
