@@ -27,10 +27,15 @@ REDIS_START = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(highest: int = 65535) -> int:
+    """A free loopback port no higher than ``highest``."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port <= highest:
+            return port
+    raise RuntimeError(f"no free loopback port at or below {highest}")
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -138,8 +143,8 @@ def nx_mongo() -> Iterator[str]:
 class RedisProcess:
     """A private redis-server on a free loopback port, for fault injection and clusters."""
 
-    def __init__(self, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(self, *extra: str, highest_port: int = 65535) -> None:
+        self.port = free_port(highest_port)
         self.dir = Path(tempfile.mkdtemp(prefix="nexus-redis-"))
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None

@@ -144,12 +144,16 @@ def redis_cluster() -> Iterator[str]:
     """A real 3-master Redis Cluster on loopback ports; yields a URL of one node."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("needs redis-server and redis-cli to start a Redis Cluster")
-    nodes = [
-        _servers.RedisProcess("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                              "--cluster-node-timeout", "2000").start()
-        for _ in range(3)
-    ]
+    nodes: list[_servers.RedisProcess] = []
     try:
+        for _ in range(3):
+            # The cluster bus listens on port + 10000, so node ports must stay below 55536.
+            node = _servers.RedisProcess(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000", highest_port=55535,
+            )
+            nodes.append(node)
+            node.start()
         _servers.create_cluster([node.port for node in nodes])
         yield nodes[0].url
     finally:

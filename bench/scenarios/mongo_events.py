@@ -68,9 +68,11 @@ def _settings(env: BenchEnv, collection: str, **events: Any) -> NexusSettings:
     )
 
 
-async def _stalled_port() -> tuple[asyncio.Server, int]:
-    async def hold(_reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(3600)
+async def _stalled_port(held: list[asyncio.StreamWriter]) -> tuple[asyncio.Server, int]:
+    """A port that accepts connections and never answers (the connections are kept open)."""
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
@@ -138,7 +140,8 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         return value
 
     async def sdk_stalled_memory() -> float:
-        server, port = await _stalled_port()
+        held: list[asyncio.StreamWriter] = []
+        server, port = await _stalled_port(held)
         settings = NexusSettings.load(
             mongo={
                 "url": f"mongodb://127.0.0.1:{port}",
@@ -165,6 +168,8 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         finally:
             tracemalloc.stop()
             await store.close()
+            for writer in held:
+                writer.close()
             server.close()
         return peak / 2**20
 

@@ -27,6 +27,7 @@ __all__ = [
     "query_text",
     "screen_mapping",
     "utc_millis",
+    "validation_error",
 ]
 
 #: ``Field(pattern=NO_NUL)``: text without NUL, checked inside pydantic-core.
@@ -176,10 +177,11 @@ class InputModel(pydantic.BaseModel):
         try:
             super().__init__(**data)
         except pydantic.ValidationError as exc:
-            raise _as_validation_error(exc) from None
+            raise validation_error(exc) from None
 
 
-def _as_validation_error(exc: pydantic.ValidationError) -> ValidationError:
+def validation_error(exc: pydantic.ValidationError) -> ValidationError:
+    """The first error of a pydantic failure as ours, naming its field."""
     error = exc.errors(include_url=False)[0]
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, ValidationError):

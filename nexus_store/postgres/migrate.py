@@ -107,10 +107,10 @@ def _info(script: Script, heads: Iterable[str]) -> RevisionInfo:
 
 
 def history() -> list[RevisionInfo]:
-    """Every migration, newest first."""
+    """Every migration, oldest first."""
     scripts = _scripts()
     heads = scripts.get_heads()
-    return [_info(script, heads) for script in scripts.walk_revisions()]
+    return [_info(script, heads) for script in reversed(list(scripts.walk_revisions()))]
 
 
 def _path(direction: str, target: str, current: list[str]) -> list[RevisionInfo]:

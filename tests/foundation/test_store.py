@@ -102,9 +102,8 @@ async def test_put_routes_each_record_to_its_store(migrated: NexusSettings) -> N
         event = Event(name="store.put", user_id=str(user.id))
         await store.put(event)
         await store.events.flush()
-        assert [e.event_id for e in await store.events.export_user(str(user.id))] == [
-            event.event_id
-        ]
+        exported = [doc["event_id"] async for doc in store.events.export_user(str(user.id))]
+        assert exported == [event.event_id]
 
         entry = await store.put(_audit_record())
         assert entry.seq >= 1 and entry.hash

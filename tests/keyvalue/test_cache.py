@@ -175,14 +175,14 @@ async def test_early_refresh_reloads_once_while_others_read_the_old_value(
         await asyncio.sleep(0.1)
         return generation
 
-    assert await cache.get_or_set(unique, loader, ttl=1.0, early_refresh=0.7) == 1
-    await asyncio.sleep(0.4)  # 0.6 s left < 0.7 s: inside the refresh window
-    first = await cache.get_or_set(unique, loader, ttl=1.0, early_refresh=0.7)
+    assert await cache.get_or_set(unique, loader, ttl=2.0, early_refresh=1.5) == 1
+    await asyncio.sleep(0.6)  # about 1.4 s left < 1.5 s: inside the refresh window
+    first = await cache.get_or_set(unique, loader, ttl=2.0, early_refresh=1.5)
     assert first == 2  # the caller that won the lock reloaded...
     assert generation == 2
     assert cache.stats().early_refreshes == 1
     # ...and the fresh value is served without reloading.
-    assert await cache.get_or_set(unique, loader, ttl=1.0, early_refresh=0.7) == 2
+    assert await cache.get_or_set(unique, loader, ttl=2.0, early_refresh=1.5) == 2
 
 
 async def test_stale_value_is_served_when_the_loader_fails(

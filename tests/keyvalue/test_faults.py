@@ -3,6 +3,7 @@ recover when the server is back, in the same process."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.redis_server
 PASSWORD = "s3cret-Pa55"
 
 
-async def test_sessions_raise_unavailable_and_recover(
+async def test_sessions_and_queues_raise_unavailable_and_recover(
     secured_redis: _servers.RedisProcess, fault_settings: Callable[..., NexusSettings]
 ) -> None:
     async with NexusStore(fault_settings()) as store:
@@ -29,6 +30,8 @@ async def test_sessions_raise_unavailable_and_recover(
             lambda: store.sessions.get(token),
             lambda: store.sessions.create("ada", {}),
             lambda: store.sessions.revoke_all("ada"),
+            lambda: store.queue.enqueue("jobs", {"n": 1}),  # never a silent drop
+            lambda: store.realtime.publish("news", "x"),
         ):
             started = time.monotonic()
             with pytest.raises(BackendUnavailableError) as caught:
@@ -42,6 +45,7 @@ async def test_sessions_raise_unavailable_and_recover(
         fresh = await store.sessions.create("ada", {"back": True})
         assert (await store.sessions.get(fresh)).data == {"back": True}
         assert await store.sessions.get_or_none(token) is None
+        assert await store.queue.enqueue("jobs", {"n": 2})
 
 
 async def test_cache_misses_while_down_counts_logs_and_recovers(
@@ -127,3 +131,26 @@ async def test_a_full_server_refuses_writes_loudly_but_the_cache_only_skips(
         finally:
             await admin.config_set("maxmemory", 0)
         assert (await store.sessions.get(token)).user_id == "ada"
+
+
+async def test_a_subscription_reports_the_outage_and_resumes_after_it(
+    secured_redis: _servers.RedisProcess, fault_settings: Callable[..., NexusSettings]
+) -> None:
+    async with (
+        NexusStore(fault_settings()) as store,
+        store.realtime.subscribe("news:*") as messages,
+    ):
+        assert await store.realtime.publish("news:a", 1) == 1
+        assert (await asyncio.wait_for(anext(messages), 5)).message == 1
+        secured_redis.stop()
+        with pytest.raises(BackendUnavailableError) as caught:
+            await asyncio.wait_for(anext(messages), 5)
+        assert PASSWORD not in str(caught.value)
+        secured_redis.start()
+        # Iterating again reconnects and re-subscribes the pattern.
+        receive = asyncio.create_task(anext(messages))
+        for _ in range(50):
+            if await store.realtime.publish("news:b", 2) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert (await asyncio.wait_for(receive, 5)).message == 2

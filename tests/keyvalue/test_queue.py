@@ -66,15 +66,15 @@ async def test_unacked_messages_are_redelivered_then_dead_lettered(
     async with NexusStore(kv_settings(queue={"max_attempts": 2})) as store:
         queue = store.queue
         message_id = await queue.enqueue(unique, {"job": 1})
-        (first,) = await queue.consume(unique, "g", "a", visibility_timeout=0.1)
+        (first,) = await queue.consume(unique, "g", "a", visibility_timeout=0.4)
         # Still invisible before the timeout...
-        assert await queue.consume(unique, "g", "b", visibility_timeout=0.1) == []
-        await asyncio.sleep(0.15)
-        (second,) = await queue.consume(unique, "g", "b", visibility_timeout=0.1)
+        assert await queue.consume(unique, "g", "b", visibility_timeout=0.4) == []
+        await asyncio.sleep(0.45)
+        (second,) = await queue.consume(unique, "g", "b", visibility_timeout=0.4)
         assert (second.id, second.attempts) == (message_id, 2)
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.45)
         # Third delivery would exceed max_attempts=2: it goes to the dead-letter stream.
-        assert await queue.consume(unique, "g", "c", visibility_timeout=0.1) == []
+        assert await queue.consume(unique, "g", "c", visibility_timeout=0.4) == []
         (letter,) = await queue.dead_letters(unique)
         assert (letter.original_id, letter.attempts, letter.group) == (message_id, 3, "g")
         assert letter.payload == {"job": 1}

@@ -88,11 +88,11 @@ async def test_sliding_expiry_is_capped_by_max_lifetime(
 ) -> None:
     async with NexusStore(kv_settings(sessions={"sliding": True, "max_lifetime": 1})) as store:
         sessions = store.sessions
-        token = await sessions.create(f"u{unique}", {}, ttl=0.4)
+        token = await sessions.create(f"u{unique}", {}, ttl=0.6)
         first = await sessions.get(token)
-        # Reading every 0.2 s keeps a 0.4 s session alive well past 0.4 s...
+        # Reading every 0.25 s keeps a 0.6 s session alive well past 0.6 s...
         for _ in range(3):
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.25)
             assert await sessions.get_or_none(token) is not None
         later = await sessions.get(token)
         assert later.expires_at > first.expires_at
@@ -108,11 +108,11 @@ async def test_without_sliding_reads_do_not_extend(
     kv_settings: Callable[..., NexusSettings], unique: str
 ) -> None:
     async with NexusStore(kv_settings(sessions={"sliding": False})) as store:
-        token = await store.sessions.create(f"u{unique}", {}, ttl=0.4)
+        token = await store.sessions.create(f"u{unique}", {}, ttl=0.6)
         expires = (await store.sessions.get(token)).expires_at
         await asyncio.sleep(0.2)
         assert (await store.sessions.get(token)).expires_at == expires
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(max(0.0, expires.timestamp() - time.time()) + 0.05)
         assert await store.sessions.get_or_none(token) is None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import bson
 import pydantic
 from bson.errors import InvalidDocument
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from nexus_store.errors import ValidationError
 from nexus_store.mongo._documents import (
@@ -28,9 +28,10 @@ from nexus_store.mongo._documents import (
     explain_encoding_error,
     screen_mapping,
     utc_millis,
+    validation_error,
 )
 
-__all__ = ["Event", "new_event_id"]
+__all__ = ["Event", "new_event_id", "validate_event"]
 
 _ID_MAX = 128
 _NAME_MAX = 200
@@ -83,7 +84,6 @@ class Event(InputModel):
     event_id: str = Field(
         default_factory=new_event_id, min_length=1, max_length=_ID_MAX, pattern=NO_NUL
     )
-    _bson: bytes = PrivateAttr(b"")
 
     @field_validator("ts")
     @classmethod
@@ -99,12 +99,13 @@ class Event(InputModel):
     def _identified_and_encodable(self) -> Event:
         if self.user_id is None and self.anonymous_id is None:
             raise ValidationError("user_id", "one of user_id and anonymous_id is required")
-        # Encoding once, here, checks every key in C ($-prefix, dot, NUL) and gives the
-        # writer the bytes it sends.
+        # BSON-encoding the free-form part checks every key in C ($-prefix, dot, NUL) and
+        # every integer's range; only a failure pays for the Python walk that names the path.
+        documents = {"properties": self.properties, "context": self.context}
         try:
-            self._bson = bson.encode(self.to_document(), check_keys=True)
+            bson.encode(documents, check_keys=True)
         except (InvalidDocument, OverflowError) as exc:
-            explain_encoding_error(exc, {"properties": self.properties, "context": self.context})
+            explain_encoding_error(exc, documents)
         return self
 
     def to_document(self) -> dict[str, Any]:
@@ -121,10 +122,18 @@ class Event(InputModel):
         return document
 
     def to_bson(self) -> bytes:
-        """:meth:`to_document` as BSON, encoded once when the event was validated."""
-        return self._bson
+        """:meth:`to_document` encoded as BSON (what the writer sends)."""
+        return bson.encode(self.to_document())
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Event:
         """Rebuild an event read back from MongoDB (``_id`` and unknown fields are ignored)."""
         return cls(**{key: document[key] for key in cls.model_fields if key in document})
+
+
+def validate_event(fields: dict[str, Any]) -> Event:
+    """``Event(**fields)`` without the keyword round trip (the writer's hot path)."""
+    try:
+        return Event.__pydantic_validator__.validate_python(fields)  # type: ignore[no-any-return]
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None

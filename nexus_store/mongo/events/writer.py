@@ -36,7 +36,7 @@ from nexus_store._errors import describe
 from nexus_store.errors import BackendUnavailableError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger, observe
 from nexus_store.mongo._documents import query_text
-from nexus_store.mongo.events.model import Event
+from nexus_store.mongo.events.model import Event, validate_event
 from nexus_store.mongo.events.queries import EventQueries
 
 if TYPE_CHECKING:
@@ -105,6 +105,10 @@ class EventStore(EventQueries):
         self._rejected = 0
         self._last_error: str | None = None
         self._last_drop_log = 0.0
+        # read on every track(): plain attributes, not settings lookups
+        self._max_event_bytes = self._settings.max_event_bytes
+        self._max_queue_size = self._settings.max_queue_size
+        self._flush_at = self._settings.flush_at
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -142,7 +146,7 @@ class EventStore(EventQueries):
             fields["ts"] = ts
         if event_id is not None:
             fields["event_id"] = event_id
-        event = Event(**fields)
+        event = validate_event(fields)
         await self._enqueue(event, wait=wait)
         return event
 
@@ -191,20 +195,16 @@ class EventStore(EventQueries):
             last_error=self._last_error,
         )
 
-    def _encode(self, event: Event) -> RawBSONDocument:
-        data = event.to_bson()
-        if len(data) > self._settings.max_event_bytes:
-            limit = self._settings.max_event_bytes
-            raise ValidationError(
-                "event", f"{len(data)} bytes exceeds events.max_event_bytes={limit}"
-            )
-        return RawBSONDocument(data)
-
     async def _enqueue(self, event: Event, *, wait: bool) -> None:
         if self._closing:
             raise ConfigurationError("the event store is closed; open a new NexusStore")
-        document = self._encode(event)
-        while len(self._buffer) + len(self._in_flight) >= self._settings.max_queue_size:
+        data = event.to_bson()
+        if len(data) > self._max_event_bytes:
+            raise ValidationError(
+                "event", f"{len(data)} bytes exceeds events.max_event_bytes={self._max_event_bytes}"
+            )
+        buffer = self._buffer
+        while len(buffer) + len(self._in_flight) >= self._max_queue_size:
             if self._settings.on_full == "drop":
                 self._count_drop(event)
                 return
@@ -214,12 +214,14 @@ class EventStore(EventQueries):
             if self._closing:
                 raise ConfigurationError("the event store closed while track() waited for room")
         waiter = asyncio.get_running_loop().create_future() if wait else None
-        self._buffer.append(_Pending(document, waiter))
+        buffer.append(_Pending(RawBSONDocument(data), waiter))
         self._accepted += 1
-        self._start_flusher()
-        waiting = len(self._buffer)
+        task = self._task
+        if task is None or task.done():
+            self._start_flusher()
+        waiting = len(buffer)
         # The first event starts the flush_interval timer; a full batch or a waiter goes now.
-        if waiting == 1 or waiting >= self._settings.flush_at or wait:
+        if waiting == 1 or waiting >= self._flush_at or wait:
             self._urgent = self._urgent or wait
             self._wake.set()
         if waiter is not None:
