@@ -18,7 +18,8 @@ def describe(exc: BaseException) -> str:
 @contextmanager
 def unavailable_on(backend: str, *errors: type[BaseException]) -> Iterator[None]:
     """Re-raise ``errors`` (and timeouts) as :class:`BackendUnavailableError` for ``backend``."""
+    caught: tuple[type[BaseException], ...] = (*errors, TimeoutError, OSError)
     try:
         yield
-    except (*errors, TimeoutError, OSError) as exc:
+    except caught as exc:
         raise BackendUnavailableError(backend, describe(exc)) from exc

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nexus_store._errors import describe
 from nexus_store.errors import ValidationError
+from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
     from nexus_store.store import NexusStore
@@ -139,9 +139,9 @@ async def run_demo(
         try:
             yield
         except Exception as exc:  # a demo section reports its failure and the rest go on
-            report.failures.append(f"{name}: {describe(exc)}")
+            report.failures.append(f"{name}: {describe_failure(exc)}")
             if progress:
-                progress("failed", name, describe(exc))
+                progress("failed", name, describe_failure(exc))
         else:
             if progress:
                 progress("done", name, f"{time.perf_counter() - started:.2f} s")

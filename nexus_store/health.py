@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nexus_store._errors import describe
 from nexus_store._secrets import scrub
+from nexus_store.errors import NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ __all__ = [
     "Probe",
     "Status",
     "check_health",
+    "describe_failure",
     "redis_eviction_risk",
+    "redis_info",
 ]
 
 Status = Literal["pass", "warn", "fail"]
@@ -54,11 +57,19 @@ _HIGH_USAGE = 0.9
 _SLOW_LOOP_MS = 100.0
 
 
+def describe_failure(exc: BaseException) -> str:
+    """One secret-free line: our own errors as they read (they name the backend), driver
+    errors with their type."""
+    if isinstance(exc, NexusStoreError) and str(exc).strip():
+        return scrub(str(exc).strip().splitlines()[0])
+    return describe(exc)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def worst(statuses: list[Status]) -> Status:
+def _worst(statuses: list[Status]) -> Status:
     """The most severe of ``statuses`` (``pass`` when there are none)."""
     return max(statuses, key=_RANK.__getitem__, default="pass")
 
@@ -114,9 +125,9 @@ class HealthReport:
         keys = [
             key
             for key, results in self.checks.items()
-            if worst([r.status for r in results]) != "pass"
+            if _worst([r.status for r in results]) != "pass"
         ]
-        return sorted(keys, key=lambda key: -_RANK[worst([r.status for r in self.checks[key]])])
+        return sorted(keys, key=lambda key: -_RANK[_worst([r.status for r in self.checks[key]])])
 
     def to_dict(self) -> dict[str, Any]:
         from nexus_store import __version__
@@ -155,7 +166,7 @@ async def _run(check: _Check, seconds: float) -> list[CheckResult]:
     except TimeoutError:
         output = f"no answer within {seconds:g}s"
     except Exception as exc:  # a health check reports failures; it never raises them
-        output = describe(exc)
+        output = describe_failure(exc)
     return [CheckResult(check.component_type, "fail", output=output)]
 
 
@@ -166,8 +177,6 @@ async def check_health(store: NexusStore, *, probe: str = "readiness") -> Health
     never restarts a pod); ``readiness`` adds every configured datastore.
     """
     if probe not in PROBES:
-        from nexus_store.errors import ValidationError
-
         raise ValidationError("probe", f"must be one of {', '.join(PROBES)}, got {probe!r}")
     checked_probe: Probe = "liveness" if probe == "liveness" else "readiness"
     started = time.perf_counter()
@@ -183,7 +192,7 @@ async def check_health(store: NexusStore, *, probe: str = "readiness") -> Health
     by_key: dict[str, list[CheckResult]] = {}
     for check, found in zip(checks, results, strict=True):
         by_key.setdefault(check.key, []).extend(found)
-    status = worst([r.status for found in by_key.values() for r in found])
+    status = _worst([r.status for found in by_key.values() for r in found])
     return HealthReport(status, by_key, checked_probe, time.perf_counter() - started)
 
 
@@ -288,28 +297,22 @@ def _migration_heads() -> list[str]:
 
 
 def _postgres_checks(store: NexusStore) -> list[_Check]:
-    # The revision is read on a pooled connection with Alembic's own reader, and the heads
-    # are parsed once per process: a readiness probe runs every few seconds.
+    # Pool usage is read before the other checks borrow connections: it shows the app's use.
+    backend = store.backends.postgres
+    pool: Any = backend.engine.pool
+    capacity = backend.settings.pool_size + backend.settings.max_overflow
+    in_use = int(pool.checkedout())
+
     async def connections() -> list[CheckResult]:
-        backend = store.backends.postgres
-        pool: Any = backend.engine.pool
-        capacity = backend.settings.pool_size + backend.settings.max_overflow
-        in_use = int(pool.checkedout())
         status: Status = "warn" if in_use >= _HIGH_USAGE * capacity else "pass"
-        return [
-            CheckResult(
-                "datastore",
-                status,
-                in_use,
-                "connections",
-                output=f"pool: {in_use} of {capacity} in use",
-            )
-        ]
+        output = f"pool: {in_use} of {capacity} in use"
+        return [CheckResult("datastore", status, in_use, "connections", output)]
 
     async def migrations() -> list[CheckResult]:
+        # Read on a pooled connection with Alembic's own reader, against heads parsed once
+        # per process: a readiness probe runs every few seconds.
         from alembic.migration import MigrationContext
 
-        backend = store.backends.postgres
         with backend.unavailable():
             async with backend.engine.connect() as conn:
                 current = sorted(
@@ -425,7 +428,7 @@ async def redis_area_pings(backend: RedisBackend) -> list[CheckResult]:
         try:
             seconds = await backend.ping(area)
         except Exception as exc:
-            return CheckResult("datastore", "fail", None, "ms", describe(exc), where)
+            return CheckResult("datastore", "fail", None, "ms", describe_failure(exc), where)
         return CheckResult("datastore", "pass", _ms(seconds), "ms", component_id=where)
 
     return list(await asyncio.gather(*(ping(area) for area in areas)))
@@ -451,42 +454,54 @@ async def redis_cluster_state(backend: RedisBackend) -> CheckResult:
     )
 
 
+async def redis_info(backend: RedisBackend, section: str) -> list[tuple[str | None, Any]]:
+    """``INFO section`` of the server, or of every primary of a cluster (each has its own
+    memory limit and policy), as ``(node or None, info)`` pairs."""
+    client: Any = backend.client("sessions")
+    with backend.unavailable():
+        if not backend.settings.cluster:
+            return [(None, await client.info(section))]
+        await client.initialize()
+        nodes = client.get_primaries()
+        infos = await asyncio.gather(*(client.info(section, target_nodes=n) for n in nodes))
+    return [(node.name, info) for node, info in zip(nodes, infos, strict=True)]
+
+
+def _redis_memory_result(node: str | None, info: dict[str, Any]) -> CheckResult:
+    used = int(info.get("used_memory", 0))
+    maxmemory = int(info.get("maxmemory", 0) or 0)
+    problems = []
+    if risk := redis_eviction_risk(info):
+        problems.append(risk)
+    if maxmemory and used >= _HIGH_USAGE * maxmemory:
+        problems.append(f"{used} of {maxmemory} bytes used")
+    limit = f"of {maxmemory}" if maxmemory else "(no maxmemory)"
+    policy = info.get("maxmemory_policy", "?")
+    output = "; ".join(problems) or f"{used} bytes {limit}, policy {policy}"
+    status: Status = "warn" if problems else "pass"
+    return CheckResult("datastore", status, used, "bytes", output, node)
+
+
 def _redis_checks(store: NexusStore) -> list[_Check]:
     async def response_time() -> list[CheckResult]:
         return await redis_area_pings(store.backends.redis)
 
     async def memory() -> list[CheckResult]:
-        backend = store.backends.redis
-        with backend.unavailable():
-            info = await backend.client("sessions").info("memory")
-        used = int(info.get("used_memory", 0))
-        maxmemory = int(info.get("maxmemory", 0) or 0)
-        problems = []
-        if risk := redis_eviction_risk(info):
-            problems.append(risk)
-        if maxmemory and used >= _HIGH_USAGE * maxmemory:
-            problems.append(f"{used} of {maxmemory} bytes used")
-        limit = f"of {maxmemory}" if maxmemory else "(no maxmemory)"
-        policy = info.get("maxmemory_policy", "?")
-        output = "; ".join(problems) or f"{used} bytes {limit}, policy {policy}"
-        return [CheckResult("datastore", "warn" if problems else "pass", used, "bytes", output)]
+        return [
+            _redis_memory_result(node, info)
+            for node, info in await redis_info(store.backends.redis, "memory")
+        ]
 
     async def connections() -> list[CheckResult]:
-        backend = store.backends.redis
-        with backend.unavailable():
-            info = await backend.client("sessions").info("clients")
-        clients = int(info.get("connected_clients", 0))
-        maxclients = int(info.get("maxclients", 0) or 0)
-        high = bool(maxclients) and clients >= _HIGH_USAGE * maxclients
-        return [
-            CheckResult(
-                "datastore",
-                "warn" if high else "pass",
-                clients,
-                "clients",
-                output=f"{clients} of {maxclients or '?'} server connections",
-            )
-        ]
+        results = []
+        for node, info in await redis_info(store.backends.redis, "clients"):
+            clients = int(info.get("connected_clients", 0))
+            maxclients = int(info.get("maxclients", 0) or 0)
+            high = bool(maxclients) and clients >= _HIGH_USAGE * maxclients
+            output = f"{clients} of {maxclients or '?'} server connections"
+            status: Status = "warn" if high else "pass"
+            results.append(CheckResult("datastore", status, clients, "clients", output, node))
+        return results
 
     async def cluster() -> list[CheckResult]:
         return [await redis_cluster_state(store.backends.redis)]

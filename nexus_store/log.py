@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -27,7 +28,9 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _state: dict[str, Any] = {"configured": False, "debug": False, "slow_seconds": 0.25}
 
 
-def _scrub_secrets(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _scrub_secrets(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
     return {key: scrub_value(value) for key, value in event_dict.items()}
 
 

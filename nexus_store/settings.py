@@ -320,6 +320,17 @@ class OutboxSettings(_Section):
     retry_max_backoff: PositiveSeconds = Field(
         30.0, description="Longest pause of the background relay after a failed delivery."
     )
+    audited_tables: list[str] = Field(
+        default_factory=list,
+        description='Tables whose entity writes are audited without audit=True ("users").',
+    )
+    deliver_events: bool = Field(
+        False,
+        description="Also record each change as an analytics event named <table>.<action>.",
+    )
+    lag_warning_seconds: PositiveSeconds = Field(
+        60.0, description="health warns when the oldest undelivered row is older than this."
+    )
 
 
 class LogSettings(_Section):
@@ -368,7 +379,8 @@ class _TomlSource(PydanticBaseSettingsSource):
             raise ConfigurationError(
                 f"config file {self._path} is not valid TOML: {exc}", setting="config_file"
             ) from exc
-        return data.get("nexus", data)
+        section: dict[str, Any] = data.get("nexus", data)
+        return section
 
 
 def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
@@ -391,18 +403,18 @@ class NexusSettings(BaseSettings):
         frozen=True,
     )
 
-    postgres: PostgresSettings = Field(default_factory=PostgresSettings)  # type: ignore[arg-type]
-    mongo: MongoSettings = Field(default_factory=MongoSettings)  # type: ignore[arg-type]
-    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
-    events: EventsSettings = Field(default_factory=EventsSettings)  # type: ignore[arg-type]
-    audit: AuditSettings = Field(default_factory=AuditSettings)  # type: ignore[arg-type]
-    sessions: SessionSettings = Field(default_factory=SessionSettings)  # type: ignore[arg-type]
-    cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
-    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)  # type: ignore[arg-type]
-    queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
-    outbox: OutboxSettings = Field(default_factory=OutboxSettings)  # type: ignore[arg-type]
-    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
-    health: HealthSettings = Field(default_factory=HealthSettings)  # type: ignore[arg-type]
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    mongo: MongoSettings = Field(default_factory=MongoSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -8,7 +8,7 @@
   MongoDB ``ping``, ``buildInfo``, ``listCollections`` and ``listIndexes``; Redis ``PING`` on
   each of the six logical DBs and ``INFO server/memory/clients``. Milliseconds per report, the
   median of a burst (lower is better).
-- liveness report: ``store.health(probe="liveness")`` (no I/O), SDK only.
+- liveness report: ``store.health(probe="liveness")`` (no I/O), microseconds, SDK only.
 - ``nexus-store health --format json``: wall time of the whole command (interpreter start,
   imports, connections, checks), what a Kubernetes exec probe pays. SDK only.
 """
@@ -35,13 +35,15 @@ REPORTS = 30  # per measurement
 CLI_RUNS = 3
 
 
-async def _median_ms(call: Callable[[], Awaitable[Any]], count: int = REPORTS) -> float:
+async def _median_ms(
+    call: Callable[[], Awaitable[Any]], count: int = REPORTS, scale: float = 1000
+) -> float:
     samples = []
     for _ in range(count):
         started = time.perf_counter()
         await call()
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * 1000
+    return statistics.median(samples) * scale
 
 
 async def scenarios(env: BenchEnv) -> list[Pair]:
@@ -132,8 +134,8 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         ),
         Pair(
             "health: liveness report",
-            "ms/report",
-            sdk=lambda: _median_ms(lambda: store().health(probe="liveness")),
+            "us/report",
+            sdk=lambda: _median_ms(lambda: store().health(probe="liveness"), scale=1_000_000),
             higher_is_better=False,
             setup=setup,
             teardown=teardown,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 21:37:56.940405
+Create Date: 2026-11-21 22:01:36.738217
 
 """
 
@@ -238,12 +238,6 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
             "organization_id", "name", name=op.f("uq_financial_accounts_organization_id_name")
         ),
     )
-    op.create_index(
-        op.f("ix_financial_accounts_organization_id"),
-        "financial_accounts",
-        ["organization_id"],
-        unique=False,
-    )
     op.create_table(
         "organization_members",
         sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
@@ -285,12 +279,6 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
             "user_id",
             name=op.f("uq_organization_members_organization_id_user_id"),
         ),
-    )
-    op.create_index(
-        op.f("ix_organization_members_organization_id"),
-        "organization_members",
-        ["organization_id"],
-        unique=False,
     )
     op.create_index(
         op.f("ix_organization_members_user_id"), "organization_members", ["user_id"], unique=False
@@ -387,7 +375,6 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
         op.f("ix_user_roles_granted_by_id"), "user_roles", ["granted_by_id"], unique=False
     )
     op.create_index(op.f("ix_user_roles_role_id"), "user_roles", ["role_id"], unique=False)
-    op.create_index(op.f("ix_user_roles_user_id"), "user_roles", ["user_id"], unique=False)
     op.create_table(
         "budgets",
         sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
@@ -546,7 +533,6 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
         sa.PrimaryKeyConstraint("id", name=op.f("pk_files")),
         sa.UniqueConstraint("owner_id", "sha256", name=op.f("uq_files_owner_id_sha256")),
     )
-    op.create_index(op.f("ix_files_owner_id"), "files", ["owner_id"], unique=False)
     op.create_index(op.f("ix_files_project_id"), "files", ["project_id"], unique=False)
     op.create_index(op.f("ix_files_sha256"), "files", ["sha256"], unique=False)
     op.create_table(
@@ -660,9 +646,6 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
         ),
     )
     op.create_index(
-        op.f("ix_transactions_account_id"), "transactions", ["account_id"], unique=False
-    )
-    op.create_index(
         "ix_transactions_account_id_occurred_at",
         "transactions",
         ["account_id", "occurred_at"],
@@ -753,9 +736,6 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
         ),
     )
     op.create_index(
-        op.f("ix_document_shares_document_id"), "document_shares", ["document_id"], unique=False
-    )
-    op.create_index(
         op.f("ix_document_shares_user_id"), "document_shares", ["user_id"], unique=False
     )
     op.create_table(
@@ -802,9 +782,6 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
     op.create_index(
         op.f("ix_document_versions_author_id"), "document_versions", ["author_id"], unique=False
     )
-    op.create_index(
-        op.f("ix_document_versions_document_id"), "document_versions", ["document_id"], unique=False
-    )
     op.create_table(
         "task_dependencies",
         sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False),
@@ -847,27 +824,20 @@ def upgrade() -> None:  # noqa: PLR0915 - one statement per table and index
         ["depends_on_id"],
         unique=False,
     )
-    op.create_index(
-        op.f("ix_task_dependencies_task_id"), "task_dependencies", ["task_id"], unique=False
-    )
 
 
 def downgrade() -> None:  # noqa: PLR0915
     """Drop every nexus-store table. Extensions stay: other schemas may use them."""
-    op.drop_index(op.f("ix_task_dependencies_task_id"), table_name="task_dependencies")
     op.drop_index(op.f("ix_task_dependencies_depends_on_id"), table_name="task_dependencies")
     op.drop_table("task_dependencies")
-    op.drop_index(op.f("ix_document_versions_document_id"), table_name="document_versions")
     op.drop_index(op.f("ix_document_versions_author_id"), table_name="document_versions")
     op.drop_table("document_versions")
     op.drop_index(op.f("ix_document_shares_user_id"), table_name="document_shares")
-    op.drop_index(op.f("ix_document_shares_document_id"), table_name="document_shares")
     op.drop_table("document_shares")
     op.drop_index(op.f("ix_budget_alerts_budget_id"), table_name="budget_alerts")
     op.drop_table("budget_alerts")
     op.drop_index(op.f("ix_transactions_category"), table_name="transactions")
     op.drop_index("ix_transactions_account_id_occurred_at", table_name="transactions")
-    op.drop_index(op.f("ix_transactions_account_id"), table_name="transactions")
     op.drop_table("transactions")
     op.drop_index("ix_tasks_tags", table_name="tasks", postgresql_using="gin")
     op.drop_index("ix_tasks_status", table_name="tasks")
@@ -877,7 +847,6 @@ def downgrade() -> None:  # noqa: PLR0915
     op.drop_table("tasks")
     op.drop_index(op.f("ix_files_sha256"), table_name="files")
     op.drop_index(op.f("ix_files_project_id"), table_name="files")
-    op.drop_index(op.f("ix_files_owner_id"), table_name="files")
     op.drop_table("files")
     op.drop_index(op.f("ix_documents_project_id"), table_name="documents")
     op.drop_index(op.f("ix_documents_owner_id"), table_name="documents")
@@ -887,7 +856,6 @@ def downgrade() -> None:  # noqa: PLR0915
     op.drop_index(op.f("ix_budgets_project_id"), table_name="budgets")
     op.drop_index(op.f("ix_budgets_organization_id"), table_name="budgets")
     op.drop_table("budgets")
-    op.drop_index(op.f("ix_user_roles_user_id"), table_name="user_roles")
     op.drop_index(op.f("ix_user_roles_role_id"), table_name="user_roles")
     op.drop_index(op.f("ix_user_roles_granted_by_id"), table_name="user_roles")
     op.drop_table("user_roles")
@@ -896,11 +864,7 @@ def downgrade() -> None:  # noqa: PLR0915
     op.drop_index(op.f("ix_projects_organization_id"), table_name="projects")
     op.drop_table("projects")
     op.drop_index(op.f("ix_organization_members_user_id"), table_name="organization_members")
-    op.drop_index(
-        op.f("ix_organization_members_organization_id"), table_name="organization_members"
-    )
     op.drop_table("organization_members")
-    op.drop_index(op.f("ix_financial_accounts_organization_id"), table_name="financial_accounts")
     op.drop_table("financial_accounts")
     op.drop_index(op.f("ix_api_keys_user_id"), table_name="api_keys")
     op.drop_index(op.f("ix_api_keys_prefix"), table_name="api_keys")

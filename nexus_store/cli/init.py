@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from nexus_store._errors import describe
 from nexus_store.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -40,6 +39,7 @@ from nexus_store.cli._common import (
     step_line,
     table,
 )
+from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
     from nexus_store.settings import NexusSettings
@@ -105,20 +105,27 @@ async def _mongo_step(store: NexusStore, result: StepResult, dry_run: bool) -> N
 
 
 async def _redis_step(store: NexusStore, result: StepResult, dry_run: bool) -> None:
-    from nexus_store.health import redis_area_pings, redis_cluster_state, redis_eviction_risk
+    from nexus_store.health import (
+        redis_area_pings,
+        redis_cluster_state,
+        redis_eviction_risk,
+        redis_info,
+    )
 
     backend = store.backends.redis
     unanswered = [ping for ping in await redis_area_pings(backend) if ping.status != "pass"]
     if unanswered:
-        raise _StepFailed("; ".join(f"{p.component_id}: {p.output}" for p in unanswered))
+        by_error: dict[str, list[str]] = {}
+        for ping in unanswered:  # usually one error for every DB: say it once
+            by_error.setdefault(ping.output, []).append(str(ping.component_id))
+        raise _StepFailed("; ".join(f"{', '.join(ids)}: {e}" for e, ids in by_error.items()))
     if store.settings.redis.cluster:
         state = await redis_cluster_state(backend)
         if state.status != "pass":
             raise _StepFailed(f"cluster is {state.observed_value}: {state.output}")
-    with backend.unavailable():
-        memory = await backend.client("sessions").info("memory")
-    if risk := redis_eviction_risk(memory):
-        result.warnings.append(risk)
+    for node, memory in await redis_info(backend, "memory"):
+        if risk := redis_eviction_risk(memory):
+            result.warnings.append(f"{node}: {risk}" if node else risk)
 
 
 class _StepFailed(Exception):
@@ -167,7 +174,7 @@ async def run_init(
                 await runner(store, result, dry_run)
         except Exception as exc:  # reported per step, never as a traceback
             result.status = "failed"
-            result.error = str(exc) if isinstance(exc, _StepFailed) else describe(exc)
+            result.error = str(exc) if isinstance(exc, _StepFailed) else describe_failure(exc)
         else:
             if dry_run:
                 result.status = "planned" if result.changes else "unchanged"

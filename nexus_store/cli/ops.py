@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nexus_store._errors import describe
 from nexus_store.cli._common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -24,6 +23,7 @@ from nexus_store.cli._common import (
     stdout,
     table,
 )
+from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -64,7 +64,7 @@ def _call(coro: Coroutine[Any, Any, Any], what: str) -> Any:
         except ConfigurationError as exc:
             fail(f"{what}: {exc}", EXIT_USAGE)
         except Exception as exc:
-            fail(f"{what}: {describe(exc)}")
+            fail(f"{what}: {describe_failure(exc)}")
 
     return run(guarded())
 

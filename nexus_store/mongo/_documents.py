@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
+import bson
 import orjson
 import pydantic
+from bson.errors import InvalidDocument
 
 from nexus_store._errors import describe
 from nexus_store.errors import ValidationError
@@ -23,7 +25,6 @@ __all__ = [
     "NO_NUL",
     "InputModel",
     "clean_document",
-    "explain_encoding_error",
     "query_text",
     "screen_mapping",
     "utc_millis",
@@ -125,12 +126,12 @@ def _reject_naive(value: Any) -> None:
 
 
 def screen_mapping(value: Any, field: str) -> dict[str, Any]:
-    """A shallow copy of ``value`` after a fast, C-speed screen of its values.
+    """A shallow copy of ``value`` once C-speed screens accept it; else a ValidationError.
 
-    orjson walks the whole structure (string keys only, 64-bit integers, JSON types, aware
-    datetimes through :func:`_reject_naive`); only when it objects does the slower
-    :func:`clean_document` run, to name the offending path. Keys are checked when the
-    document is BSON-encoded with ``check_keys`` (see :func:`explain_encoding_error`).
+    orjson walks the values (64-bit integers, JSON types, aware datetimes through
+    :func:`_reject_naive`) and the BSON encoder with ``check_keys`` walks the keys (no
+    ``$`` prefix, no dot, no NUL). Only when one objects does the slower
+    :func:`clean_document` run, to name the offending path.
     """
     if not isinstance(value, dict):
         if not isinstance(value, Mapping):
@@ -138,17 +139,11 @@ def screen_mapping(value: Any, field: str) -> dict[str, Any]:
         value = dict(value)
     try:
         orjson.dumps(value, default=_reject_naive, option=orjson.OPT_PASSTHROUGH_DATETIME)
-    except orjson.JSONEncodeError as exc:
+        bson.encode(value, check_keys=True)
+    except (orjson.JSONEncodeError, InvalidDocument, OverflowError) as exc:
         clean_document(value, field)  # raises, naming the path
         raise ValidationError(field, describe(exc)) from None
     return dict(value)
-
-
-def explain_encoding_error(exc: Exception, documents: Mapping[str, Mapping[str, Any]]) -> NoReturn:
-    """Turn a BSON encoding failure into a ValidationError naming the offending path."""
-    for field, document in documents.items():
-        clean_document(document, field)  # raises for a bad key or value
-    raise ValidationError("event", describe(exc)) from exc
 
 
 def query_text(value: Any, field: str, *, max_length: int = 1024) -> str:

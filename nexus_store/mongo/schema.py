@@ -526,6 +526,16 @@ async def inspect_schema(backend: MongoBackend, settings: NexusSettings) -> list
                         "the server reports a different or no validator",
                     )
                 )
+            expire = info.get("options", {}).get("expireAfterSeconds")
+            if spec.timeseries is not None and expire != spec.expire_after_seconds:
+                problems.append(
+                    SchemaProblem(
+                        spec.name,
+                        "ttl_mismatch",
+                        f"expireAfterSeconds: server {expire}, "
+                        f"settings {spec.expire_after_seconds}",
+                    )
+                )
             found = await _indexes(db, spec.name)
             problems += _index_problems(spec, found)
     return problems

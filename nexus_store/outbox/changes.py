@@ -3,7 +3,8 @@
 A change record is what the outbox carries to the audit log. It holds ids and a before/after
 diff; the value of a redacted field never leaves PostgreSQL (the diff says only that it
 changed: ``{"email": "[redacted]"}``). A model's :class:`AuditPolicy` decides which fields are
-redacted and whether its writes are audited without being asked:
+redacted and whether its writes are audited without being asked (nexus-store's own models
+are audited when asked per call, or when listed in the ``outbox.audited_tables`` setting):
 
     class Invoice(Entity):
         __tablename__ = "invoices"
@@ -21,10 +22,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -85,18 +86,17 @@ class AuditPolicy:
         return name in self.redact or is_secret_field(name)
 
 
+_NONE = AuditPolicy()
+
+
 _PERSONAL_USER_FIELDS = frozenset({"email", "username", "full_name", "preferences"})
 
-# Policies of nexus-store's own models, by table: identity and money are audited by default.
+# What nexus-store's own models redact, by table. None is audited unless asked: per call, or
+# per table with the ``outbox.audited_tables`` setting.
 _BUILTIN_POLICIES: dict[str, AuditPolicy] = {
-    "users": AuditPolicy(enabled=True, redact=_PERSONAL_USER_FIELDS),
-    "api_keys": AuditPolicy(enabled=True, redact=frozenset({"name", "prefix"})),
-    "roles": AuditPolicy(enabled=True),
-    "user_roles": AuditPolicy(enabled=True),
-    "organization_members": AuditPolicy(enabled=True),
-    "financial_accounts": AuditPolicy(enabled=True),
-    "transactions": AuditPolicy(enabled=True, redact=frozenset({"description"})),
-    "budgets": AuditPolicy(enabled=True),
+    "users": AuditPolicy(redact=_PERSONAL_USER_FIELDS),
+    "api_keys": AuditPolicy(redact=frozenset({"name", "prefix"})),
+    "transactions": AuditPolicy(redact=frozenset({"description"})),
     "documents": AuditPolicy(redact=frozenset({"title", "content"})),
     "document_versions": AuditPolicy(redact=frozenset({"content", "comment"})),
     "files": AuditPolicy(redact=frozenset({"name", "storage_key"})),
@@ -105,12 +105,15 @@ _BUILTIN_POLICIES: dict[str, AuditPolicy] = {
 }
 
 
-def policy_for(model: type) -> AuditPolicy:
-    """The model's ``__audit__`` policy, else nexus-store's default for its table."""
+def policy_for(model: type[Any], audited_tables: Collection[str] = ()) -> AuditPolicy:
+    """The model's ``__audit__`` policy, else nexus-store's default for its table; enabled
+    too when the table is in ``audited_tables`` (the ``outbox.audited_tables`` setting)."""
+    table = str(getattr(model, "__tablename__", ""))
     declared = getattr(model, "__audit__", None)
-    if isinstance(declared, AuditPolicy):
-        return declared
-    return _BUILTIN_POLICIES.get(getattr(model, "__tablename__", ""), AuditPolicy())
+    policy = declared if isinstance(declared, AuditPolicy) else _BUILTIN_POLICIES.get(table, _NONE)
+    if not policy.enabled and table in audited_tables:
+        return replace(policy, enabled=True)
+    return policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """The relay: delivers outbox rows to the MongoDB audit log, once, in commit order.
 
+With ``outbox.deliver_events``, each change is also tracked as an analytics event named
+``<table>.<action>`` (event id ``outbox:<event_id>``, so a redelivery stores nothing new).
+
     store.outbox.start_relay()          # background task of this store
     ...
     print(await store.outbox.lag())     # OutboxLag(pending=0, oldest_age_seconds=None, ...)
@@ -41,6 +44,7 @@ from nexus_store.outbox.changes import AUDIT_TOPIC, outbox_table
 
 if TYPE_CHECKING:
     from nexus_store.mongo.audit.log import AuditLog
+    from nexus_store.mongo.events.writer import EventStore
     from nexus_store.store import Backends
 
 __all__ = ["OutboxLag", "OutboxRelay"]
@@ -72,6 +76,7 @@ class OutboxRelay:
         self._backends = backends
         self._settings = backends.settings.outbox
         self._audit_log: AuditLog | None = None
+        self._events: EventStore | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._delivered = 0
@@ -138,6 +143,8 @@ class OutboxRelay:
 
     async def _record(self, row: Row[Any]) -> None:
         payload = row.payload
+        if self._settings.deliver_events:
+            await self._track(row)
         await self._audit.record(
             payload["actor"],
             payload["action"],
@@ -150,6 +157,24 @@ class OutboxRelay:
             reason=payload.get("reason"),
             idempotency_key=f"outbox:{row.event_id}",
         )
+
+    async def _track(self, row: Row[Any]) -> None:
+        """The change as an analytics event; its id makes a redelivery a no-op."""
+        from nexus_store.mongo.events.writer import EventStore
+
+        if self._events is None:
+            self._events = EventStore(self._backends)
+        payload = row.payload
+        tracked = self._events.track(
+            f"{row.aggregate_type}.{payload['action']}",
+            user_id=payload["actor"],
+            event_id=f"outbox:{row.event_id}",
+            ts=row.created_at,
+            properties={"resource_type": row.aggregate_type, "resource_id": row.aggregate_id},
+            wait=True,
+        )
+        # A buffered event that outlives the timeout is stored later, once (same event_id).
+        await asyncio.wait_for(tracked, self._backends.settings.mongo.socket_timeout)
 
     async def relay_once(self) -> int:
         """Deliver batches until none is left that this relay can claim; returns the count."""
@@ -228,6 +253,8 @@ class OutboxRelay:
 
     async def aclose(self) -> None:
         await self.stop()
+        if self._events is not None:
+            await self._events.aclose()
 
     async def _run(self) -> None:
         settings = self._settings
@@ -243,8 +270,8 @@ class OutboxRelay:
                 pause = settings.poll_interval
             except Exception as exc:  # the relay outlives outages; lag() shows the failure
                 self._last_error = describe(exc)
-                _log.warning("outbox_relay_failed", error=self._last_error, retry_in=pause)
                 pause = min(pause * 2, settings.retry_max_backoff)
+                _log.warning("outbox_relay_failed", error=self._last_error, retry_in=pause)
             if delivered < settings.batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pause)
@@ -253,9 +280,9 @@ class OutboxRelay:
 def _claim_statement(limit: int) -> Any:
     """The next ``limit`` undelivered rows, locked; stops before a row another relay holds.
 
-    One statement: the candidates (unlocked, in id order) and the rows this transaction
-    locked with SKIP LOCKED. The caller keeps locked rows up to the first candidate it could
-    not lock.
+    One statement, one snapshot: the candidates (unlocked, in id order), the candidates this
+    transaction could lock (SKIP LOCKED), and of those only the ones before the first
+    candidate it could not lock.
     """
     table = outbox_table()
     candidates = (
@@ -272,6 +299,7 @@ def _claim_statement(limit: int) -> Any:
             table.c.aggregate_type,
             table.c.aggregate_id,
             table.c.payload,
+            table.c.created_at,
         )
         .where(table.c.id.in_(select(candidates.c.id)), table.c.delivered_at.is_(None))
         .with_for_update(skip_locked=True)

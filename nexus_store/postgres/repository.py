@@ -63,6 +63,7 @@ from sqlalchemy import (
     PickleType,
     String,
     Table,
+    UniqueConstraint,
     Uuid,
     bindparam,
     delete,
@@ -361,9 +362,9 @@ class EntityRepository:
             if index.unique and not index.dialect_options["postgresql"].get("where")
         ]
         unique_sets += [
-            {c.name for c in constraint.columns}  # type: ignore[attr-defined]
+            {c.name for c in constraint.columns}
             for constraint in info.table.constraints
-            if type(constraint).__name__ == "UniqueConstraint"
+            if isinstance(constraint, UniqueConstraint)
         ]
         if wanted not in unique_sets:
             raise ValidationError(
@@ -446,14 +447,18 @@ class EntityRepository:
                 try:
                     cursor = await driver.execute(sql, parameters, prepare=True)
                     row = await cursor.fetchone()
-                except psycopg.OperationalError:
+                except psycopg.Error:
                     broken = driver.broken
                     await greenlet_spawn(pooled.invalidate if broken else pooled.close)
                     if attempt == 2 or not broken:
                         raise
-                    continue  # dead pooled connection (pre-ping is off): retry once
+                    # A dead pooled connection (pre-ping is off) means a restart or failover:
+                    # its pool-mates are dead too, so start a new pool and retry once.
+                    await engine.dispose()
+                    continue
                 except BaseException:
-                    await greenlet_spawn(pooled.close)
+                    # Cancelled mid-query: the connection's state is unknown, never reuse it.
+                    await greenlet_spawn(pooled.invalidate)
                     raise
                 # Autocommit pool without reset-on-return: giving it back is synchronous.
                 pooled.close()

@@ -182,7 +182,7 @@ class Privacy:
                     for name, links in by_table.items():
                         table = links[0].table
                         query = select(table).where(or_(*(link.column == uid for link in links)))
-                        yield b',"' + name.encode() + b'":['
+                        yield b"," + orjson.dumps(name) + b":["
                         count = 0
                         started = time.perf_counter()
                         result = await conn.stream(

@@ -222,3 +222,26 @@ async def test_store_health_reports_an_unreachable_redis_as_503() -> None:
         report = await store.health()
     assert report.status == "fail" and report.http_status == 503 and report.exit_code == 2
     assert "redis:responseTime" in report.failing()
+
+
+@pytest.mark.redis_server
+def test_cluster_mode_checks_cluster_state(redis_cluster: str) -> None:
+    env = {"NEXUS_REDIS_URL": redis_cluster, "NEXUS_REDIS__CLUSTER": "true"}
+
+    health = run_cli("health", "-f", "json", env=env)
+
+    assert health.returncode == 0, health.output
+    checks = health.json()["checks"]
+    cluster = checks["redis:cluster"][0]
+    assert cluster["status"] == "pass" and cluster["observedValue"] == "ok"
+    assert "16384/16384 slots" in cluster["output"]
+    (ping,) = checks["redis:responseTime"]
+    assert ping["status"] == "pass" and "cluster prefix" in ping["componentId"]
+    memory = checks["redis:memory"]  # one per primary: each has its own limit and policy
+    assert len(memory) == 3 and all(node["status"] == "pass" for node in memory)
+    nodes = {node["componentId"] for node in memory}
+    assert len(nodes) == 3 and redis_cluster.removeprefix("redis://") in nodes
+
+    init = run_cli("init", "-f", "json", env=env)
+    assert init.returncode == 0, init.output
+    assert [step["status"] for step in init.json()["steps"]] == ["skipped", "skipped", "unchanged"]

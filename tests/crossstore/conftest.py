@@ -63,8 +63,11 @@ def settings_for(urls: dict[str, str], **overrides: Any) -> NexusSettings:
         "mongo": {"url": urls["mongo"], "database": urls["mongo_database"]},
         "redis": {"url": urls["redis"], "namespace": urls["namespace"]},
         "log": {"level": "warning", "format": "console"},
+        # Users are audited by the per-table setting; other models only with audit=True.
+        "outbox": {"audited_tables": ["users"]},
     }
-    values.update(overrides)
+    for section, given in overrides.items():
+        values[section] = {**values.get(section, {}), **given}
     return NexusSettings.load(**values)
 
 
@@ -78,6 +81,7 @@ def environment_for(urls: dict[str, str]) -> dict[str, str]:
         "NEXUS_REDIS__NAMESPACE": urls["namespace"],
         "NEXUS_LOG__LEVEL": "warning",
         "NEXUS_LOG__FORMAT": "json",
+        "NEXUS_OUTBOX__AUDITED_TABLES": '["users"]',
     }
 
 

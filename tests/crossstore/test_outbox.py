@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 
 from nexus_store import NexusStore
 from nexus_store.errors import BackendUnavailableError, ConflictError, ValidationError
-from nexus_store.outbox import REDACTED, AuditPolicy, audit_context
+from nexus_store.outbox import REDACTED, AuditPolicy, audit_context, policy_for
 from nexus_store.postgres.models import Organization, Outbox, Project, User
 from tests.crossstore.conftest import settings_for
 
@@ -90,7 +90,7 @@ async def test_audit_per_call_and_per_model(xstore: NexusStore) -> None:
         Project, organization_id=org.id, name="Apollo", audit=True
     )
     await xstore.entities.update(Project, project.id, budget=Decimal("1200.50"), audit=True)
-    user = await xstore.entities.create(User, **new_user())  # users are audited by policy
+    user = await xstore.entities.create(User, **new_user())  # outbox.audited_tables
     await xstore.entities.update(User, user.id, is_active=False, audit=False)
     project_rows = await outbox_rows(xstore, aggregate_id=str(project.id))
     assert [row.payload["action"] for row in project_rows] == ["create", "update"]
@@ -100,6 +100,8 @@ async def test_audit_per_call_and_per_model(xstore: NexusStore) -> None:
     with pytest.raises(ValidationError) as caught:
         await xstore.entities.update(Project, project.id, name="x", audit="yes")
     assert caught.value.field == "audit"
+    assert not policy_for(User).enabled  # nothing is audited unless asked
+    assert policy_for(User, ["users"]).enabled
 
 
 async def test_redaction_keeps_secrets_and_personal_data_out(xstore: NexusStore) -> None:
@@ -350,3 +352,21 @@ async def test_every_write_path_records_its_change(xstore: NexusStore) -> None:
     for key in ids:
         (row,) = await outbox_rows(xstore, aggregate_id=str(key))
         assert row.payload["action"] == "create" and row.payload["after"]["name"].startswith("bulk")
+
+
+async def test_changes_also_become_events_where_configured(
+    xstore: NexusStore, crossstore_urls: dict[str, str]
+) -> None:
+    await drain(xstore)
+    actor = f"admin:{uuid.uuid4().hex[:8]}"
+    with audit_context(actor):
+        user = await xstore.entities.create(User, **new_user())
+        await xstore.entities.update(User, user.id, is_active=False)
+    settings = settings_for(crossstore_urls, outbox={"deliver_events": True})
+    async with NexusStore(settings) as store:
+        assert await store.outbox.relay_once() == 2
+        events = [event async for event in store.events.export_user(actor)]
+    assert [event["name"] for event in events] == ["users.create", "users.update"]
+    assert {event["properties"]["resource_id"] for event in events} == {str(user.id)}
+    rows = await outbox_rows(xstore, aggregate_id=str(user.id))
+    assert [event["event_id"] for event in events] == [f"outbox:{row.event_id}" for row in rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,12 @@ from tests import _servers
 
 
 def bindir() -> Path | None:
+    """The server binaries' directory, or None when a private cluster cannot be started."""
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")  # the server refuses to run as root
+        except KeyError:
+            return None
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if Path(candidate, "initdb").exists() and Path(candidate, "pg_basebackup").exists():
             return Path(candidate)

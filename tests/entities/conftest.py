@@ -35,8 +35,8 @@ def private_cluster() -> Iterator[tuple[str, str]]:
     bin_path = _replica.bindir()
     if bin_path is None:
         pytest.skip(
-            "needs the PostgreSQL server binaries (initdb, pg_basebackup, pg_ctl) to "
-            "start a private primary with a streaming replica"
+            "needs the PostgreSQL server binaries (initdb, pg_basebackup, pg_ctl) and, as "
+            "root, a 'postgres' OS user, to start a private primary with a streaming replica"
         )
     with _replica.primary_with_replica(bin_path) as urls:
         yield urls

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -71,3 +73,40 @@ async def test_unreachable_server_is_backend_unavailable_without_secrets() -> No
             assert password not in str(caught.value)
     finally:
         await backend.close()
+
+
+async def test_cancelled_reads_leak_no_connection(
+    private: tuple[PostgresBackend, EntityRepository],
+) -> None:
+    backend, repo = private
+    user = await repo.create(User, **user_values())
+    for delay in range(40):  # cancel at different points: checkout, send, fetch
+        task = asyncio.create_task(repo.get(User, user.id))
+        for _ in range(delay % 8):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert backend.autocommit_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    for _ in range(20):  # the pool still hands out working connections
+        assert (await repo.get(User, user.id)).id == user.id
+
+
+async def test_reads_survive_every_pooled_connection_dying(
+    private: tuple[PostgresBackend, EntityRepository], postgres_url: str
+) -> None:
+    """What a server restart looks like to the pool: all idle connections are dead."""
+    backend, repo = private
+    user = await repo.create(User, **user_values())
+    async with contextlib.AsyncExitStack() as stack:
+        connections = [
+            await stack.enter_async_context(backend.autocommit_engine.connect()) for _ in range(4)
+        ]
+        pids = [
+            (await c.execute(text("SELECT pg_backend_pid()"))).scalar_one() for c in connections
+        ]
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        for pid in pids:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for _ in range(3):
+        assert (await repo.get(User, user.id)).id == user.id

@@ -8,9 +8,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from nexus_store import NexusStore
 from nexus_store.errors import ConflictError, IntegrityError, NotFoundError, ValidationError
+from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import (
     FinancialAccount,
     Organization,
@@ -276,3 +279,20 @@ async def test_numeric_and_dates_round_trip_exactly(
     found = await repo.list(Task, {"tags__contains": "b", "project_id": project.id})
     assert [t.id for t in found] == [task.id]
     assert found.items[0].due_at == datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+async def test_orm_sessions_get_the_same_optimistic_concurrency(
+    backend: PostgresBackend, user: User
+) -> None:
+    async with (
+        AsyncSession(backend.engine, expire_on_commit=False) as first,
+        AsyncSession(backend.engine, expire_on_commit=False) as second,
+    ):
+        mine = await first.get_one(User, user.id)
+        theirs = await second.get_one(User, user.id)
+        mine.full_name = "first"
+        await first.commit()
+        assert mine.version == 2
+        theirs.full_name = "second"
+        with pytest.raises(StaleDataError):
+            await second.commit()

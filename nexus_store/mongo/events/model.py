@@ -18,14 +18,12 @@ from typing import Any
 
 import bson
 import pydantic
-from bson.errors import InvalidDocument
 from pydantic import Field, field_validator, model_validator
 
 from nexus_store.errors import ValidationError
 from nexus_store.mongo._documents import (
     NO_NUL,
     InputModel,
-    explain_encoding_error,
     screen_mapping,
     utc_millis,
     validation_error,
@@ -96,16 +94,9 @@ class Event(InputModel):
         return screen_mapping(value, str(info.field_name))
 
     @model_validator(mode="after")
-    def _identified_and_encodable(self) -> Event:
+    def _identified(self) -> Event:
         if self.user_id is None and self.anonymous_id is None:
             raise ValidationError("user_id", "one of user_id and anonymous_id is required")
-        # BSON-encoding the free-form part checks every key in C ($-prefix, dot, NUL) and
-        # every integer's range; only a failure pays for the Python walk that names the path.
-        documents = {"properties": self.properties, "context": self.context}
-        try:
-            bson.encode(documents, check_keys=True)
-        except (InvalidDocument, OverflowError) as exc:
-            explain_encoding_error(exc, documents)
         return self
 
     def to_document(self) -> dict[str, Any]:

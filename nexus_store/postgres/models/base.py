@@ -36,7 +36,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, declared_attr, mapped_column
 from sqlalchemy.types import TypeEngine
 
 __all__ = [
@@ -153,6 +153,12 @@ class Entity(Base):
         server_default=func.now(), onupdate=func.now(), sort_order=100
     )
     version: Mapped[int] = mapped_column(default=1, server_default=text("1"), sort_order=100)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        # Applications that use ORM sessions on these models get the same optimistic
+        # concurrency: SQLAlchemy bumps ``version`` and raises StaleDataError on a race.
+        return {"version_id_col": cls.__table__.c.version}
 
 
 class SoftDeletable:

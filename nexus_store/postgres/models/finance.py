@@ -22,8 +22,9 @@ class FinancialAccount(SoftDeletable, Entity):
     __tablename__ = "financial_accounts"
 
     # Money is never deleted along with its owner: delete or move the accounts first.
+    # Indexed by uq_financial_accounts_organization_id_name (leading column).
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="RESTRICT"), index=True
+        ForeignKey("organizations.id", ondelete="RESTRICT")
     )
     name: Mapped[str] = mapped_column(String(200))
     account_type: Mapped[str] = choice(
@@ -47,8 +48,9 @@ class Transaction(Entity):
     __tablename__ = "transactions"
 
     # Ledger rows pin their account: it cannot be hard-deleted while they exist.
+    # Indexed by ix_transactions_account_id_occurred_at (leading column).
     account_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("financial_accounts.id", ondelete="RESTRICT"), index=True
+        ForeignKey("financial_accounts.id", ondelete="RESTRICT")
     )
     kind: Mapped[str] = choice("debit", "credit")
     status: Mapped[str] = choice("pending", "posted", "void", default="posted")

@@ -57,9 +57,8 @@ class UserRole(Entity):
 
     __tablename__ = "user_roles"
 
-    user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    # Indexed by uq_user_roles_user_id_role_id (leading column).
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     role_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("roles.id", ondelete="CASCADE"), index=True
     )
@@ -87,8 +86,9 @@ class OrganizationMember(Entity):
 
     __tablename__ = "organization_members"
 
+    # Indexed by uq_organization_members_organization_id_user_id (leading column).
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+        ForeignKey("organizations.id", ondelete="CASCADE")
     )
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True

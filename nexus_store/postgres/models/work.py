@@ -106,9 +106,8 @@ class TaskDependency(Entity):
 
     __tablename__ = "task_dependencies"
 
-    task_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tasks.id", ondelete="CASCADE"), index=True
-    )
+    # Indexed by uq_task_dependencies_task_id_depends_on_id (leading column).
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
     depends_on_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tasks.id", ondelete="CASCADE"), index=True
     )
@@ -149,9 +148,8 @@ class DocumentVersion(Entity):
 
     __tablename__ = "document_versions"
 
-    document_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE"), index=True
-    )
+    # Indexed by uq_document_versions_document_id_revision (leading column).
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     revision: Mapped[int] = non_negative(Integer)
     content: Mapped[dict[str, Any]]
     author_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -167,9 +165,8 @@ class DocumentShare(Entity):
 
     __tablename__ = "document_shares"
 
-    document_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("documents.id", ondelete="CASCADE"), index=True
-    )
+    # Indexed by uq_document_shares_document_id_user_id (leading column).
+    document_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
@@ -183,9 +180,8 @@ class File(SoftDeletable, Entity):
 
     __tablename__ = "files"
 
-    owner_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("users.id", ondelete="SET NULL"), index=True
-    )
+    # Indexed by uq_files_owner_id_sha256 (leading column).
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     project_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("projects.id", ondelete="SET NULL"), index=True
     )

@@ -10,8 +10,9 @@
     await store.limiter.reset("user:42")                # forget every limit of this key
 
 Every method has a blocking twin with a ``_sync`` suffix. A check evaluates all of its limits
-in one Lua script (EVALSHA, with redis-py reloading it after NOSCRIPT) on the server's clock,
-and consumes only when every limit passes. When Redis is unreachable, ``ratelimit.fail_mode``
+in one Lua script on the server's clock, sent with EVALSHA (after NOSCRIPT, from a new or
+restarted server, it is loaded and the call retried once), and consumes only when every limit
+passes. When Redis is unreachable, ``ratelimit.fail_mode``
 decides: ``fail_open`` lets calls through, ``fail_closed`` refuses them (``check`` raises
 :class:`BackendUnavailableError`), ``local`` limits in this process. Outages are logged once
 when they start and once when they end, and counted in :meth:`RateLimiter.stats`.
@@ -191,7 +192,8 @@ class RateLimiter:
         return await self._run(self._prepare(key, limits, 0, strategy, _LOOK))
 
     async def reset(self, key: str) -> None:
-        """Forget every limit of ``key``, under every strategy (one DEL)."""
+        """Forget every limit of ``key``, under every strategy (one DEL). Raises
+        :class:`BackendUnavailableError` when Redis is unreachable: no fail mode applies."""
         keys = self._state_keys(key)
         self._local.reset(key)
         with self._backends.redis.unavailable():

@@ -11,8 +11,9 @@
 -- Returns  {allowed (0/1), deciding limit (1-based), remaining, reset_after us, retry_after us}
 
 -- Redis < 5 replicates scripts verbatim unless told otherwise; TIME makes this one
--- non-deterministic, so ask for effect replication where that is not already the default.
-if redis.replicate_commands then
+-- non-deterministic, so ask for effect replication there. Redis 7 (which defines
+-- REDIS_VERSION_NUM) only replicates effects, and the call would just cost time.
+if not redis.REDIS_VERSION_NUM and redis.replicate_commands then
   redis.replicate_commands()
 end
 

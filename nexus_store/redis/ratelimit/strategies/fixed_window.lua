@@ -1,7 +1,8 @@
 -- Fixed window: a counter that starts with the first call and resets one window later.
 -- Fields per limit: <field>:s (window start, microseconds), <field>:c (count).
 local function evaluate(key, field, amount, window, now, cost, writes)
-  local stored = redis.call('HMGET', key, field .. ':s', field .. ':c')
+  local start_field, count_field = field .. ':s', field .. ':c'
+  local stored = redis.call('HMGET', key, start_field, count_field)
   local start = tonumber(stored[1])
   local used = 0
   if start and now < start + window then
@@ -12,8 +13,8 @@ local function evaluate(key, field, amount, window, now, cost, writes)
   local reset = start + window - now
   if used + cost <= amount then
     local n = #writes
-    writes[n + 1], writes[n + 2] = field .. ':s', start
-    writes[n + 3], writes[n + 4] = field .. ':c', used + cost
+    writes[n + 1], writes[n + 2] = start_field, start
+    writes[n + 3], writes[n + 4] = count_field, used + cost
     if used + cost == 0 then
       reset = 0
     end

@@ -4,7 +4,8 @@
 local EPSILON = 1e-9
 
 local function evaluate(key, field, amount, window, now, cost, writes)
-  local stored = redis.call('HMGET', key, field .. ':w', field .. ':c', field .. ':p')
+  local index_field, current_field, previous_field = field .. ':w', field .. ':c', field .. ':p'
+  local stored = redis.call('HMGET', key, index_field, current_field, previous_field)
   local index = math.floor(now / window)
   local stored_index = tonumber(stored[1])
   local current, previous = 0, 0
@@ -23,9 +24,9 @@ local function evaluate(key, field, amount, window, now, cost, writes)
       reset = window_start + window - now
     end
     local n = #writes
-    writes[n + 1], writes[n + 2] = field .. ':w', index
-    writes[n + 3], writes[n + 4] = field .. ':c', current + cost
-    writes[n + 5], writes[n + 6] = field .. ':p', previous
+    writes[n + 1], writes[n + 2] = index_field, index
+    writes[n + 3], writes[n + 4] = current_field, current + cost
+    writes[n + 5], writes[n + 6] = previous_field, previous
     return true, math.floor(amount - used - cost + EPSILON), reset, 0
   end
   local retry
