@@ -9,10 +9,18 @@ from nexus_store._secrets import scrub
 from nexus_store.errors import BackendUnavailableError
 
 
+_MAX_DESCRIPTION = 240
+
+
 def describe(exc: BaseException) -> str:
-    """A one-line, secret-free description of a driver exception."""
+    """A one-line, secret-free description of a driver exception, at most 240 characters.
+
+    Drivers put whole topology dumps in one line (pymongo's server selection errors); the
+    head of the message says what went wrong, the rest stays on the chained cause.
+    """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    line = scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return line if len(line) <= _MAX_DESCRIPTION else line[: _MAX_DESCRIPTION - 1] + "…"
 
 
 @contextmanager

@@ -147,19 +147,7 @@ async def run_demo(
                 progress("done", name, f"{time.perf_counter() - started:.2f} s")
 
     started = time.perf_counter()
-    sections: list[
-        tuple[str, Callable[[NexusStore, _Recorder, _State, DemoReport], Awaitable[None]]]
-    ] = [
-        ("entities (PostgreSQL)", _entities),
-        ("events (MongoDB)", _events),
-        ("audit (MongoDB)", _audit),
-        ("sessions (Redis)", _sessions),
-        ("cache (Redis)", _cache),
-        ("rate limit (Redis)", _rate_limit),
-        ("queue (Redis)", _queue),
-        ("realtime (Redis)", _realtime),
-    ]
-    for name, run in sections:
+    for name, run in _SECTIONS:
         async with section(name):
             await run(store, record, state, report)
     report.seconds = time.perf_counter() - started
@@ -417,3 +405,16 @@ def _fields(value: Any) -> dict[str, Any]:
     from dataclasses import asdict, is_dataclass
 
     return asdict(value) if is_dataclass(value) and not isinstance(value, type) else {}
+
+
+_SectionRun = Callable[["NexusStore", _Recorder, _State, DemoReport], Awaitable[None]]
+_SECTIONS: tuple[tuple[str, _SectionRun], ...] = (
+    ("entities (PostgreSQL)", _entities),
+    ("events (MongoDB)", _events),
+    ("audit (MongoDB)", _audit),
+    ("sessions (Redis)", _sessions),
+    ("cache (Redis)", _cache),
+    ("rate limit (Redis)", _rate_limit),
+    ("queue (Redis)", _queue),
+    ("realtime (Redis)", _realtime),
+)

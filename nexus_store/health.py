@@ -523,7 +523,7 @@ def _redis_checks(store: NexusStore) -> list[_Check]:
 def _event_writer_checks(store: NexusStore) -> list[_Check]:
     """The event writer's counters, when this process has one running."""
     # Only a writer this process already started has counters; health never starts one.
-    events = store._apis.get("events")
+    events = store.started("events")
     if events is None:
         return []
 

@@ -202,6 +202,13 @@ class NexusStore:
             self._apis[name] = api
         return api
 
+    def started(self, name: str) -> Any | None:
+        """The sub-API ``name`` if something already used it, else None (never builds one).
+
+        Health checks use it to report the event writer without starting one.
+        """
+        return self._apis.get(name)
+
     @property
     def entities(self) -> EntityRepository:
         return self._api("entities")  # type: ignore[no-any-return]

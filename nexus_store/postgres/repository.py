@@ -13,6 +13,7 @@
                                        full_name="Ada Lovelace")   # ConflictError if stale
     await store.entities.delete(User, user.id)                     # soft: sets deleted_at
     await store.entities.restore(User, user.id)
+    await store.entities.update(User, user.id, full_name="Ada L.", audit=True)  # + change record
     async with store.entities.transaction():                       # all or nothing
         org = await store.entities.create(Organization, name="Acme", slug="acme")
         await store.entities.create(OrganizationMember, organization_id=org.id,
@@ -22,6 +23,10 @@ Every value is checked against its column before SQL is sent (see ``_values``); 
 accept only mapped columns and whitelisted operators (see ``_query``); database errors come
 back as :class:`ConflictError`, :class:`IntegrityError` or :class:`ValidationError` naming
 the field and the constraint.
+
+A write made with ``audit=True`` (or to a model whose ``AuditPolicy`` is enabled) also inserts
+its change record into the ``outbox`` table, in the same transaction; the relay copies it to
+the audit log (see :mod:`nexus_store.outbox`).
 
 Reads outside a transaction run in autocommit (one round trip) and go to a read replica when
 ``postgres.read_urls`` is set, unless ``fresh=True``. Inside ``transaction()`` every call uses
@@ -81,6 +86,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from nexus_store.errors import ConflictError, NotFoundError, ValidationError
 from nexus_store.log import observe
+from nexus_store.outbox.changes import Action, Change, emit, policy_for
 from nexus_store.postgres import _copy
 from nexus_store.postgres._integrity import translate_errors
 from nexus_store.postgres._query import (
@@ -147,6 +153,41 @@ def _driver_native(type_: Any) -> bool:
     return isinstance(type_, String | Integer | Float | Boolean | DateTime | Date | JSON)
 
 
+@dataclass(frozen=True)
+class _Audit:
+    """How a write with ``audit`` finds its change record. ``lock`` selects the row's
+    before-image FOR UPDATE in the write's transaction; a hard delete returns it instead."""
+
+    info: _ModelInfo
+    action: Action
+    lock: Any = None
+
+    def change(self, before: Sequence[Any] | None, after: Sequence[Any] | None) -> Change | None:
+        names = [column.name for column in self.info.columns]
+        old = None if before is None else dict(zip(names, before, strict=True))
+        new = None if after is None else dict(zip(names, after, strict=True))
+        key = (new or old or {}).get(self.info.key.name)
+        action: Action = self.action
+        if action == "upsert":
+            action = "create" if old is None else "update"
+        return Change.of(self.info.model, action, key, old, new)
+
+
+def _with_keys(
+    info: _ModelInfo, rows: Iterable[Mapping[str, Any] | Base]
+) -> list[Mapping[str, Any]]:
+    """The rows as mappings, each with its key (from the key's Python default if absent)."""
+    make_key = _copy._fallback(info.table, info.key.name)
+    name = info.key.name
+    keyed = []
+    for index, row in enumerate(rows):
+        mapping = _copy._as_mapping(row, info.table, index)
+        if name not in mapping and callable(make_key):
+            mapping = {**mapping, name: make_key()}
+        keyed.append(mapping)
+    return keyed
+
+
 @dataclass
 class _Transaction:
     repository: EntityRepository
@@ -161,6 +202,12 @@ class EntityRepository:
 
     def __init__(self, backends: Backends | PostgresBackend) -> None:
         backend = backends if isinstance(backends, PostgresBackend) else backends.postgres
+        # Tables audited without audit=True (the outbox.audited_tables setting).
+        self._audited_tables: frozenset[str] = (
+            frozenset()
+            if isinstance(backends, PostgresBackend)
+            else frozenset(backends.settings.outbox.audited_tables)
+        )
         self._backend = backend
         self._metadata = Base.metadata
         self._infos: dict[type[Base], _ModelInfo] = {}
@@ -241,9 +288,36 @@ class EntityRepository:
             async with self._backend.engine.begin() as connection:
                 yield connection
 
-    async def _write(self, statement: Any) -> list[Any]:
+    async def _write(self, statement: Any, audit: _Audit | None = None) -> list[Any]:
         async with self._writing() as connection:
-            return list((await connection.execute(statement)).all())
+            if audit is None:
+                return list((await connection.execute(statement)).all())
+            before = None if audit.lock is None else (await connection.execute(audit.lock)).first()
+            rows = list((await connection.execute(statement)).all())
+            if rows:
+                # After the change: the outbox id is taken once this transaction holds the
+                # row, which keeps the audit log in commit order for each row.
+                deleted = audit.action == "delete" and audit.lock is None
+                change = audit.change(rows[0] if deleted else before, None if deleted else rows[0])
+                await emit(connection, [change] if change is not None else [])
+            return rows
+
+    def _audit(
+        self, info: _ModelInfo, audit: bool | None, action: Action, *row: Any
+    ) -> _Audit | None:
+        """The audit plan of a write (``audit`` if given, else the model's policy), or None.
+
+        ``row``: conditions selecting the changed row, whose before-image is then locked and
+        read first; without them the statement itself returns it (a hard delete).
+        """
+        if audit is None:
+            audit = policy_for(info.model, self._audited_tables).enabled
+        if not isinstance(audit, bool):
+            raise ValidationError("audit", "must be True, False or None (the model's policy)")
+        if not audit:
+            return None
+        lock = select(*info.columns).where(*row).with_for_update() if row else None
+        return _Audit(info, action, lock)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[EntityRepository]:
@@ -282,16 +356,19 @@ class EntityRepository:
 
     # -- create --------------------------------------------------------------------------
 
-    async def create(self, model: type[M], /, **values: Any) -> M:
+    async def create(self, model: type[M], /, *, audit: bool | None = None, **values: Any) -> M:
         """Insert one row; returns it with defaults (id, timestamps, version) filled in."""
         info = self._info(model)
         started = time.perf_counter()
         converted = info.rules.values(values, managed=_MANAGED_ON_INSERT, insert=True)
-        rows = await self._write(insert(info.table).values(converted).returning(*info.columns))
+        rows = await self._write(
+            insert(info.table).values(converted).returning(*info.columns),
+            self._audit(info, audit, "create"),
+        )
         observe("postgres", "create", started, model=model.__name__)
         return info.materialize(rows[0])  # type: ignore[no-any-return]
 
-    async def put(self, entity: M) -> M:
+    async def put(self, entity: M, *, audit: bool | None = None) -> M:
         """Insert a model instance (``store.put(user)``); returns it refreshed from the row."""
         if not isinstance(entity, Base):
             raise ValidationError("record", f"{type(entity).__name__} is not a model on Base")
@@ -302,7 +379,7 @@ class EntityRepository:
             for column, attribute in zip(info.columns, info.attributes, strict=True)
             if attribute in state
         }
-        created = await self.create(type(entity), **values)
+        created = await self.create(type(entity), audit=audit, **values)
         state.update((attribute, created.__dict__[attribute]) for attribute in info.attributes)
         return entity
 
@@ -313,6 +390,7 @@ class EntityRepository:
         *,
         conflict: str | Sequence[str],
         update: Sequence[str] | None = None,
+        audit: bool | None = None,
         **values: Any,
     ) -> M:
         """Insert, or update the row that has the same ``conflict`` column(s).
@@ -348,7 +426,10 @@ class EntityRepository:
         if info.soft_delete:
             changes["deleted_at"] = None
         statement = statement.on_conflict_do_update(index_elements=targets, set_=changes)
-        rows = await self._write(statement.returning(*info.columns))
+        same_key = (info.table.c[name] == converted[name] for name in targets)
+        rows = await self._write(
+            statement.returning(*info.columns), self._audit(info, audit, "upsert", *same_key)
+        )
         observe("postgres", "upsert", started, model=model.__name__)
         return info.materialize(rows[0])  # type: ignore[no-any-return]
 
@@ -371,7 +452,13 @@ class EntityRepository:
                 "conflict", f"{', '.join(targets)} is not a unique key of {info.table.name}"
             )
 
-    async def bulk_create(self, model: type[Base], rows: Iterable[Mapping[str, Any] | Base]) -> int:
+    async def bulk_create(
+        self,
+        model: type[Base],
+        rows: Iterable[Mapping[str, Any] | Base],
+        *,
+        audit: bool | None = None,
+    ) -> int:
         """Insert many rows with COPY (binary) in one transaction; returns how many.
 
         Every row is checked first; one bad row (or one duplicate) inserts nothing. Rows
@@ -380,13 +467,25 @@ class EntityRepository:
         """
         info = self._info(model)
         started = time.perf_counter()
+        audited = self._audit(info, audit, "create")
+        if audited is not None:  # each change record names its row: keys are needed now
+            rows = _with_keys(info, rows)
         prepared = _copy.prepare(info.table, info.rules, rows, managed=_MANAGED_ON_INSERT)
         if not prepared.rows:
             return 0
+        if audited is not None and info.key.name not in prepared.columns:
+            raise ValidationError(f"rows.{info.key.name}", "audited bulk inserts need the keys")
         async with self._writing() as connection:
             raw = await connection.get_raw_connection()
             driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
             await _copy.copy_rows(driver, info.table, prepared)
+            if audited is not None:
+                created = [dict(zip(prepared.columns, row, strict=True)) for row in prepared.rows]
+                changes = [
+                    Change.of(model, "create", values[info.key.name], None, values)
+                    for values in created
+                ]
+                await emit(connection, [change for change in changes if change is not None])
         observe("postgres", "bulk_create", started, model=model.__name__, rows=len(prepared.rows))
         return len(prepared.rows)
 
@@ -574,6 +673,7 @@ class EntityRepository:
         /,
         *,
         expected_version: int | None = None,
+        audit: bool | None = None,
         **changes: Any,
     ) -> M:
         """Change columns of one row; ``expected_version`` makes it optimistic.
@@ -600,7 +700,10 @@ class EntityRepository:
             .values({**converted, **self._bookkeeping(info)})
             .returning(*info.columns)
         )
-        rows = await self._write(statement)
+        audited = self._audit(
+            info, audit, "update", info.where_key(id), *self._visible(info, False)
+        )
+        rows = await self._write(statement, audited)
         observe("postgres", "update", started, model=model.__name__)
         if rows:
             return info.materialize(rows[0])  # type: ignore[no-any-return]
@@ -613,7 +716,9 @@ class EntityRepository:
             field="version",
         )
 
-    async def delete(self, model: type[Base], id: Any, /, *, soft: bool = True) -> None:
+    async def delete(
+        self, model: type[Base], id: Any, /, *, soft: bool = True, audit: bool | None = None
+    ) -> None:
         """Delete one row: ``soft`` sets ``deleted_at`` (hidden, restorable), else removes it.
 
         A hard delete follows the foreign keys' ON DELETE rules; a RESTRICT raises
@@ -627,20 +732,23 @@ class EntityRepository:
                 raise ValidationError(
                     "soft", f"{model.__name__} has no deleted_at column; use soft=False"
                 )
+            live = [info.where_key(id), info.table.c.deleted_at.is_(None)]
+            audited = self._audit(info, audit, "delete", *live)
             statement = (
                 update(info.table)
-                .where(info.where_key(id), info.table.c.deleted_at.is_(None))
+                .where(*live)
                 .values(deleted_at=func.now(), **self._bookkeeping(info))
-                .returning(info.key)
             )
-        else:
-            statement = delete(info.table).where(info.where_key(id)).returning(info.key)
-        rows = await self._write(statement)
+        else:  # an audited hard delete returns the row: its before-image
+            audited = self._audit(info, audit, "delete")
+            statement = delete(info.table).where(info.where_key(id))
+        returned = info.columns if audited is not None else (info.key,)
+        rows = await self._write(statement.returning(*returned), audited)
         observe("postgres", "delete", started, model=model.__name__, soft=soft)
         if not rows:
             raise NotFoundError(model.__name__, id)
 
-    async def restore(self, model: type[M], id: Any, /) -> M:
+    async def restore(self, model: type[M], id: Any, /, *, audit: bool | None = None) -> M:
         """Undo a soft delete; :class:`NotFoundError` if there is no soft-deleted row."""
         info = self._info(model)
         if not info.soft_delete:
@@ -651,7 +759,9 @@ class EntityRepository:
             .values(deleted_at=None, **self._bookkeeping(info))
             .returning(*info.columns)
         )
-        rows = await self._write(statement)
+        deleted = info.table.c.deleted_at.is_not(None)
+        audited = self._audit(info, audit, "restore", info.where_key(id), deleted)
+        rows = await self._write(statement, audited)
         if not rows:
             raise NotFoundError(f"deleted {model.__name__}", id)
         return info.materialize(rows[0])  # type: ignore[no-any-return]

@@ -85,6 +85,10 @@ class RateLimitResult(NamedTuple):
     retry_after: float
     source: Source = "redis"
 
+    def __bool__(self) -> bool:
+        """``if await limiter.hit(key, "10/second"):`` reads as "if the call is allowed"."""
+        return self.allowed
+
     def headers(self, *, policy_name: str = "default") -> dict[str, str]:
         """IETF ``RateLimit``/``RateLimit-Policy``, the legacy set, and ``Retry-After``."""
         return rate_limit_headers(
