@@ -81,8 +81,9 @@ async def _call(measure: Measure) -> float:
 
 
 async def run_pair(pair: Pair, repeats: int) -> Result:
-    result = Result(pair.name, pair.unit, [], [], pair.higher_is_better, pair.target,
-                    pair.raw_label)
+    result = Result(
+        pair.name, pair.unit, [], [], pair.higher_is_better, pair.target, pair.raw_label
+    )
     if pair.setup is not None:
         await pair.setup()
     try:
@@ -116,9 +117,12 @@ def render_table(results: list[Result]) -> str:
     for result in results:
         ratio = result.ratio
         table.add_row(
-            result.name, result.unit, fmt(result.sdk),
+            result.name,
+            result.unit,
+            fmt(result.sdk),
             fmt(result.raw) + (f" ({result.raw_label})" if result.raw else ""),
-            f"{ratio:.2f}x" if ratio is not None else "-", result.target,
+            f"{ratio:.2f}x" if ratio is not None else "-",
+            result.target,
         )
     console = Console(width=200, record=True)
     with console.capture() as capture:

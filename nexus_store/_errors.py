@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from nexus_store._secrets import scrub
 from nexus_store.errors import BackendUnavailableError
 
-
 _MAX_DESCRIPTION = 240
 
 

@@ -12,7 +12,9 @@ from pydantic_core import core_schema
 
 _MASK = "***"
 # user:password@ inside any URL-looking text, including several hosts (mongodb://a:b@h1,h2).
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]+)@")
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]+)@"
+)
 # password=... in libpq keyword strings and query strings.
 _KEYWORD_PASSWORD = re.compile(r"(?i)(?P<key>password\s*=\s*)(?P<pw>'[^']*'|[^\s&;]+)")
 

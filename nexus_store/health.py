@@ -342,11 +342,23 @@ def _postgres_checks(store: NexusStore) -> list[_Check]:
             )
         ]
 
+    async def outbox_lag() -> list[CheckResult]:
+        lag = await store.outbox.lag()
+        late = (lag.oldest_age_seconds or 0.0) > store.settings.outbox.lag_warning_seconds
+        status: Status = "warn" if late or lag.last_error else "pass"
+        output = f"{lag.pending} undelivered"
+        if lag.oldest_age_seconds is not None:
+            output += f", oldest {lag.oldest_age_seconds:.1f} s"
+        if lag.last_error:
+            output += f"; last error: {lag.last_error}"
+        return [CheckResult("component", status, lag.pending, "rows", output)]
+
     return [
         _ping_check("postgres", store),
         _version_check("postgres", store),
         _Check("postgres:connections", "datastore", connections),
         _Check("postgres:migrations", "datastore", migrations),
+        _Check("outbox:lag", "component", outbox_lag),
     ]
 
 

@@ -24,7 +24,12 @@ from nexus_store.settings import LogSettings
 
 __all__ = ["configure_logging", "get_logger", "observe"]
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 _state: dict[str, Any] = {"configured": False, "debug": False, "slow_seconds": 0.25}
 
 
@@ -63,8 +68,11 @@ def configure_logging(settings: LogSettings | None = None, *, force: bool = Fals
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    _state.update(configured=True, debug=level <= logging.DEBUG,
-                  slow_seconds=settings.slow_threshold_ms / 1000.0)
+    _state.update(
+        configured=True,
+        debug=level <= logging.DEBUG,
+        slow_seconds=settings.slow_threshold_ms / 1000.0,
+    )
 
 
 def get_logger(name: str = "nexus_store") -> Any:
@@ -78,9 +86,19 @@ def observe(backend: str, operation: str, started: float, **fields: Any) -> floa
     """Report one finished backend operation that began at ``started`` (perf_counter)."""
     elapsed = time.perf_counter() - started
     if elapsed >= _state["slow_seconds"]:
-        _log.warning("slow_operation", backend=backend, operation=operation,
-                     duration_ms=round(elapsed * 1000, 3), **fields)
+        _log.warning(
+            "slow_operation",
+            backend=backend,
+            operation=operation,
+            duration_ms=round(elapsed * 1000, 3),
+            **fields,
+        )
     elif _state["debug"]:
-        _log.debug("backend_operation", backend=backend, operation=operation,
-                   duration_ms=round(elapsed * 1000, 3), **fields)
+        _log.debug(
+            "backend_operation",
+            backend=backend,
+            operation=operation,
+            duration_ms=round(elapsed * 1000, 3),
+            **fields,
+        )
     return elapsed

@@ -154,14 +154,14 @@ class NexusStore:
     ) -> None:
         await self.close()
 
-    async def connect(self, timeout: float | None = None) -> dict[str, str | None]:
+    async def connect(self, ping_timeout: float | None = None) -> dict[str, str | None]:
         """Create every configured backend and ping them concurrently.
 
         An unreachable backend is logged, not raised: its sub-APIs raise
         :class:`BackendUnavailableError` when used, and the others keep working. Returns
         ``{backend: None | error}``.
         """
-        timeout = timeout if timeout is not None else self.settings.health.timeout
+        timeout = ping_timeout if ping_timeout is not None else self.settings.health.timeout
 
         async def ping(name: str) -> str | None:
             try:
@@ -254,8 +254,14 @@ class NexusStore:
     def routes(self) -> list[Route]:
         """The routing table with each kind's backend and its location there."""
         return [
-            Route(spec.kind, spec.backend, self._location(spec), spec.api, spec.record_type,
-                  spec.description)
+            Route(
+                spec.kind,
+                spec.backend,
+                self._location(spec),
+                spec.api,
+                spec.record_type,
+                spec.description,
+            )
             for spec in ROUTES
         ]
 

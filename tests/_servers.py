@@ -122,9 +122,20 @@ def nx_mongo() -> Iterator[str]:
     executable = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="nx27017-"))
-    process = subprocess.Popen(  # noqa: S603 - a fixed executable from our own venv
-        [executable, "--db", "memory", "--host", "127.0.0.1", "-p", str(port),
-         "--pid-file", str(workdir / "nx.pid"), "--log-file", str(workdir / "nx.log")],
+    process = subprocess.Popen(
+        [
+            executable,
+            "--db",
+            "memory",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--pid-file",
+            str(workdir / "nx.pid"),
+            "--log-file",
+            str(workdir / "nx.log"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -154,9 +165,21 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> RedisProcess:
-        self.process = subprocess.Popen(  # noqa: S603
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), *self.extra],
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                *self.extra,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -177,16 +200,27 @@ class RedisProcess:
 def create_cluster(ports: list[int], seconds: float = 30.0) -> None:
     """Join ``ports`` into a cluster of masters and wait until every slot is served."""
     addresses = [f"127.0.0.1:{port}" for port in ports]
-    subprocess.run(  # noqa: S603
-        ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
-         "--cluster-yes"],
-        check=True, capture_output=True, timeout=seconds,
+    subprocess.run(
+        [
+            "redis-cli",
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=seconds,
     )
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        info = subprocess.run(  # noqa: S603
+        info = subprocess.run(
             ["redis-cli", "-p", str(ports[0]), "cluster", "info"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout
         if "cluster_state:ok" in info:
             return

@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis as redis_lib
 from pymongo import MongoClient
 
+import redis as redis_lib
 from nexus_store import NexusSettings, NexusStore
 from tests import _servers
 
@@ -149,8 +149,13 @@ def redis_cluster() -> Iterator[str]:
         for _ in range(3):
             # The cluster bus listens on port + 10000, so node ports must stay below 55536.
             node = _servers.RedisProcess(
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "2000", highest_port=55535,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                highest_port=55535,
             )
             nodes.append(node)
             node.start()

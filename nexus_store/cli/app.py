@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from nexus_store.cli import demo, health, init, ops
+from nexus_store.cli import crossstore, demo, health, init, ops
 
 app = typer.Typer(
     name="nexus-store",
@@ -19,4 +19,6 @@ app.command(rich_help_panel="Deploy")(health.health)
 app.add_typer(ops.migrate_app, name="migrate", rich_help_panel="Operate")
 app.add_typer(ops.audit_app, name="audit", rich_help_panel="Operate")
 app.add_typer(ops.events_app, name="events", rich_help_panel="Operate")
+app.add_typer(crossstore.outbox_app, name="outbox", rich_help_panel="Operate")
+app.add_typer(crossstore.privacy_app, name="privacy", rich_help_panel="Operate")
 app.command(rich_help_panel="Try it")(demo.demo)

@@ -96,7 +96,7 @@ class IndexSpec:
 @dataclass(frozen=True, slots=True)
 class CollectionSpec:
     name: str
-    validator: Mapping[str, Any]
+    validator: Mapping[str, Any] | None  # None: the server allows none (time series)
     indexes: tuple[IndexSpec, ...]
     # keys of TTL indexes that must not exist (retention switched off)
     forbidden_ttl: tuple[tuple[str, ...], ...] = ()
@@ -146,10 +146,11 @@ def _events_spec(settings: NexusSettings) -> CollectionSpec:
         IndexSpec(("session_id", "ts")),
     )
     if events.time_series:
-        # Time-series collections take no unique index: event_id deduplication is lost.
+        # Time-series collections take neither a unique index (event_id deduplication is
+        # lost) nor a validator.
         return CollectionSpec(
             events.collection,
-            validator,
+            None,
             (IndexSpec(("event_id",)), *by_time),
             timeseries={"timeField": "ts", "granularity": "seconds"},
             expire_after_seconds=ttl,
@@ -331,63 +332,55 @@ async def _ensure_collection(
     info: dict[str, Any] | None,
     dry_run: bool,
 ) -> list[SchemaChange]:
-    changes: list[SchemaChange] = []
-    validation = {
-        "validator": dict(spec.validator),
-        "validationLevel": "strict",
-        "validationAction": "error",
-    }
+    found = {} if info is None else await _indexes(db, spec.name)
+    planned = [*_collection_changes(spec, info), *_index_changes(spec, found)]
+    return [await _run(db, change, dry_run) for change in planned]
+
+
+def _collection_changes(spec: CollectionSpec, info: dict[str, Any] | None) -> list[SchemaChange]:
+    validation: dict[str, Any] = {}
+    if spec.validator is not None:
+        validation = {
+            "validator": dict(spec.validator),
+            "validationLevel": "strict",
+            "validationAction": "error",
+        }
     if info is None:
         command: dict[str, Any] = {"create": spec.name}
+        kind = "collection"
         if spec.timeseries is not None:
             command["timeseries"] = dict(spec.timeseries)
             command["expireAfterSeconds"] = spec.expire_after_seconds
-        command.update(validation)
+            kind = "time-series collection"
+        detail = f"{kind} with $jsonSchema validator" if validation else kind
+        return [SchemaChange(spec.name, "create_collection", detail, {**command, **validation})]
+    changes = []
+    options = info.get("options", {})
+    if validation and options.get("validator") != validation["validator"]:
+        command = {"collMod": spec.name, **validation}
         changes.append(
-            await _run(
-                db,
-                SchemaChange(spec.name, "create_collection", "with $jsonSchema validator", command),
-                dry_run,
-            )
+            SchemaChange(spec.name, "update_validator", "set the $jsonSchema validator", command)
         )
-        found: dict[tuple[str, ...], dict[str, Any]] = {}
-    else:
-        options = info.get("options", {})
-        if options.get("validator") != validation["validator"]:
-            command = {"collMod": spec.name, **validation}
-            changes.append(
-                await _run(
-                    db,
-                    SchemaChange(
-                        spec.name, "update_validator", "set the $jsonSchema validator", command
-                    ),
-                    dry_run,
-                )
-            )
-        if (
-            spec.timeseries is not None
-            and options.get("expireAfterSeconds") != spec.expire_after_seconds
-        ):
-            command = {"collMod": spec.name, "expireAfterSeconds": spec.expire_after_seconds}
-            changes.append(
-                await _run(
-                    db,
-                    SchemaChange(
-                        spec.name,
-                        "update_ttl",
-                        f"expireAfterSeconds={spec.expire_after_seconds}",
-                        command,
-                    ),
-                    dry_run,
-                )
-            )
-        found = await _indexes(db, spec.name)
+    expire = spec.expire_after_seconds
+    if spec.timeseries is not None and options.get("expireAfterSeconds") != expire:
+        command = {"collMod": spec.name, "expireAfterSeconds": expire}
+        changes.append(
+            SchemaChange(spec.name, "update_ttl", f"expireAfterSeconds={expire}", command)
+        )
+    return changes
+
+
+def _index_changes(
+    spec: CollectionSpec, found: dict[tuple[str, ...], dict[str, Any]]
+) -> list[SchemaChange]:
+    changes = []
     missing = []
     for index in spec.indexes:
         present = found.get(index.keys)
         if present is None:
             missing.append(index)
         elif not _same_options(index, present):
+            # Changing uniqueness needs a rebuild; init never drops data-bearing indexes.
             _log.warning(
                 "mongo_index_conflict",
                 collection=spec.name,
@@ -395,53 +388,28 @@ async def _ensure_collection(
                 found=describe(RuntimeError(str(present))),
             )
         elif _ttl_of(present) != index.expire_after_seconds:
-            command = {
+            command: dict[str, Any] = {
                 "collMod": spec.name,
                 "index": {
                     "keyPattern": dict.fromkeys(index.keys, 1),
                     "expireAfterSeconds": index.expire_after_seconds,
                 },
             }
-            changes.append(
-                await _run(
-                    db,
-                    SchemaChange(
-                        spec.name,
-                        "update_ttl",
-                        f"{index.name}: expireAfterSeconds {_ttl_of(present)} -> "
-                        f"{index.expire_after_seconds}",
-                        command,
-                    ),
-                    dry_run,
-                )
+            detail = (
+                f"{index.name}: expireAfterSeconds {_ttl_of(present)} -> "
+                f"{index.expire_after_seconds}"
             )
+            changes.append(SchemaChange(spec.name, "update_ttl", detail, command))
     if missing:
         command = {"createIndexes": spec.name, "indexes": [index.document() for index in missing]}
-        changes.append(
-            await _run(
-                db,
-                SchemaChange(
-                    spec.name, "create_indexes", ", ".join(index.name for index in missing), command
-                ),
-                dry_run,
-            )
-        )
+        names = ", ".join(index.name for index in missing)
+        changes.append(SchemaChange(spec.name, "create_indexes", names, command))
     for keys in spec.forbidden_ttl:
         present = found.get(keys)
         if present is not None and _ttl_of(present) is not None:
             command = {"dropIndexes": spec.name, "index": present["name"]}
-            changes.append(
-                await _run(
-                    db,
-                    SchemaChange(
-                        spec.name,
-                        "drop_ttl_index",
-                        f"{present['name']} (retention is off)",
-                        command,
-                    ),
-                    dry_run,
-                )
-            )
+            detail = f"{present['name']} (retention is off)"
+            changes.append(SchemaChange(spec.name, "drop_ttl_index", detail, command))
     return changes
 
 
@@ -518,7 +486,8 @@ async def inspect_schema(backend: MongoBackend, settings: NexusSettings) -> list
                     SchemaProblem(spec.name, "missing_collection", "run `nexus-store init`")
                 )
                 continue
-            if info.get("options", {}).get("validator") != spec.validator:
+            validator = info.get("options", {}).get("validator")
+            if spec.validator is not None and validator != spec.validator:
                 problems.append(
                     SchemaProblem(
                         spec.name,

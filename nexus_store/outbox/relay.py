@@ -1,4 +1,4 @@
-"""The relay: delivers outbox rows to the MongoDB audit log, once, in commit order.
+"""The relay: delivers outbox rows to the MongoDB audit log, once, in commit order per resource.
 
 With ``outbox.deliver_events``, each change is also tracked as an analytics event named
 ``<table>.<action>`` (event id ``outbox:<event_id>``, so a redelivery stores nothing new).

@@ -20,6 +20,7 @@ DATASTORE_KEYS = {
     "postgres:version",
     "postgres:connections",
     "postgres:migrations",
+    "outbox:lag",
     "mongo:responseTime",
     "mongo:version",
     "mongo:indexes",

@@ -230,6 +230,21 @@ async def test_lag_and_pruning(xstore: NexusStore, crossstore_urls: dict[str, st
     assert (await xstore.outbox.lag()).pending == 1
 
 
+async def test_health_reports_outbox_lag(crossstore_urls: dict[str, str]) -> None:
+    settings = settings_for(crossstore_urls, outbox={"lag_warning_seconds": 0.2})
+    async with NexusStore(settings) as store:
+        while await drain(store):
+            pass
+        await store.entities.create(User, **new_user())
+        await asyncio.sleep(0.3)
+        lagging = (await store.health()).to_dict()["checks"]["outbox:lag"][0]
+        assert (lagging["status"], lagging["observedValue"]) == ("warn", 1)
+        assert "1 undelivered, oldest" in lagging["output"]
+        await drain(store)
+        caught_up = (await store.health()).to_dict()["checks"]["outbox:lag"][0]
+        assert (caught_up["status"], caught_up["observedValue"]) == ("pass", 0)
+
+
 async def test_background_relay(xstore: NexusStore) -> None:
     xstore.outbox.start_relay()
     xstore.outbox.start_relay()  # idempotent

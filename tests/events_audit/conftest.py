@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import monitoring
+from pymongo import MongoClient, monitoring
 
 from nexus_store import NexusSettings
 from nexus_store.mongo.client import MongoBackend
@@ -54,6 +54,18 @@ class CommandRecorder(monitoring.CommandListener):
 
     def clear(self) -> None:
         self.commands.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_roles(real_mongodb: bool, mongo_url: str, mongo_database: str) -> Iterator[None]:
+    """Roles outlive their database on a real server: remove the ones these tests made."""
+    yield
+    if real_mongodb:
+        client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=3000)
+        try:
+            client[mongo_database].command({"dropAllRolesFromDatabase": 1})
+        finally:
+            client.close()
 
 
 @pytest.fixture

@@ -226,6 +226,14 @@ async def test_delete_is_detected(make_settings, open_backends) -> None:
     assert "missing" in (result.reason or "")
 
 
+async def test_cutting_the_tail_is_detected_up_to_the_last_checkpoint(
+    make_settings, open_backends
+) -> None:
+    log = await _chain(make_settings, open_backends)  # checkpoints at 4 and 8
+    await _collection(log).delete_many({"seq": {"$gte": 8}})
+    assert await _broken_at(log) == 8
+
+
 async def test_reorder_is_detected(make_settings, open_backends) -> None:
     log = await _chain(make_settings, open_backends)
     collection = _collection(log)

@@ -135,11 +135,12 @@ async def test_time_series_option(make_settings, open_backends, recorder) -> Non
     )
     assert create["timeseries"] == {"timeField": "ts", "granularity": "seconds"}
     assert create["expireAfterSeconds"] == 7 * DAY
+    assert "validator" not in create  # MongoDB refuses validators on time-series collections
     assert not any(index.get("unique") for index in _indexes(recorder, settings.events.collection))
 
 
-async def test_audit_role_command(make_settings, open_backends, recorder) -> None:
-    settings = make_settings()
+async def test_audit_role_command(make_settings, open_backends, recorder, tag) -> None:
+    settings = make_settings(audit={"role_name": f"nexusAudit_{tag}"})
     backends = await open_backends(settings, recorder)
     await ensure_schema(backends.mongo, settings)  # auto-detect: the substitute reports no roles
     assert recorder.named("rolesInfo")
@@ -149,7 +150,7 @@ async def test_audit_role_command(make_settings, open_backends, recorder) -> Non
         assert [c.action for c in changes if "role" in c.action] == ["create_role"]
     database, audit = settings.mongo.database, settings.audit.collection
     assert recorder.named("createRole")[-1] == {
-        "createRole": "nexusAuditWriter",
+        "createRole": f"nexusAudit_{tag}",
         "privileges": [
             {"resource": {"db": database, "collection": audit}, "actions": ["find", "insert"]},
             {

@@ -24,7 +24,11 @@ def test_defaults_follow_the_documented_map() -> None:
     assert settings.postgres.max_overflow == 20
     assert settings.postgres.pool_pre_ping is True
     assert settings.redis.databases.model_dump() == {
-        "sessions": 0, "cache": 1, "ratelimit": 2, "realtime": 3, "queue": 4,
+        "sessions": 0,
+        "cache": 1,
+        "ratelimit": 2,
+        "realtime": 3,
+        "queue": 4,
         "analytics_cache": 5,
     }
     assert settings.events.retention_days == 90
@@ -49,7 +53,9 @@ def test_environment_names_and_seed_aliases(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.redis.databases.cache == 7
 
 
-def test_toml_file_is_below_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toml_file_is_below_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "nexus.toml"
     config.write_text('[events]\nflush_at = 250\nretention_days = 30\n[log]\nformat = "json"\n')
     monkeypatch.setenv("NEXUS_EVENTS__FLUSH_AT", "500")
@@ -90,8 +96,9 @@ def test_missing_config_file_is_a_configuration_error(tmp_path: Path) -> None:
 
 
 def test_passwords_are_masked_in_repr_dump_and_errors() -> None:
-    settings = NexusSettings.load(**{name: {"url": url} for name, url in URLS.items()},
-                                  audit={"hmac_key": "hmac-S3cret"})
+    settings = NexusSettings.load(
+        **{name: {"url": url} for name, url in URLS.items()}, audit={"hmac_key": "hmac-S3cret"}
+    )
     rendered = [repr(settings), str(settings), json.dumps(settings.describe())]
     with pytest.raises(ConfigurationError) as caught:
         NexusSettings.load(postgres={"url": URLS["postgres"], "pool_size": -1})
@@ -116,5 +123,7 @@ def test_import_loads_no_driver() -> None:
         "('redis','pymongo','sqlalchemy','psycopg','motor')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -74,7 +74,14 @@ async def test_from_env_connects_every_backend(
 async def test_routes_list_every_kind(store: NexusStore) -> None:
     routes = {route.kind: route for route in store.routes()}
     assert set(routes) == {
-        "entity", "event", "audit", "session", "cache", "ratelimit", "realtime", "queue",
+        "entity",
+        "event",
+        "audit",
+        "session",
+        "cache",
+        "ratelimit",
+        "realtime",
+        "queue",
     }
     assert routes["entity"].backend == "postgres"
     assert routes["event"].location == f"{store.settings.mongo.database}.events"
@@ -154,8 +161,9 @@ async def test_password_never_reaches_logs(settings_kwargs: dict[str, Any]) -> N
     captured = io.StringIO()
     settings = _with_broken(settings_kwargs, "postgres")
     with redirect_stderr(captured):
-        configure_logging(settings.log.model_copy(update={"format": "json", "level": "debug"}),
-                          force=True)
+        configure_logging(
+            settings.log.model_copy(update={"format": "json", "level": "debug"}), force=True
+        )
         try:
             async with NexusStore(settings) as store:
                 with pytest.raises(BackendUnavailableError):
@@ -172,7 +180,7 @@ async def test_close_is_safe_when_a_backend_never_connected(
     settings_kwargs: dict[str, Any],
 ) -> None:
     store = NexusStore(_with_broken(settings_kwargs, "mongo"))
-    results = await store.connect(timeout=2.0)
+    results = await store.connect(ping_timeout=2.0)
     assert results["mongo"] is not None and PASSWORD not in results["mongo"]
     assert results["redis"] is None
     await store.close()

@@ -1,4 +1,4 @@
-"""Limit strings and response headers: pure functions, no server needed."""
+"""Limit strings, response headers and the in-process fallback: no server needed."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from nexus_store.redis.ratelimit import (
     rate_limit,
     rate_limit_headers,
 )
+from nexus_store.redis.ratelimit._local import LocalLimiter
 
 
 @pytest.mark.parametrize(
@@ -157,3 +158,19 @@ def test_exception_headers_use_the_refusing_limit() -> None:
     assert headers["RateLimit"] == '"default";r=0;t=43'
     assert headers["RateLimit-Reset"] == "43"
     assert headers["Retry-After"] == "6"
+
+
+def test_local_fallback_limits_all_or_nothing_and_stays_bounded() -> None:
+    local = LocalLimiter(max_keys=3)
+    limits = parse_limits("2/hour;3/day")
+    decisions = [local.evaluate("a", limits, 1, consume=True) for _ in range(3)]
+    assert [decision[0] for decision in decisions] == [1, 1, 0]
+    assert decisions[2][1] == 1  # refused by 2/hour, the first limit
+    assert decisions[2][4] > 0  # with a retry_after in microseconds
+    # The refusal consumed nothing: the daily limit still has one unit.
+    assert local.evaluate("a", parse_limits("3/day"), 1, consume=False)[2] == 0
+    assert local.evaluate("a", parse_limits("3/day"), 0, consume=False)[2] == 1
+    for name in ("b", "c", "d"):
+        local.evaluate(name, limits, 1, consume=True)
+    assert len(local) == 3  # "a", the least recently used, was forgotten
+    assert local.evaluate("a", limits, 1, consume=True)[0] == 1

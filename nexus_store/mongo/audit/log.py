@@ -273,17 +273,19 @@ class AuditLog:
         if end is not None:
             seq_filter["$lte"] = end
         query = {"seq": seq_filter} if seq_filter else {}
-        checkpoints = {cp["seq"]: cp async for cp in self._checkpoints.find(query)}
+        # from start - 1: the checkpoint just before the range can anchor its first entry
+        anchors = {"seq": {**seq_filter, "$gte": start - 1}} if start is not None else query
+        checkpoints = {cp["seq"]: cp async for cp in self._checkpoints.find(anchors)}
         now = self._clock()
         expected_seq = start or 1
-        expected_prev: str | None = GENESIS if expected_seq == 1 else None
-        if expected_prev is None:
+        expected_prev: str | None = GENESIS
+        if expected_seq > 1:
             before = await self._entries.find_one({"seq": expected_seq - 1}, projection={"hash": 1})
             expected_prev = before["hash"] if before else None
-        checked = skipped = checkpoints_checked = 0
+        checked = skipped = compared = 0
 
         def broken(seq: int, reason: str) -> VerifyResult:
-            return VerifyResult(False, checked, seq, reason, checkpoints_checked, skipped)
+            return VerifyResult(False, checked, seq, reason, compared, skipped)
 
         cursor = self._entries.find(query, sort=[("seq", 1)], batch_size=batch_size)
         async for document in cursor:
@@ -301,31 +303,41 @@ class AuditLog:
                 skipped += seq - expected_seq
                 anchor = checkpoints.get(seq - 1)
                 expected_prev = anchor["hash"] if anchor else document.get("prev_hash")
-            if document.get("prev_hash") != expected_prev:
-                return broken(
-                    seq,
-                    f"prev_hash does not match the hash of entry {seq - 1} "
-                    "(entries edited, reordered or removed)",
-                )
-            if entry_hash(str(document.get("prev_hash")), document, self._key) != document.get(
-                "hash"
-            ):
-                return broken(seq, "hash does not match the entry's content (entry edited)")
-            checkpoint = checkpoints.get(seq)
-            if checkpoint is not None:
-                checkpoints_checked += 1
-                signature = checkpoint_signature(
-                    seq, checkpoint["hash"], checkpoint["ts"], self._key
-                )
-                if (
-                    checkpoint["hash"] != document["hash"]
-                    or checkpoint.get("signature") != signature
-                ):
-                    return broken(seq, "entry does not match its signed checkpoint")
+            reason = self._link_problem(document, expected_prev, checkpoints.get(seq))
+            if reason is not None:
+                return broken(seq, reason)
             checked += 1
+            compared += seq in checkpoints
             expected_seq = seq + 1
             expected_prev = document["hash"]
-        return VerifyResult(True, checked, None, None, checkpoints_checked, skipped)
+        # A checkpoint past the last entry records entries that are gone: the tail was cut.
+        for seq, checkpoint in sorted(checkpoints.items()):
+            expires_at = checkpoint.get("expires_at")
+            if seq >= expected_seq and (expires_at is None or expires_at > now):
+                reason = f"entries from {expected_seq} are missing; checkpoint {seq} records them"
+                return broken(expected_seq, reason)
+        return VerifyResult(True, checked, None, None, compared, skipped)
+
+    def _link_problem(
+        self,
+        document: Mapping[str, Any],
+        expected_prev: str | None,
+        checkpoint: Mapping[str, Any] | None,
+    ) -> str | None:
+        """Why ``document`` does not continue the chain, or None when it does."""
+        seq = document["seq"]
+        if document.get("prev_hash") != expected_prev:
+            return (
+                f"prev_hash does not match the hash of entry {seq - 1} "
+                "(entries edited, reordered or removed)"
+            )
+        if entry_hash(str(document.get("prev_hash")), document, self._key) != document.get("hash"):
+            return "hash does not match the entry's content (entry edited)"
+        if checkpoint is not None:
+            signature = checkpoint_signature(seq, checkpoint["hash"], checkpoint["ts"], self._key)
+            if checkpoint["hash"] != document["hash"] or checkpoint.get("signature") != signature:
+                return "entry does not match its signed checkpoint"
+        return None
 
     # -- queries ---------------------------------------------------------------------------
 
