@@ -63,30 +63,27 @@ class NotFoundError(NexusStoreError, LookupError):
         self.key = key
 
 
-class ConflictError(NexusStoreError):
+class _ConstraintViolation(NexusStoreError):
+    """A write refused by a rule of the stored data; names the field and constraint if known."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, constraint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.constraint = constraint
+
+
+class ConflictError(_ConstraintViolation):
     """The write conflicts with stored state: a unique value taken, or a stale version.
 
     ``field`` names the column or key when one is known, ``constraint`` the database
     constraint.
     """
 
-    def __init__(
-        self, message: str, *, field: str | None = None, constraint: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.field = field
-        self.constraint = constraint
 
-
-class IntegrityError(NexusStoreError):
+class IntegrityError(_ConstraintViolation):
     """Stored data broke an integrity rule (a foreign key, a check, a hash chain)."""
-
-    def __init__(
-        self, message: str, *, field: str | None = None, constraint: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.field = field
-        self.constraint = constraint
 
 
 class TamperDetected(IntegrityError):

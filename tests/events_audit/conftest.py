@@ -175,7 +175,7 @@ class NxProcess:
 
 
 @pytest.fixture
-def nx_process(real_mongodb: bool) -> Iterator[NxProcess]:
+def nx_process() -> Iterator[NxProcess]:
     """A MongoDB-protocol server this test may stop and restart (nx-27017 on a file)."""
     server = NxProcess().start()
     try:

@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
 from nexus_store import NexusSettings, NexusStore
-from nexus_store.errors import BackendUnavailableError
+from nexus_store.errors import BackendUnavailableError, ValidationError
 from nexus_store.mongo.events.model import Event
 from nexus_store.mongo.events.writer import EventStore
 from nexus_store.mongo.schema import ensure_schema
@@ -230,3 +230,24 @@ async def test_wait_true_fails_clearly_when_abandoned(make_settings) -> None:
             await store.close()
         with pytest.raises(BackendUnavailableError):
             await waiting
+
+
+async def test_other_write_errors_are_rejected_not_counted_as_written(
+    make_settings, open_backends
+) -> None:
+    settings = make_settings()
+    backends = await open_backends(settings)
+    await ensure_schema(backends.mongo, settings)
+    collection = backends.mongo.db[settings.events.collection]
+    await collection.create_index("session_id", unique=True)  # a constraint events can break
+    events = EventStore(backends)
+    await events.track("a", user_id="u", session_id="s1", wait=True)
+    with capture_logs() as logs, pytest.raises(ValidationError) as caught:
+        await events.track("b", user_id="u", session_id="s1", wait=True)
+    assert caught.value.field == "event"
+    stats = events.stats()
+    assert (stats.written, stats.rejected, stats.queued) == (1, 1, 0)
+    assert stats.last_error is not None
+    assert any(log["event"] == "event_rejected" for log in logs)
+    assert await collection.count_documents({}) == 1
+    await events.aclose()

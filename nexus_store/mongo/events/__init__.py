@@ -5,6 +5,15 @@ await store.events.flush()
 """
 
 from nexus_store.mongo.events.model import Event
+from nexus_store.mongo.events.queries import EventCount, FunnelStep, IntervalCount, TimelinePage
 from nexus_store.mongo.events.writer import EventStore, WriterStats
 
-__all__ = ["Event", "EventStore", "WriterStats"]
+__all__ = [
+    "Event",
+    "EventCount",
+    "EventStore",
+    "FunnelStep",
+    "IntervalCount",
+    "TimelinePage",
+    "WriterStats",
+]

@@ -69,12 +69,14 @@ class WriterStats:
     last_error: str | None
 
 
-class _Pending:
-    __slots__ = ("document", "waiter")
-
-    def __init__(self, document: RawBSONDocument, waiter: asyncio.Future[None] | None) -> None:
-        self.document = document
-        self.waiter = waiter
+def _already_stored(error: dict[str, Any]) -> bool:
+    """A duplicate ``event_id``: an earlier attempt of this batch (or a resend) stored it."""
+    if error.get("code") != _DUPLICATE_KEY:
+        return False
+    pattern = error.get("keyPattern")
+    if pattern is not None:
+        return list(pattern) == ["event_id"]
+    return "event_id" in str(error.get("errmsg", ""))
 
 
 class EventStore(EventQueries):
@@ -89,8 +91,13 @@ class EventStore(EventQueries):
         # nothing and adds no _id; the server assigns it).
         self._raw_collection = cast("AsyncCollection[RawBSONDocument]", collection)
         self._mongo = mongo
-        self._buffer: deque[_Pending] = deque()
-        self._in_flight: list[_Pending] = []
+        # Encoded events, oldest first. Plain bytes: nothing for the garbage collector to
+        # walk, however full the buffer is. Event number n (counting from 0 since start) is
+        # at self._buffer[n - self._taken]; track(wait=True) callers wait in self._waiters[n].
+        self._buffer: deque[bytes] = deque()
+        self._in_flight: list[bytes] = []
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._taken = 0
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._urgent = False
@@ -181,8 +188,7 @@ class EventStore(EventQueries):
             self._wake.set()
             await self._task
         if self._buffer:  # never reached the flusher (no running task)
-            self._abandon(list(self._buffer), "closed before the flusher ran")
-            self._buffer.clear()
+            self._abandon_rest(self._taken, "closed before the flusher ran")
 
     def stats(self) -> WriterStats:
         """A snapshot of the writer's counters."""
@@ -213,8 +219,10 @@ class EventStore(EventQueries):
             await self._progress.wait()
             if self._closing:
                 raise ConfigurationError("the event store closed while track() waited for room")
-        waiter = asyncio.get_running_loop().create_future() if wait else None
-        buffer.append(_Pending(RawBSONDocument(data), waiter))
+        waiter = None
+        if wait:
+            waiter = self._waiters[self._accepted] = asyncio.get_running_loop().create_future()
+        buffer.append(data)
         self._accepted += 1
         task = self._task
         if task is None or task.done():
@@ -264,30 +272,31 @@ class EventStore(EventQueries):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.flush_interval)
             count = min(len(self._buffer), self._settings.flush_at)
+            first = self._taken
             self._in_flight = [self._buffer.popleft() for _ in range(count)]
+            self._taken += count
             try:
-                await self._write(self._in_flight)
+                await self._write(first, self._in_flight)
             finally:
                 self._in_flight = []
                 progress, self._progress = self._progress, asyncio.Event()
                 progress.set()
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, first: int, batch: list[bytes]) -> None:
+        """Store events ``first`` .. ``first + len(batch) - 1``, retrying until done or closed."""
+        documents = [RawBSONDocument(data) for data in batch]
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                await self._raw_collection.insert_many(
-                    [pending.document for pending in batch], ordered=False
-                )
+                await self._raw_collection.insert_many(documents, ordered=False)
             except BulkWriteError as exc:
-                self._settle_partial(batch, dict(exc.details))
+                self._settle_partial(first, len(batch), dict(exc.details))
                 return
             except PyMongoError as exc:
                 self._last_error = describe(exc)
                 if self._past_close_deadline():
-                    self._abandon([*batch, *self._buffer], self._last_error)
-                    self._buffer.clear()
+                    self._abandon_rest(first, self._last_error)
                     return
                 self._retried += 1
                 delay = self._backoff(attempt)
@@ -304,41 +313,50 @@ class EventStore(EventQueries):
             observe("mongo", "events.insert_many", started, size=len(batch))
             if attempt:
                 _log.info("event_batch_recovered", size=len(batch), attempts=attempt + 1)
-            self._settle(batch)
+            self._settle(range(first, first + len(batch)))
             return
 
-    def _settle_partial(self, batch: list[_Pending], details: dict[str, Any]) -> None:
+    def _settle_partial(self, first: int, size: int, details: dict[str, Any]) -> None:
         failures: dict[int, dict[str, Any]] = {
-            error["index"]: error
+            first + error["index"]: error
             for error in details.get("writeErrors", [])
-            if error.get("code") != _DUPLICATE_KEY  # already stored by an earlier attempt
+            if not _already_stored(error)
         }
-        stored = [pending for index, pending in enumerate(batch) if index not in failures]
-        self._settle(stored)
-        for index, error in failures.items():
+        self._settle([number for number in range(first, first + size) if number not in failures])
+        for number, error in failures.items():
             message = str(error.get("errmsg", "rejected by the server"))
             self._rejected += 1
             self._settled += 1
             self._last_error = describe(RuntimeError(message))
             _log.error("event_rejected", code=error.get("code"), error=message)
-            waiter = batch[index].waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(ValidationError("event", f"rejected by MongoDB: {message}"))
+            self._resolve(number, ValidationError("event", f"rejected by MongoDB: {message}"))
 
-    def _settle(self, stored: Sequence[_Pending]) -> None:
+    def _settle(self, stored: Sequence[int]) -> None:
         self._written += len(stored)
         self._settled += len(stored)
-        for pending in stored:
-            if pending.waiter is not None and not pending.waiter.done():
-                pending.waiter.set_result(None)
+        if self._waiters:
+            for number in stored:
+                self._resolve(number, None)
 
-    def _abandon(self, batch: Sequence[_Pending], reason: str) -> None:
-        self._dropped += len(batch)
-        self._settled += len(batch)
-        _log.error("events_abandoned_at_close", count=len(batch), error=reason)
-        for pending in batch:
-            if pending.waiter is not None and not pending.waiter.done():
-                pending.waiter.set_exception(BackendUnavailableError("mongo", reason))
+    def _abandon_rest(self, first: int, reason: str) -> None:
+        """Give up on event ``first`` and everything after it still in the buffer."""
+        count = self._taken + len(self._buffer) - first
+        self._taken += len(self._buffer)
+        self._buffer.clear()
+        self._dropped += count
+        self._settled += count
+        _log.error("events_abandoned_at_close", count=count, error=reason)
+        for number in range(first, first + count):
+            self._resolve(number, BackendUnavailableError("mongo", reason))
+
+    def _resolve(self, number: int, error: Exception | None) -> None:
+        waiter = self._waiters.pop(number, None)
+        if waiter is None or waiter.done():
+            return
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter, so that many writers do not retry in step."""
