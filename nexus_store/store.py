@@ -6,6 +6,7 @@ import asyncio
 import importlib
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -37,7 +38,7 @@ __all__ = ["Backends", "NexusStore"]
 
 _log = get_logger("nexus_store.store")
 
-# backend name -> (settings section, class path)
+# backend name (also its settings section) -> class path
 _BACKENDS: dict[str, str] = {
     "postgres": "nexus_store.postgres.engine:PostgresBackend",
     "mongo": "nexus_store.mongo.client:MongoBackend",
@@ -269,7 +270,7 @@ class NexusStore:
         settings = self.settings
         if spec.backend == "postgres":
             url = settings.postgres.url
-            database = url.get_secret_value().rsplit("/", 1)[-1].split("?")[0] if url else "?"
+            database = urlsplit(url.get_secret_value()).path.lstrip("/") if url else "?"
             return f"database {database}"
         if spec.backend == "mongo":
             section = getattr(settings, spec.api)

@@ -181,7 +181,7 @@ class SessionStore:
                     prefix,
                 ],
             )
-        observe("redis", "session.create", started)
+        observe("redis", "sessions.create", started)
         return token
 
     async def get(self, token: str) -> Session:
@@ -202,7 +202,7 @@ class SessionStore:
             row = await self._get(keys=[located[0]], args=[self._slide])
         except self._redis.errors as exc:
             raise self._redis.translate(exc) from exc
-        observe("redis", "session.get", started)
+        observe("redis", "sessions.get", started)
         if not row:
             return None
         user, data, session_id, created, seen, expires = row
@@ -224,7 +224,7 @@ class SessionStore:
             started = time.perf_counter()
             with self._redis.unavailable():
                 updated = await self._update(keys=[located[0]], args=[encoded])
-            observe("redis", "session.update", started)
+            observe("redis", "sessions.update", started)
         if not updated:
             raise NotFoundError("session", "for this token")
 
@@ -236,7 +236,7 @@ class SessionStore:
         started = time.perf_counter()
         with self._redis.unavailable():
             removed = await self._revoke(keys=[located[0]], args=[located[1]])
-        observe("redis", "session.revoke", started)
+        observe("redis", "sessions.revoke", started)
         return bool(removed)
 
     async def revoke_all(self, user_id: str) -> int:
@@ -248,7 +248,7 @@ class SessionStore:
             removed = await self._revoke_all(
                 keys=[self._index_key(user, tag)], args=[self._session_prefix(tag)]
             )
-        observe("redis", "session.revoke_all", started)
+        observe("redis", "sessions.revoke_all", started)
         return int(removed)
 
     async def list_for_user(self, user_id: str) -> list[SessionInfo]:
@@ -260,7 +260,7 @@ class SessionStore:
             flat = await self._list(
                 keys=[self._index_key(user, tag)], args=[self._session_prefix(tag)]
             )
-        observe("redis", "session.list", started)
+        observe("redis", "sessions.list", started)
         infos = [
             SessionInfo(
                 session_id=flat[i].decode(),
