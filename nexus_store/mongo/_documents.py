@@ -27,6 +27,7 @@ __all__ = [
     "clean_document",
     "query_text",
     "screen_mapping",
+    "screen_values",
     "utc_millis",
     "validation_error",
 ]
@@ -125,22 +126,39 @@ def _reject_naive(value: Any) -> None:
     raise TypeError(type(value).__name__)
 
 
+def screen_values(value: Any, field: str) -> dict[str, Any]:
+    """``value`` as a dict, once orjson (in C) accepts every value in it; else a ValidationError.
+
+    orjson walks the values: 64-bit integers, JSON types, aware datetimes (through
+    :func:`_reject_naive`). Keys are left to the BSON encoder's ``check_keys`` (see
+    :func:`screen_mapping`). Only when orjson objects does the slower :func:`clean_document`
+    run, to name the offending path.
+    """
+    if type(value) is dict:
+        mapping: dict[str, Any] = value
+    elif isinstance(value, Mapping):
+        mapping = dict(value)
+    else:
+        raise ValidationError(field, f"must be a mapping, got {type(value).__name__}")
+    try:
+        orjson.dumps(mapping, default=_reject_naive, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except orjson.JSONEncodeError as exc:
+        clean_document(mapping, field)  # raises, naming the path
+        raise ValidationError(field, describe(exc)) from None
+    return mapping
+
+
 def screen_mapping(value: Any, field: str) -> dict[str, Any]:
     """A shallow copy of ``value`` once C-speed screens accept it; else a ValidationError.
 
-    orjson walks the values (64-bit integers, JSON types, aware datetimes through
-    :func:`_reject_naive`) and the BSON encoder with ``check_keys`` walks the keys (no
-    ``$`` prefix, no dot, no NUL). Only when one objects does the slower
+    :func:`screen_values` checks the values and the BSON encoder with ``check_keys`` the keys
+    (no ``$`` prefix, no dot, no NUL). Only when one objects does the slower
     :func:`clean_document` run, to name the offending path.
     """
-    if not isinstance(value, dict):
-        if not isinstance(value, Mapping):
-            raise ValidationError(field, f"must be a mapping, got {type(value).__name__}")
-        value = dict(value)
+    value = screen_values(value, field)
     try:
-        orjson.dumps(value, default=_reject_naive, option=orjson.OPT_PASSTHROUGH_DATETIME)
         bson.encode(value, check_keys=True)
-    except (orjson.JSONEncodeError, InvalidDocument, OverflowError) as exc:
+    except (InvalidDocument, OverflowError) as exc:
         clean_document(value, field)  # raises, naming the path
         raise ValidationError(field, describe(exc)) from None
     return dict(value)

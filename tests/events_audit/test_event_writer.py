@@ -44,7 +44,7 @@ async def test_track_flush_writes_unordered_batches(make_settings, open_backends
     ]
     await events.flush()
     stored = await _stored(backends)
-    assert sorted(doc["event_id"] for doc in stored) == sorted(e.event_id for e in tracked)
+    assert sorted(doc["event_id"] for doc in stored) == sorted(tracked)
     inserts = recorder.named("insert")
     assert [len(body["documents"]) for body in inserts] == [40, 40, 20]
     assert all(body["ordered"] is False for body in inserts)
@@ -75,8 +75,8 @@ async def _count(backends: Any, expected: int) -> bool:
 async def test_wait_returns_once_stored(make_settings, open_backends) -> None:
     backends = await open_backends(make_settings(events={"flush_interval": 30}))
     events = EventStore(backends)
-    event = await events.track("paid", user_id="u1", properties={"total": 9.5}, wait=True)
-    assert [doc["event_id"] for doc in await _stored(backends)] == [event.event_id]
+    event_id = await events.track("paid", user_id="u1", properties={"total": 9.5}, wait=True)
+    assert [doc["event_id"] for doc in await _stored(backends)] == [event_id]
     await events.aclose()
 
 
@@ -102,10 +102,7 @@ async def test_resent_event_is_stored_once(make_settings, open_backends) -> None
 async def test_closing_the_store_drains_the_buffer(make_settings) -> None:
     settings = make_settings(events={"flush_at": 1000, "flush_interval": 30})
     store = NexusStore(settings)
-    ids = [
-        (await store.events.track("view", user_id="u", properties={"i": i})).event_id
-        for i in range(250)
-    ]
+    ids = [await store.events.track("view", user_id="u", properties={"i": i}) for i in range(250)]
     assert store.events.stats().queued == 250
     await store.close()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -136,16 +133,11 @@ async def test_outage_and_recovery_lose_nothing(make_settings, nx_process: NxPro
     async with NexusStore(settings) as store:
         await ensure_schema(store.backends.mongo, settings)
         events = store.events
-        before = [
-            (await events.track("a", user_id="u", properties={"i": i})).event_id for i in range(120)
-        ]
+        before = [await events.track("a", user_id="u", properties={"i": i}) for i in range(120)]
         await events.flush()
         nx_process.stop()
         with capture_logs() as logs:
-            during = [
-                (await events.track("b", user_id="u", properties={"i": i})).event_id
-                for i in range(300)
-            ]
+            during = [await events.track("b", user_id="u", properties={"i": i}) for i in range(300)]
             await _wait_until(lambda: _retried(events), seconds=10)
             assert events.stats().queued == 300
             assert events.stats().last_error is not None

@@ -1,6 +1,6 @@
 """Analytics events: the :class:`Event` model, the buffered writer and server-side queries.
 
-event = await store.events.track("signup", user_id="u1", properties={"plan": "pro"})
+event_id = await store.events.track("signup", user_id="u1", properties={"plan": "pro"})
 await store.events.flush()
 """
 

@@ -1,8 +1,9 @@
 """The buffered analytics event writer (``store.events``).
 
-``track()`` validates and encodes the event, then appends it to a bounded in-process buffer;
-a background task writes ``insert_many(ordered=False)`` batches when ``events.flush_at``
-events are waiting or ``events.flush_interval`` has passed.
+``track()`` validates and encodes the event (applying :class:`Event`'s rules without building
+one), then appends it to a bounded in-process buffer; a background task writes
+``insert_many(ordered=False)`` batches when ``events.flush_at`` events are waiting or
+``events.flush_interval`` has passed.
 
     await store.events.track("signup", user_id="u1", properties={"plan": "pro"})
     await store.events.track("paid", user_id="u1", wait=True)  # returns once stored
@@ -36,7 +37,7 @@ from nexus_store._errors import describe
 from nexus_store.errors import BackendUnavailableError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger, observe
 from nexus_store.mongo._documents import query_text
-from nexus_store.mongo.events.model import Event, validate_event
+from nexus_store.mongo.events.model import Event, encode_event
 from nexus_store.mongo.events.queries import EventQueries
 
 if TYPE_CHECKING:
@@ -131,35 +132,29 @@ class EventStore(EventQueries):
         ts: dt.datetime | None = None,
         event_id: str | None = None,
         wait: bool = False,
-    ) -> Event:
+    ) -> str:
         """Validate an event and buffer it; with ``wait=True``, return once it is stored.
 
-        Raises :class:`ValidationError` (nothing is buffered) for bad input or an event
-        larger than ``events.max_event_bytes``.
+        Returns the ``event_id`` (generated unless given). Raises :class:`ValidationError`
+        (nothing is buffered) for bad input or an event larger than ``events.max_event_bytes``.
+        The rules are :class:`Event`'s, checked without building one.
         """
-        fields: dict[str, Any] = {"name": name}
-        # Only what was given: pydantic validates a passed None, and this is the hot path.
-        if user_id is not None:
-            fields["user_id"] = user_id
-        if anonymous_id is not None:
-            fields["anonymous_id"] = anonymous_id
-        if session_id is not None:
-            fields["session_id"] = session_id
-        if properties is not None:
-            fields["properties"] = properties
-        if context is not None:
-            fields["context"] = context
-        if ts is not None:
-            fields["ts"] = ts
-        if event_id is not None:
-            fields["event_id"] = event_id
-        event = validate_event(fields)
-        await self._enqueue(event, wait=wait)
-        return event
+        event_id, data = encode_event(
+            name,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            session_id=session_id,
+            properties=properties,
+            context=context,
+            ts=ts,
+            event_id=event_id,
+        )
+        await self._enqueue(data, name, wait=wait)
+        return event_id
 
     async def put(self, event: Event) -> Event:
         """Buffer an :class:`Event` (the target of ``store.put(event)``)."""
-        await self._enqueue(event, wait=False)
+        await self._enqueue(event.to_bson(), event.name, wait=False)
         return event
 
     async def flush(self) -> None:
@@ -201,10 +196,9 @@ class EventStore(EventQueries):
             last_error=self._last_error,
         )
 
-    async def _enqueue(self, event: Event, *, wait: bool) -> None:
+    async def _enqueue(self, data: bytes, name: str, *, wait: bool) -> None:
         if self._closing:
             raise ConfigurationError("the event store is closed; open a new NexusStore")
-        data = event.to_bson()
         if len(data) > self._max_event_bytes:
             raise ValidationError(
                 "event", f"{len(data)} bytes exceeds events.max_event_bytes={self._max_event_bytes}"
@@ -212,7 +206,7 @@ class EventStore(EventQueries):
         buffer = self._buffer
         while len(buffer) + len(self._in_flight) >= self._max_queue_size:
             if self._settings.on_full == "drop":
-                self._count_drop(event)
+                self._count_drop(name)
                 return
             self._start_flusher()
             self._wake.set()
@@ -235,7 +229,7 @@ class EventStore(EventQueries):
         if waiter is not None:
             await waiter
 
-    def _count_drop(self, event: Event) -> None:
+    def _count_drop(self, name: str) -> None:
         self._dropped += 1
         now = time.monotonic()
         if now - self._last_drop_log >= _DROP_LOG_EVERY_SECONDS:
@@ -245,7 +239,7 @@ class EventStore(EventQueries):
                 reason="buffer full",
                 dropped_total=self._dropped,
                 max_queue_size=self._settings.max_queue_size,
-                event_name=event.name,
+                event_name=name,
             )
 
     # -- the background flusher ------------------------------------------------------------
