@@ -1,5 +1,7 @@
 """Rate-limit checks per second: nexus-store's limiter against a raw EVALSHA of an equivalent
-GCRA script, and against the ``limits`` library on the same server.
+GCRA script, and against the ``limits`` library on the same server. One more pair puts the
+raw script on redis-py's connection API, the path the limiter itself uses on a standalone
+server: the floor for any limiter on redis-py.
 
     python -m bench.run --only ratelimit --repeats 3
 
@@ -146,6 +148,18 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
 
     store_client = store.backends.redis.sync_client("ratelimit")
     raw_evalsha_sync = _sync_burst(lambda: raw_sync.evalsha(sha, 1, raw_key, *raw_args))
+    raw_pool = raw_sync.connection_pool
+
+    def raw_on_connection() -> object:
+        # The floor below any client: redis-py's connection API, as the limiter itself uses
+        # it on a standalone server (borrow, send, read, give back), same script and key.
+        connection = raw_pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", sha, 1, raw_key, *raw_args)
+            return connection.read_response()
+        finally:
+            raw_pool.release(connection)
+
     raw_evalsha_async = _async_burst(
         lambda task: raw_async.evalsha(sha, 1, f"{raw_key}{task}", *raw_args)
     )
@@ -191,6 +205,8 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         pair("ratelimit raw EVALSHA via the store's pool", _sync_burst(
             lambda: store_client.evalsha(sha, 1, raw_key, *raw_args)), raw_evalsha_sync,
              "raw EVALSHA GCRA", "report"),
+        pair("ratelimit check, sync, vs raw EVALSHA on a pooled connection", sdk_sync(),
+             _sync_burst(raw_on_connection), "raw GCRA, connection API", "report"),
         # The same algorithm on both sides: nexus-store's sliding_window strategy.
         pair("ratelimit sync sliding_window vs limits sliding window",
              sdk_sync(strategy="sliding_window"), sliding_sync,

@@ -4,8 +4,10 @@ test/peek/reset, the decorator on functions and methods, routing and key injecti
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -344,22 +346,105 @@ async def test_standalone_decorator_configures_itself_from_the_environment(
     await limiter._backends.close()
 
 
+@contextlib.contextmanager
+def _wire(
+    connection_class: type, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[tuple[object, ...]]]:
+    """Every command the limiter's connections put on the wire, whichever redis-py layer
+    sent it (the limiter's connection-level path and the client's ``execute_command`` both
+    end in ``Connection.send_command``)."""
+    sent: list[tuple[object, ...]] = []
+    real = connection_class.send_command
+    if inspect.iscoroutinefunction(real):
+
+        async def recording(self: object, *args: object, **options: object) -> object:
+            sent.append(args)
+            return await real(self, *args, **options)
+
+    else:
+
+        def recording(self: object, *args: object, **options: object) -> object:  # type: ignore[misc]
+            sent.append(args)
+            return real(self, *args, **options)
+
+    monkeypatch.setattr(connection_class, "send_command", recording)
+    yield sent
+    monkeypatch.undo()
+
+
 async def test_a_check_of_three_limits_is_one_evalsha(
     store: NexusStore, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     limiter = store.limiter
     limits = "10/second;100/minute;1000/hour"
     await limiter.hit(key, limits)
+    limiter.hit_sync(key, limits)
+    redis_key = store.backends.redis.keyspace("ratelimit").tagged("gcra", key)
     client = store.backends.redis.client("ratelimit")
-    sent: list[tuple[object, ...]] = []
-    real = client.execute_command
-
-    async def recording(*args: object, **options: object) -> object:
-        sent.append(args)
-        return await real(*args, **options)
-
-    monkeypatch.setattr(client, "execute_command", recording)
-    result = await limiter.hit(key, limits)
-    assert result.allowed and result.remaining == 8
+    with _wire(client.connection_pool.connection_class, monkeypatch) as sent:
+        result = await limiter.hit(key, limits)
+    assert result.allowed and result.remaining == 7
     assert [command[0] for command in sent] == ["EVALSHA"]
-    assert sent[0][2:4] == (1, store.backends.redis.keyspace("ratelimit").tagged("gcra", key))
+    assert sent[0][2:4] == (1, redis_key)
+    sync_client = store.backends.redis.sync_client("ratelimit")
+    with _wire(sync_client.connection_pool.connection_class, monkeypatch) as sent:
+        result = limiter.hit_sync(key, limits)
+    assert result.allowed and result.remaining == 6
+    assert [command[0] for command in sent] == ["EVALSHA"]
+    assert sent[0][2:4] == (1, redis_key)
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "sync"])
+async def test_a_connection_broken_before_the_check_is_retried_by_the_client(
+    store: NexusStore, key: str, monkeypatch: pytest.MonkeyPatch, blocking: bool
+) -> None:
+    """Fault injection: the first send on a pooled connection fails as a dropped socket
+    would; the client's retry policy sends the check again, which Redis decides once."""
+    limiter = store.limiter
+    client = (
+        store.backends.redis.sync_client("ratelimit")
+        if blocking
+        else store.backends.redis.client("ratelimit")
+    )
+    await limiter.hit("warm-up", "5/hour")
+    limiter.hit_sync("warm-up", "5/hour")
+    connection_class = client.connection_pool.connection_class
+    real = connection_class.send_command
+    failures: list[object] = []
+
+    def failing_once(connection: object, *args: object, **options: object) -> object:
+        if not failures:
+            failures.append(args[0])
+            raise redis_lib.exceptions.ConnectionError("injected: connection reset")
+        return real(connection, *args, **options)
+
+    if inspect.iscoroutinefunction(real):
+
+        async def injected(connection: object, *args: object, **options: object) -> object:
+            return await failing_once(connection, *args, **options)  # type: ignore[misc]
+
+    else:
+        injected = failing_once  # type: ignore[assignment]
+    monkeypatch.setattr(connection_class, "send_command", injected)
+    result = limiter.hit_sync(key, "5/hour") if blocking else await limiter.hit(key, "5/hour")
+    monkeypatch.undo()
+    assert failures == ["EVALSHA"]
+    assert result.allowed and result.source == "redis"
+    assert (await limiter.peek(key, "5/hour")).remaining == 4  # consumed exactly once
+    assert limiter.stats()["backend_errors"] == {"fail_open": 0, "fail_closed": 0, "local": 0}
+
+
+async def test_prepared_checks_still_validate_cost(store: NexusStore, key: str) -> None:
+    """A check is prepared once per (limits, cost, strategy); a cost that merely compares
+    equal to a prepared one (1.0, True) is still refused, sync and async."""
+    limiter = store.limiter
+    await limiter.hit(key, "10/hour")
+    limiter.hit_sync(key, "10/hour")
+    for cost in (1.0, True):
+        with pytest.raises(ValidationError) as caught:
+            await limiter.hit(key, "10/hour", cost=cost)  # type: ignore[arg-type]
+        assert caught.value.field == "cost"
+        with pytest.raises(ValidationError) as caught:
+            limiter.hit_sync(key, "10/hour", cost=cost)  # type: ignore[arg-type]
+        assert caught.value.field == "cost"
+    assert (await limiter.peek(key, "10/hour")).remaining == 8

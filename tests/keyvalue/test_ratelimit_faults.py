@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
+import redis as redis_lib
 from nexus_store import NexusStore
 from nexus_store.errors import BackendUnavailableError, RateLimitExceeded
 from tests import _servers
@@ -141,3 +142,32 @@ async def test_unreachable_from_the_start_follows_the_fail_mode() -> None:
         first = await store.limiter.hit("k", "1/hour")
         second = await store.limiter.hit("k", "1/hour")
     assert (first.source, first.allowed, second.allowed) == ("local", True, False)
+
+
+async def test_flushed_scripts_are_loaded_again_without_an_outage(
+    redis_process: _servers.RedisProcess,
+) -> None:
+    """SCRIPT FLUSH (what a restarted or new server looks like to EVALSHA): the next check
+    gets NOSCRIPT, loads the script and is decided by Redis, counted once, sync and async."""
+    key = uuid.uuid4().hex
+    async with _store(redis_process, "fail_closed") as store:
+        limiter = store.limiter
+        assert (await limiter.hit(key, "5/hour")).remaining == 4
+        assert limiter.hit_sync(key, "5/hour").remaining == 3
+        flusher = redis_lib.Redis.from_url(redis_process.url)
+        try:
+            for blocking, remaining in ((False, 2), (True, 1)):
+                flusher.script_flush()
+                result = (
+                    limiter.hit_sync(key, "5/hour")
+                    if blocking
+                    else await limiter.hit(key, "5/hour")
+                )
+                assert (result.source, result.allowed, result.remaining) == (
+                    "redis",
+                    True,
+                    remaining,
+                )
+        finally:
+            flusher.close()
+        assert limiter.stats()["outages"] == 0

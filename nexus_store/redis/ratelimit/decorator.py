@@ -6,7 +6,8 @@
     @store.limiter.limit("5/minute", key=lambda self, user_id: f"export:{user_id}", cost=2)
     def export(self, user_id): ...
 
-The limits are parsed once, here, so a call costs one Redis round trip and no parsing. The
+The limits are parsed and checked once, here; a call costs one dictionary lookup (the
+limiter's prepared check for these limits) and one Redis round trip. The
 ``key`` callable receives the call's arguments; without it every caller shares one limit named
 after the function. A refusal raises :class:`RateLimitExceeded` (``exc.headers()`` renders a
 429 response); with ``ratelimit.fail_mode = "fail_closed"`` an outage raises
@@ -82,10 +83,13 @@ def rate_limit(
         raise ValidationError(
             "cost", f"must be an integer from 1 to {parsed.smallest_amount} for {limits!r}"
         )
-    chosen = get_strategy(strategy) if strategy is not None else None
+    if strategy is not None:
+        get_strategy(strategy)
     if key is not None and not callable(key):
         raise ValidationError("key", "must be a callable taking the function's arguments")
 
+    # Validated above; a call passes the same limit string, cost and strategy name, which the
+    # limiter maps to its prepared check with one dictionary lookup.
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         shared_key = f"{func.__module__}.{func.__qualname__}"
 
@@ -98,7 +102,7 @@ def rate_limit(
             @functools.wraps(func)
             async def limited_async(*args: P.args, **kwargs: P.kwargs) -> Any:
                 await (limiter or _standalone.get()).check(
-                    key_of(args, kwargs), parsed, cost=cost, strategy=chosen
+                    key_of(args, kwargs), limits, cost=cost, strategy=strategy
                 )
                 return await async_func(*args, **kwargs)
 
@@ -107,7 +111,7 @@ def rate_limit(
         @functools.wraps(func)
         def limited(*args: P.args, **kwargs: P.kwargs) -> R:
             (limiter or _standalone.get()).check_sync(
-                key_of(args, kwargs), parsed, cost=cost, strategy=chosen
+                key_of(args, kwargs), limits, cost=cost, strategy=strategy
             )
             return func(*args, **kwargs)
 
