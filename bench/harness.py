@@ -103,16 +103,17 @@ async def run_pair(pair: Pair, repeats: int) -> Result:
 
 def render_table(results: list[Result]) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="nexus-store benchmarks (median [min-max])")
+    table = Table(title=escape("nexus-store benchmarks (median [min-max])"))
     for column in ("scenario", "unit", "nexus-store", "raw", "ratio", "target"):
         table.add_column(column)
 
     def fmt(values: list[float]) -> str:
         if not values:
             return "-"
-        return f"{statistics.median(values):,.1f} [{min(values):,.1f}-{max(values):,.1f}]"
+        return escape(f"{statistics.median(values):,.1f} [{min(values):,.1f}-{max(values):,.1f}]")
 
     for result in results:
         ratio = result.ratio
@@ -120,7 +121,7 @@ def render_table(results: list[Result]) -> str:
             result.name,
             result.unit,
             fmt(result.sdk),
-            fmt(result.raw) + (f" ({result.raw_label})" if result.raw else ""),
+            fmt(result.raw) + (escape(f" ({result.raw_label})") if result.raw else ""),
             f"{ratio:.2f}x" if ratio is not None else "-",
             result.target,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Iterator
@@ -9,6 +10,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.exc
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -66,12 +69,62 @@ class PostgresBackend:
         # the lookup). Replicas only ever serve such reads.
         self.autocommit_engine = self._engine(settings.url, **_AUTOCOMMIT)
         self.read_engines = [self._engine(url, **_AUTOCOMMIT) for url in settings.read_urls]
+        # Lookups by key skip SQLAlchemy altogether: its pool checkout alone costs ten
+        # times psycopg_pool's. Target 0 is the primary, target i the replica read_urls[i-1];
+        # each pool is created and opened on first use (an event loop is needed).
+        self._read_urls = [settings.url, *settings.read_urls]
+        self._read_pools: dict[int, AsyncConnectionPool[AsyncConnection[Any]]] = {}
+        self._opening = asyncio.Lock()
 
-    def _engine(self, url: SecretURL, **extra: Any) -> AsyncEngine:
+    def _connect_args(self) -> dict[str, Any]:
         settings = self.settings
         options = []
         if settings.statement_timeout is not None:
             options.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
+        return {
+            "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
+            "options": " ".join(options),
+            "application_name": "nexus-store",
+        }
+
+    async def read_pool(self, target: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        """The psycopg pool of autocommit connections for ``target`` (0: the primary, i: the
+        i-th read replica), opened on first use.
+
+        Opening waits for one connection, so an unreachable server fails within
+        ``connect_timeout``; the pool is then dropped and the next call tries again.
+        """
+        pool = self._read_pools.get(target)
+        if pool is not None:
+            return pool
+        async with self._opening:
+            pool = self._read_pools.get(target)
+            if pool is not None:
+                return pool
+            settings = self.settings
+            connect = self._connect_args()
+            pool = AsyncConnectionPool(
+                make_url(self._read_urls[target].get_secret_value())
+                .set(drivername="postgresql")
+                .render_as_string(hide_password=False),
+                kwargs={"autocommit": True, **connect},
+                min_size=1,
+                max_size=settings.pool_size + settings.max_overflow,
+                timeout=settings.pool_timeout,
+                max_lifetime=settings.pool_recycle,
+                name=f"nexus-store-read-{target}",
+                open=False,
+            )
+            try:
+                await pool.open(wait=True, timeout=connect["connect_timeout"])
+            except BaseException:
+                await pool.close(timeout=0)
+                raise
+            self._read_pools[target] = pool
+            return pool
+
+    def _engine(self, url: SecretURL, **extra: Any) -> AsyncEngine:
+        settings = self.settings
         if self._poolclass is not None:
             extra["poolclass"] = self._poolclass
         else:
@@ -85,11 +138,7 @@ class PostgresBackend:
         return create_async_engine(
             sqlalchemy_url(url),
             **extra,
-            connect_args={
-                "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
-                "options": " ".join(options),
-                "application_name": "nexus-store",
-            },
+            connect_args=self._connect_args(),
         )
 
     @property
@@ -116,5 +165,9 @@ class PostgresBackend:
                 return str((await conn.execute(text("SHOW server_version"))).scalar_one())
 
     async def close(self) -> None:
+        pools = list(self._read_pools.values())
+        self._read_pools.clear()
+        for pool in pools:
+            await pool.close()
         for engine in (self.engine, self.autocommit_engine, *self.read_engines):
             await engine.dispose()

@@ -82,7 +82,6 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import ClassManager, Mapper, class_mapper
-from sqlalchemy.util import greenlet_spawn
 
 from nexus_store.errors import ConflictError, NotFoundError, ValidationError
 from nexus_store.log import observe
@@ -212,8 +211,10 @@ class EntityRepository:
         self._metadata = Base.metadata
         self._infos: dict[type[Base], _ModelInfo] = {}
         self._lookups: dict[tuple[type[Base], bool], Any] = {}
-        self._replicas: Iterator[AsyncEngine] | None = (
-            itertools.cycle(backend.read_engines) if backend.read_engines else None
+        self._replicas: Iterator[int] | None = (
+            itertools.cycle(range(1, len(backend.read_engines) + 1))
+            if backend.read_engines
+            else None
         )
 
     # -- model facts ---------------------------------------------------------------------
@@ -250,18 +251,20 @@ class EntityRepository:
         current = _ACTIVE.get()
         return current.connection if current is not None and current.repository is self else None
 
-    def _read_engine(self, fresh: bool) -> AsyncEngine:
-        """A replica for plain reads, the primary (autocommit) when ``fresh`` or no replica."""
-        if self._replicas is not None and not fresh:
-            return next(self._replicas)
-        return self._backend.autocommit_engine
+    def _read_target(self, fresh: bool) -> int:
+        """A replica (1..n, round robin) for plain reads; the primary (0) when ``fresh``."""
+        return next(self._replicas) if self._replicas is not None and not fresh else 0
+
+    def _read_engine(self, target: int) -> AsyncEngine:
+        backend = self._backend
+        return backend.read_engines[target - 1] if target else backend.autocommit_engine
 
     async def _read(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
         active = self._active()
         with translate_errors(self._metadata):
             if active is not None:
                 return await run(active)
-            engine = self._read_engine(fresh)
+            engine = self._read_engine(self._read_target(fresh))
             try:
                 async with engine.connect() as connection:
                     return await run(connection)
@@ -530,37 +533,37 @@ class EntityRepository:
             return (await connection.execute(statement, parameters)).first()
 
         if sql is not None and self._active() is None:
-            row = await self._fast_lookup(self._read_engine(fresh), sql, parameters)
+            row = await self._fast_lookup(self._read_target(fresh), sql, parameters)
         else:
             row = await self._read(fresh, run)
         observe("postgres", "get", started, model=model.__name__)
         return None if row is None else info.materialize(row)
 
-    async def _fast_lookup(self, engine: AsyncEngine, sql: str, parameters: Any) -> Any:
-        """One precompiled read on a pooled autocommit connection, without the Connection
-        wrapper: a pool checkout and return are the only SQLAlchemy work left."""
+    async def _fast_lookup(self, target: int, sql: str, parameters: Any) -> Any:
+        """One precompiled read on a psycopg-pooled autocommit connection: no SQLAlchemy
+        work at all, its pool checkout costs more than the rest of the call."""
         with translate_errors(self._metadata):
+            pool = await self._backend.read_pool(target)
             for attempt in (1, 2):
-                pooled = await greenlet_spawn(engine.sync_engine.raw_connection)
-                driver: psycopg.AsyncConnection[Any] = pooled.driver_connection  # type: ignore[assignment]
+                driver = await pool.getconn()
                 try:
                     cursor = await driver.execute(sql, parameters, prepare=True)
                     row = await cursor.fetchone()
                 except psycopg.Error:
                     broken = driver.broken
-                    await greenlet_spawn(pooled.invalidate if broken else pooled.close)
+                    await pool.putconn(driver)  # the pool discards a broken connection
                     if attempt == 2 or not broken:
                         raise
-                    # A dead pooled connection (pre-ping is off) means a restart or failover:
-                    # its pool-mates are dead too, so start a new pool and retry once.
-                    await engine.dispose()
+                    # A dead pooled connection (no pre-ping here) means a restart or
+                    # failover: its pool-mates are dead too, so weed them out, retry once.
+                    await pool.check()
                     continue
                 except BaseException:
                     # Cancelled mid-query: the connection's state is unknown, never reuse it.
-                    await greenlet_spawn(pooled.invalidate)
+                    await driver.close()
+                    await pool.putconn(driver)
                     raise
-                # Autocommit pool without reset-on-return: giving it back is synchronous.
-                pooled.close()
+                await pool.putconn(driver)
                 return row
         return None
 

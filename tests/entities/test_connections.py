@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 
 from nexus_store import NexusSettings
@@ -28,11 +30,36 @@ async def private(
     await backend.close()
 
 
+async def _terminate(url: str, pids: list[int]) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        for pid in pids:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
 async def _kill_pooled_reader(backend: PostgresBackend, url: str) -> None:
+    """Kill the idle connection that the next lookup by key (psycopg pool) will use."""
+    pool = await backend.read_pool(0)
+    async with pool.connection() as connection:
+        pid = connection.info.backend_pid
+    await _terminate(url, [pid])
+
+
+async def _kill_pooled_core_reader(backend: PostgresBackend, url: str) -> None:
+    """Kill the idle connection that the next list/count/exists (SQLAlchemy) will use."""
     async with backend.autocommit_engine.connect() as connection:
         pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
-        await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    await _terminate(url, [pid])
+
+
+async def _checked_out(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> int:
+    """Connections out of ``pool``, once discarded ones have been replaced (bounded wait)."""
+    for _ in range(100):
+        stats = pool.get_stats()
+        if stats["pool_size"] == stats["pool_available"]:
+            return 0
+        await asyncio.sleep(0.02)
+    stats = pool.get_stats()
+    return stats["pool_size"] - stats["pool_available"]
 
 
 async def test_reads_survive_a_killed_pooled_connection(
@@ -45,8 +72,9 @@ async def test_reads_survive_a_killed_pooled_connection(
     await _kill_pooled_reader(backend, postgres_url)
     assert (await repo.get(User, user.id)).id == user.id  # fast path retried once
 
-    await _kill_pooled_reader(backend, postgres_url)
+    await _kill_pooled_core_reader(backend, postgres_url)
     assert [u.id for u in await repo.list(User, {"id": user.id})] == [user.id]  # Core path
+    assert await repo.count(User, {"id": user.id}) == 1
 
 
 async def test_unreachable_server_is_backend_unavailable_without_secrets() -> None:
@@ -87,7 +115,8 @@ async def test_cancelled_reads_leak_no_connection(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert backend.autocommit_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    pool = await backend.read_pool(0)
+    assert await _checked_out(pool) == 0
     for _ in range(20):  # the pool still hands out working connections
         assert (await repo.get(User, user.id)).id == user.id
 
@@ -98,15 +127,36 @@ async def test_reads_survive_every_pooled_connection_dying(
     """What a server restart looks like to the pool: all idle connections are dead."""
     backend, repo = private
     user = await repo.create(User, **user_values())
-    async with contextlib.AsyncExitStack() as stack:
-        connections = [
-            await stack.enter_async_context(backend.autocommit_engine.connect()) for _ in range(4)
-        ]
-        pids = [
-            (await c.execute(text("SELECT pg_backend_pid()"))).scalar_one() for c in connections
-        ]
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
-        for pid in pids:
-            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    pool = await backend.read_pool(0)
+    connections = [await pool.getconn() for _ in range(4)]
+    pids = [c.info.backend_pid for c in connections]
+    for connection in connections:
+        await pool.putconn(connection)
+    assert pool.get_stats()["pool_available"] == 4  # every idle connection is about to die
+    await _terminate(postgres_url, pids)
     for _ in range(3):
         assert (await repo.get(User, user.id)).id == user.id
+    async with pool.connection() as fresh_connection:
+        assert fresh_connection.info.backend_pid not in pids
+
+
+async def test_read_pool_opens_on_first_lookup_and_closes_with_the_backend(
+    migrated: NexusSettings,
+) -> None:
+    backend = PostgresBackend(migrated.postgres)  # no event loop work at construction
+    repo = EntityRepository(backend)
+    try:
+        assert backend._read_pools == {}
+        user = await repo.create(User, **user_values())
+        assert backend._read_pools == {}  # writes and health never open it
+        assert (await repo.get(User, user.id)).id == user.id
+        pool = await backend.read_pool(0)
+        async with pool.connection() as connection:
+            assert connection.autocommit
+            assert (await (await connection.execute("SHOW application_name")).fetchone()) == (
+                "nexus-store",
+            )
+    finally:
+        await backend.close()
+    assert pool.closed
+    assert backend._read_pools == {}

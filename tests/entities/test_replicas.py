@@ -78,6 +78,11 @@ async def test_reads_go_to_the_replica_unless_fresh_or_in_a_transaction(
             await repo.get(User, second.id)
         assert not await repo.exists(User, {"id": second.id})
         assert (await repo.list(User, {"id": second.id})).items == []
+        # Lookups by key run on psycopg pools: the plain one is the replica's.
+        replica_pool = await repo._backend.read_pool(1)
+        async with replica_pool.connection() as connection:
+            in_recovery = await (await connection.execute("SELECT pg_is_in_recovery()")).fetchone()
+        assert in_recovery == (True,)
         # fresh=True reads the primary.
         assert (await repo.get(User, second.id, fresh=True)).id == second.id
         assert await repo.count(User, {"id": second.id}, fresh=True) == 1
