@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379"
@@ -119,69 +120,38 @@ def mongo_server() -> Iterator[tuple[str, bool]]:
 @contextlib.contextmanager
 def nx_mongo() -> Iterator[str]:
     """The pinned nx-27017 substitute on a free port, stopped by its PID afterwards."""
-    executable = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="nx27017-"))
-    process = subprocess.Popen(
-        [
-            executable,
-            "--db",
-            "memory",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--pid-file",
-            str(workdir / "nx.pid"),
-            "--log-file",
-            str(workdir / "nx.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = NxProcess(in_memory=True).start()
     try:
-        wait_for_port("127.0.0.1", port)
-        yield f"mongodb://127.0.0.1:{port}"
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.cleanup()
 
 
-class RedisProcess:
-    """A private redis-server on a free loopback port, for fault injection and clusters."""
+class ServerProcess:
+    """A private server process on a free loopback port, with its own temporary directory.
 
-    def __init__(self, *extra: str, highest_port: int = 65535) -> None:
+    Tests may stop and restart it (fault injection); ``cleanup`` stops it and removes the
+    directory. Subclasses give the command line and the URL scheme.
+    """
+
+    scheme = ""
+    prefix = "nexus-server-"
+
+    def __init__(self, *, highest_port: int = 65535) -> None:
         self.port = free_port(highest_port)
-        self.dir = Path(tempfile.mkdtemp(prefix="nexus-redis-"))
-        self.extra = extra
+        self.dir = Path(tempfile.mkdtemp(prefix=self.prefix))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    def start(self) -> RedisProcess:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port("127.0.0.1", self.port)
         return self
@@ -189,12 +159,71 @@ class RedisProcess:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
             self.process = None
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class NxProcess(ServerProcess):
+    """nx-27017, in memory or on a file database (data then survives a stop and restart)."""
+
+    scheme = "mongodb"
+    prefix = "nexus-nx-"
+
+    def __init__(self, *, in_memory: bool = False) -> None:
+        super().__init__()
+        self.in_memory = in_memory
+
+    def command(self) -> list[str]:
+        executable = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
+        database = "memory" if self.in_memory else str(self.dir / "data.db")
+        return [
+            executable,
+            "--db",
+            database,
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "--pid-file",
+            str(self.dir / "nx.pid"),
+            "--log-file",
+            str(self.dir / "nx.log"),
+        ]
+
+
+class RedisProcess(ServerProcess):
+    """A private redis-server, for fault injection and clusters."""
+
+    scheme = "redis"
+    prefix = "nexus-redis-"
+
+    def __init__(self, *extra: str, highest_port: int = 65535) -> None:
+        super().__init__(highest_port=highest_port)
+        self.extra = extra
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            *self.extra,
+        ]
 
 
 def create_cluster(ports: list[int], seconds: float = 30.0) -> None:

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,59 +120,10 @@ async def open_backends() -> AsyncIterator[OpenBackends]:
         await backends.close()
 
 
-class NxProcess:
-    """A private nx-27017 on a file database, so data survives a stop and restart."""
-
-    def __init__(self) -> None:
-        self.port = _servers.free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="nexus-nx-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}"
-
-    def start(self) -> NxProcess:
-        executable = shutil.which("nx-27017") or str(Path(sys.executable).with_name("nx-27017"))
-        self.process = subprocess.Popen(
-            [
-                executable,
-                "--db",
-                str(self.dir / "data.db"),
-                "--host",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "--pid-file",
-                str(self.dir / "nx.pid"),
-                "--log-file",
-                str(self.dir / "nx.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _servers.wait_for_port("127.0.0.1", self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
-def nx_process() -> Iterator[NxProcess]:
+def nx_process() -> Iterator[_servers.NxProcess]:
     """A MongoDB-protocol server this test may stop and restart (nx-27017 on a file)."""
-    server = NxProcess().start()
+    server = _servers.NxProcess().start()
     try:
         yield server
     finally:

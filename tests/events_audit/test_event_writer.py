@@ -15,8 +15,9 @@ from nexus_store.errors import BackendUnavailableError, ValidationError
 from nexus_store.mongo.events.model import Event
 from nexus_store.mongo.events.writer import EventStore
 from nexus_store.mongo.schema import ensure_schema
+from tests._servers import NxProcess
 
-from .conftest import CommandRecorder, NxProcess, stalled_server
+from .conftest import CommandRecorder, stalled_server
 
 
 async def _stored(backends: Any) -> list[dict[str, Any]]:
