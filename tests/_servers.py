@@ -39,6 +39,21 @@ def free_port(highest: int = 65535) -> int:
     raise RuntimeError(f"no free loopback port at or below {highest}")
 
 
+_RESERVED: list[socket.socket] = []
+
+
+def closed_port() -> int:
+    """A loopback port that refuses connections for the rest of the test run.
+
+    The socket stays bound without listening, so no server started later (by this run or a
+    concurrent one) can take the port: a fault-injection URL keeps meaning "nothing there".
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _RESERVED.append(sock)
+    return int(sock.getsockname()[1])
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

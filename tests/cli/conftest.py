@@ -55,9 +55,7 @@ def with_password(url: str) -> str:
     return f"{scheme}://{user}:{PASSWORD}@{rest}"
 
 
-def closed_port() -> int:
-    """A loopback port with nothing listening."""
-    return _servers.free_port()
+closed_port = _servers.closed_port
 
 
 @pytest.fixture(scope="session")

@@ -305,7 +305,7 @@ async def test_relay_survives_an_unreachable_audit_log(
 
     await drain(xstore)
     user = await xstore.entities.create(User, **new_user())
-    closed = f"mongodb://127.0.0.1:{_servers.free_port()}"  # nothing listens there
+    closed = f"mongodb://127.0.0.1:{_servers.closed_port()}"
     broken = settings_for(
         {**crossstore_urls, "mongo": closed},
         mongo={

@@ -79,7 +79,7 @@ async def test_reads_survive_a_killed_pooled_connection(
 
 async def test_unreachable_server_is_backend_unavailable_without_secrets() -> None:
     password = "Ent1ties-Secret"
-    port = _servers.free_port()
+    port = _servers.closed_port()
     settings = NexusSettings.load(
         postgres={
             "url": f"postgresql://app:{password}@127.0.0.1:{port}/nexus",

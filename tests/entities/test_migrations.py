@@ -124,7 +124,7 @@ async def test_unknown_revision_is_a_validation_error(scratch: NexusSettings) ->
 
 async def test_unreachable_database_is_backend_unavailable() -> None:
     password = "Migr4te-Secret"
-    port = _servers.free_port()
+    port = _servers.closed_port()
     settings = NexusSettings.load(
         postgres={
             "url": f"postgresql://app:{password}@127.0.0.1:{port}/nexus",

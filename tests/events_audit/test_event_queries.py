@@ -185,7 +185,7 @@ async def test_cache_outage_falls_back_to_mongodb(make_settings, open_backends) 
 
     settings = make_settings(
         events={"query_cache_ttl": 60},
-        redis={"url": f"redis://127.0.0.1:{_servers.free_port()}"},
+        redis={"url": f"redis://127.0.0.1:{_servers.closed_port()}"},
     )
     events = EventStore(await open_backends(settings))
     await events.track("view", user_id="u", ts=T0, wait=True)

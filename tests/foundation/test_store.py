@@ -34,7 +34,7 @@ async def migrated(settings: NexusSettings) -> NexusSettings:
 
 
 def _closed_port_url(backend: str) -> str:
-    port = _servers.free_port()  # nothing listens there once the probe socket is closed
+    port = _servers.closed_port()
     return {
         "postgres": f"postgresql://app:{PASSWORD}@127.0.0.1:{port}/nexus",
         "mongo": f"mongodb://app:{PASSWORD}@127.0.0.1:{port}/?authSource=admin",

@@ -136,7 +136,7 @@ def test_sync_decorator_fails_closed_then_recovers(
 
 
 async def test_unreachable_from_the_start_follows_the_fail_mode() -> None:
-    closed = f"redis://127.0.0.1:{_servers.free_port()}"
+    closed = f"redis://127.0.0.1:{_servers.closed_port()}"
     settings = limiter_settings(closed, "faults", redis=FAST_FAILURE, fail_mode="local")
     async with NexusStore(settings) as store:
         first = await store.limiter.hit("k", "1/hour")
