@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
@@ -11,6 +10,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from nexus_store._errors import describe
+from nexus_store.connections import Backends, import_path
 from nexus_store.errors import ConfigurationError, ValidationError
 from nexus_store.log import configure_logging, get_logger
 from nexus_store.routing import ROUTES, Route, RouteSpec
@@ -21,29 +21,20 @@ if TYPE_CHECKING:
 
     from nexus_store.health import HealthReport
     from nexus_store.mongo.audit.log import AuditLog
-    from nexus_store.mongo.client import MongoBackend
     from nexus_store.mongo.events.writer import EventStore
     from nexus_store.outbox.relay import OutboxRelay
-    from nexus_store.postgres.engine import PostgresBackend
     from nexus_store.postgres.repository import EntityRepository
     from nexus_store.privacy.service import Privacy
     from nexus_store.redis.cache import Cache
-    from nexus_store.redis.client import RedisBackend
     from nexus_store.redis.queue import Queue
     from nexus_store.redis.ratelimit.limiter import RateLimiter
     from nexus_store.redis.realtime import Realtime
     from nexus_store.redis.sessions import SessionStore
 
-__all__ = ["Backends", "NexusStore"]
+__all__ = ["NexusStore"]
 
 _log = get_logger("nexus_store.store")
 
-# backend name (also its settings section) -> class path
-_BACKENDS: dict[str, str] = {
-    "postgres": "nexus_store.postgres.engine:PostgresBackend",
-    "mongo": "nexus_store.mongo.client:MongoBackend",
-    "redis": "nexus_store.redis.client:RedisBackend",
-}
 # sub-API attribute -> class path; each class takes a ``Backends`` and may define ``aclose()``.
 _SUBAPIS: dict[str, str] = {
     "entities": "nexus_store.postgres.repository:EntityRepository",
@@ -58,56 +49,6 @@ _SUBAPIS: dict[str, str] = {
     "privacy": "nexus_store.privacy.service:Privacy",
 }
 
-
-def _import(path: str) -> Any:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-class Backends:
-    """The connections a sub-API may use, created on first access.
-
-    An unconfigured backend raises :class:`ConfigurationError` naming its setting when a
-    sub-API asks for it, never earlier.
-    """
-
-    def __init__(self, settings: NexusSettings) -> None:
-        self.settings = settings
-        self._created: dict[str, Any] = {}
-
-    def _get(self, name: str) -> Any:
-        backend = self._created.get(name)
-        if backend is None:
-            backend = _import(_BACKENDS[name])(getattr(self.settings, name))
-            self._created[name] = backend
-        return backend
-
-    @property
-    def postgres(self) -> PostgresBackend:
-        return self._get("postgres")  # type: ignore[no-any-return]
-
-    @property
-    def mongo(self) -> MongoBackend:
-        return self._get("mongo")  # type: ignore[no-any-return]
-
-    @property
-    def redis(self) -> RedisBackend:
-        return self._get("redis")  # type: ignore[no-any-return]
-
-    def configured(self) -> list[str]:
-        """Names of the backends whose URL is set."""
-        return [name for name in _BACKENDS if getattr(self.settings, name).url is not None]
-
-    def created(self) -> dict[str, Any]:
-        return dict(self._created)
-
-    async def close(self) -> None:
-        for name, backend in list(self._created.items()):
-            try:
-                await backend.close()
-            except Exception as exc:  # one failing close must not keep the others open
-                _log.warning("backend_close_failed", backend=name, error=describe(exc))
-        self._created.clear()
 
 
 class NexusStore:
@@ -199,7 +140,7 @@ class NexusStore:
         if api is None:
             if self._closed:
                 raise ConfigurationError(f"this NexusStore is closed; {name} is not available")
-            api = _import(_SUBAPIS[name])(self.backends)
+            api = import_path(_SUBAPIS[name])(self.backends)
             self._apis[name] = api
         return api
 

@@ -43,9 +43,9 @@ from nexus_store.log import get_logger, observe
 from nexus_store.outbox.changes import AUDIT_TOPIC, outbox_table
 
 if TYPE_CHECKING:
+    from nexus_store.connections import Backends
     from nexus_store.mongo.audit.log import AuditLog
     from nexus_store.mongo.events.writer import EventStore
-    from nexus_store.store import Backends
 
 __all__ = ["OutboxLag", "OutboxRelay"]
 

@@ -101,7 +101,7 @@ from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
 
 if TYPE_CHECKING:
-    from nexus_store.store import Backends
+    from nexus_store.connections import Backends
 
 __all__ = ["EntityRepository", "Page"]
 

@@ -38,11 +38,11 @@ from nexus_store.privacy.policy import USER_TOMBSTONE, UserLink, user_links
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from nexus_store.connections import Backends
     from nexus_store.mongo.audit.log import AuditLog, AuditPage
     from nexus_store.mongo.events.writer import EventStore
     from nexus_store.redis.cache import Cache
     from nexus_store.redis.sessions import SessionStore
-    from nexus_store.store import Backends
 
 __all__ = ["ErasureReport", "Privacy", "Progress"]
 

@@ -45,7 +45,7 @@ from nexus_store.redis._scripts import lua
 from nexus_store.redis.keys import escape_part
 
 if TYPE_CHECKING:
-    from nexus_store.store import Backends
+    from nexus_store.connections import Backends
 
 __all__ = ["Cache", "CacheEntry", "CacheStats", "cached"]
 
@@ -580,8 +580,8 @@ def _standalone_cache() -> Cache:
     with _standalone_lock:
         found = _standalone.get("cache")
         if found is None:
+            from nexus_store.connections import Backends
             from nexus_store.settings import NexusSettings
-            from nexus_store.store import Backends
 
             found = Cache(Backends(NexusSettings.load()))
             _standalone["cache"] = found

@@ -29,7 +29,7 @@ from nexus_store.redis._codec import JSON
 from nexus_store.redis._scripts import lua
 
 if TYPE_CHECKING:
-    from nexus_store.store import Backends
+    from nexus_store.connections import Backends
 
 __all__ = ["DeadLetter", "Delivery", "GroupStats", "Queue", "QueueMessage", "QueueStats"]
 

@@ -29,8 +29,8 @@ from nexus_store.redis._codec import JSON
 if TYPE_CHECKING:
     import redis.asyncio.client
 
+    from nexus_store.connections import Backends
     from nexus_store.redis.client import RedisBackend
-    from nexus_store.store import Backends
 
 __all__ = ["Realtime", "RealtimeMessage", "Subscription"]
 
@@ -98,7 +98,7 @@ class Subscription:
 
     async def aclose(self) -> None:
         """Unsubscribe and give the connection back."""
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
 
 
 class Realtime:

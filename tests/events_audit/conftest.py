@@ -18,8 +18,8 @@ import pytest
 from pymongo import MongoClient, monitoring
 
 from nexus_store import NexusSettings
+from nexus_store.connections import Backends
 from nexus_store.mongo.client import MongoBackend
-from nexus_store.store import Backends
 from tests import _servers
 
 

@@ -9,8 +9,8 @@ import asyncio
 import sys
 
 from nexus_store import NexusSettings
+from nexus_store.connections import Backends
 from nexus_store.redis.queue import Queue
-from nexus_store.store import Backends
 
 
 async def main() -> None:

@@ -13,8 +13,8 @@ import time
 
 import redis
 from nexus_store import NexusSettings
+from nexus_store.connections import Backends
 from nexus_store.redis.cache import Cache
-from nexus_store.store import Backends
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from nexus_store.mongo.events.model import Event
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
 
-    from nexus_store.store import Backends
+    from nexus_store.connections import Backends
 
 __all__ = ["EventCount", "EventQueries", "FunnelStep", "IntervalCount", "TimelinePage"]
 

@@ -43,7 +43,7 @@ from nexus_store.mongo.events.queries import EventQueries
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
 
-    from nexus_store.store import Backends
+    from nexus_store.connections import Backends
 
 __all__ = ["EventStore", "WriterStats"]
 

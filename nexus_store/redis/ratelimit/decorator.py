@@ -51,9 +51,9 @@ class _Standalone:
         if self._limiter is None:
             with self._lock:
                 if self._limiter is None:
+                    from nexus_store.connections import Backends
                     from nexus_store.redis.ratelimit.limiter import RateLimiter
                     from nexus_store.settings import NexusSettings
-                    from nexus_store.store import Backends
 
                     self._limiter = RateLimiter(Backends(NexusSettings.load()))
         return self._limiter

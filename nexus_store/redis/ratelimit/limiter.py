@@ -40,8 +40,8 @@ from nexus_store.redis.ratelimit.parse import parse_limits
 from nexus_store.redis.ratelimit.strategies import STRATEGIES, Strategy, get_strategy
 
 if TYPE_CHECKING:
+    from nexus_store.connections import Backends
     from nexus_store.redis.keys import Keyspace
-    from nexus_store.store import Backends
 
 __all__ = ["RateLimitHit", "RateLimitResult", "RateLimiter", "Source"]
 
