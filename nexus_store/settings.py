@@ -14,10 +14,10 @@ setting            preferred               also accepted
 ``redis.url``      ``NEXUS_REDIS_URL``     ``REDIS_URL``
 =================  ======================  ==============
 
-The TOML file is ``NEXUS_CONFIG`` or the ``config_file`` argument (``config/nexus.toml`` is the
-documented example):
+The TOML file is ``NEXUS_CONFIG`` or the ``config_file`` argument (``nexus-store config example``
+prints the documented example):
 
-    settings = NexusSettings.load(config_file="config/nexus.toml", log={"format": "json"})
+    settings = NexusSettings.load(config_file="nexus.toml", log={"format": "json"})
 
 Passwords inside URLs are masked in ``repr``, in ``model_dump`` and in every log line.
 """

@@ -65,8 +65,11 @@ def test_toml_file_is_below_the_environment(
     assert settings.log.format == "json"
 
 
-def test_shipped_example_config_loads() -> None:
-    example = Path(__file__).parents[2] / "config" / "nexus.toml"
+def test_shipped_example_config_loads(tmp_path: Path) -> None:
+    from nexus_store.cli.config import example_text
+
+    example = tmp_path / "nexus.toml"
+    example.write_text(example_text("toml"))
     settings = NexusSettings.load(config_file=example)
     assert settings.redis.databases.analytics_cache == 5
 
