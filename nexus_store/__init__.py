@@ -22,6 +22,7 @@ from nexus_store.errors import (
     NotFoundError,
     QueueError,
     RateLimitExceeded,
+    StoreClosedError,
     TamperDetected,
     ValidationError,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "NotFoundError",
     "QueueError",
     "RateLimitExceeded",
+    "StoreClosedError",
     "TamperDetected",
     "ValidationError",
     "cached",

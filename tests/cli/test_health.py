@@ -11,7 +11,8 @@ import pytest
 
 import redis as redis_lib
 from nexus_store import NexusSettings, NexusStore
-from nexus_store.health import HealthReport, redis_eviction_risk
+from nexus_store.health import HealthReport
+from nexus_store.redis.health import eviction_risk
 from tests.cli.conftest import closed_port, run_cli
 
 CHECK_FIELDS = {"componentType", "observedValue", "status", "time", "output"}
@@ -174,11 +175,11 @@ def test_no_backend_configured_warns_and_exits_1() -> None:
 
 
 def test_eviction_policy_risk_is_judged_from_info() -> None:
-    assert redis_eviction_risk({"maxmemory": 0, "maxmemory_policy": "allkeys-lru"}) is None
-    assert redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "noeviction"}) is None
-    risk = redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "allkeys-lru"})
+    assert eviction_risk({"maxmemory": 0, "maxmemory_policy": "allkeys-lru"}) is None
+    assert eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "noeviction"}) is None
+    risk = eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "allkeys-lru"})
     assert risk is not None and "allkeys-lru" in risk
-    assert redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "volatile-ttl"})
+    assert eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "volatile-ttl"})
 
 
 @pytest.mark.redis_server
