@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from nexus_store._errors import describe
 from nexus_store._secrets import scrub
+from nexus_store._version import __version__
 from nexus_store.errors import NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 
@@ -135,8 +136,6 @@ class HealthReport:
         return sorted(keys, key=lambda key: -_RANK[_worst([r.status for r in self.checks[key]])])
 
     def to_dict(self) -> dict[str, Any]:
-        from nexus_store import __version__
-
         body: dict[str, Any] = {
             "status": self.status,
             "version": __version__.split(".")[0],
