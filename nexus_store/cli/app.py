@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from nexus_store.cli import crossstore, demo, health, init, ops
+from nexus_store.cli import crossstore, health, init, ops
+from nexus_store.cli.demo.command import demo
 
 app = typer.Typer(
     name="nexus-store",
@@ -21,4 +22,4 @@ app.add_typer(ops.audit_app, name="audit", rich_help_panel="Operate")
 app.add_typer(ops.events_app, name="events", rich_help_panel="Operate")
 app.add_typer(crossstore.outbox_app, name="outbox", rich_help_panel="Operate")
 app.add_typer(crossstore.privacy_app, name="privacy", rich_help_panel="Operate")
-app.command(rich_help_panel="Try it")(demo.demo)
+app.command(rich_help_panel="Try it")(demo)

@@ -35,10 +35,11 @@ def mongo_checks(target: HealthTarget) -> list[Check]:
         from nexus_store.mongo.schema import inspect_schema
 
         if not inspection:
-            inspection.append(
-                asyncio.ensure_future(inspect_schema(target.backends.mongo, target.settings))
-            )
-        # Shielded: a check that times out must not cancel the other's inspection.
+            task = asyncio.ensure_future(inspect_schema(target.backends.mongo, target.settings))
+            # When both checks time out nobody awaits it: retrieve its error here instead.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            inspection.append(task)
+        # Shielded: a check that times out must not cancel the other check's inspection.
         return await asyncio.shield(inspection[0])
 
     def schema_check(key: str, validators: bool, ok: str) -> Check:

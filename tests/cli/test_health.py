@@ -13,7 +13,7 @@ import redis as redis_lib
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.health import HealthReport
 from nexus_store.redis.health import eviction_risk
-from tests.cli.conftest import closed_port, run_cli
+from tests.cli.conftest import assert_camel_case_keys, closed_port, run_cli
 
 CHECK_FIELDS = {"componentType", "observedValue", "status", "time", "output"}
 DATASTORE_KEYS = {
@@ -164,7 +164,10 @@ def test_watch_repeats_count_times_one_json_document_per_line(
     assert result.returncode in (0, 1), result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3
-    times = [json.loads(line)["checks"]["redis:version"][0]["time"] for line in lines]
+    documents = [json.loads(line) for line in lines]
+    for document in documents:
+        assert_camel_case_keys(document)
+    times = [document["checks"]["redis:version"][0]["time"] for document in documents]
     assert times == sorted(times) and len(set(times)) == 3
 
 

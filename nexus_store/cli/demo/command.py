@@ -24,7 +24,7 @@ from nexus_store.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from nexus_store.demo import DemoReport
+    from nexus_store.cli.demo.workload import DemoReport
     from nexus_store.health import HealthReport
     from nexus_store.settings import NexusSettings
 
@@ -65,8 +65,8 @@ def demo(
 async def _demo(
     settings: NexusSettings, users: int, skip_init: bool
 ) -> tuple[DemoReport, HealthReport]:
+    from nexus_store.cli.demo.workload import run_demo
     from nexus_store.cli.init import run_init
-    from nexus_store.demo import run_demo
 
     async with open_store(settings) as store:
         if not skip_init:
