@@ -17,13 +17,18 @@ if TYPE_CHECKING:
     from nexus_store.postgres.engine import PostgresBackend
     from nexus_store.redis.client import RedisBackend
 
-__all__ = ["BACKEND_NAMES", "Backend", "BackendName", "Backends"]
+__all__ = ["BACKEND_NAMES", "Backend", "BackendName", "Backends", "configured"]
 
 _log = get_logger("nexus_store.connections")
 
 #: A backend's name is also the name of its settings section and of its package.
 BackendName = Literal["postgres", "mongo", "redis"]
 BACKEND_NAMES: tuple[BackendName, ...] = ("postgres", "mongo", "redis")
+
+
+def configured(settings: NexusSettings) -> list[BackendName]:
+    """Names of the backends whose URL is set in ``settings``."""
+    return [name for name in BACKEND_NAMES if getattr(settings, name).url is not None]
 
 
 class Backend(Protocol):
@@ -95,7 +100,7 @@ class Backends:
 
     def configured(self) -> list[BackendName]:
         """Names of the backends whose URL is set."""
-        return [name for name in BACKEND_NAMES if getattr(self.settings, name).url is not None]
+        return configured(self.settings)
 
     def created(self) -> list[Backend]:
         """The backends created so far (each holds connections until closed)."""

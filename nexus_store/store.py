@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkabl
 import structlog
 
 from nexus_store._errors import describe
-from nexus_store.connections import Backends
+from nexus_store.connections import BackendName, Backends
 from nexus_store.errors import StoreClosedError, ValidationError
 from nexus_store.log import configure_logging, get_logger
 from nexus_store.routing import ROUTES, Route, RouteSpec
@@ -107,9 +107,9 @@ class NexusStore:
         """
         timeout = ping_timeout if ping_timeout is not None else self.settings.health.timeout
 
-        async def ping(name: str) -> str | None:
+        async def ping(name: BackendName) -> str | None:
             try:
-                backend = getattr(self.backends, name)
+                backend = self.backends.get(name)
                 await asyncio.wait_for(backend.ping(), timeout)
             except Exception as exc:
                 _log.warning("backend_unreachable", backend=name, error=describe(exc))

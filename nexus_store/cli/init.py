@@ -39,6 +39,7 @@ from nexus_store.cli._common import (
     step_line,
     table,
 )
+from nexus_store.connections import configured
 from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ def init(
     settings = load_settings(config)
     selected = [backend.value for backend in only] if only else None
     if selected:
-        missing = [name for name in selected if getattr(settings, name).url is None]
+        missing = [name for name in selected if name not in configured(settings)]
         if missing:
             fail(
                 f"--only {', '.join(missing)}: not configured "

@@ -22,6 +22,7 @@ from nexus_store.cli._common import (
     step_line,
     table,
 )
+from nexus_store.connections import BACKEND_NAMES, configured
 
 if TYPE_CHECKING:
     from nexus_store.cli.demo.workload import DemoReport
@@ -44,9 +45,7 @@ def demo(
     Exit 0 when everything worked, 1 otherwise.
     """
     settings = load_settings(config)
-    missing = [
-        name for name in ("postgres", "mongo", "redis") if getattr(settings, name).url is None
-    ]
+    missing = [name for name in BACKEND_NAMES if name not in configured(settings)]
     if missing:
         fail(
             "the demo needs every backend; not configured: "
