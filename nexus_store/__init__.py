@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from nexus_store._version import __version__ as __version__
 from nexus_store.errors import (
     BackendUnavailableError,
     ConfigurationError,
@@ -22,6 +23,7 @@ from nexus_store.errors import (
     NotFoundError,
     QueueError,
     RateLimitExceeded,
+    StoreClosedError,
     TamperDetected,
     ValidationError,
 )
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from nexus_store.settings import NexusSettings
     from nexus_store.store import NexusStore
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AuditEntry",
@@ -54,6 +55,7 @@ __all__ = [
     "NotFoundError",
     "QueueError",
     "RateLimitExceeded",
+    "StoreClosedError",
     "TamperDetected",
     "ValidationError",
     "cached",

@@ -6,8 +6,7 @@ facade can import them without an import circle.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from nexus_store._errors import describe
 from nexus_store.log import get_logger
@@ -18,62 +17,99 @@ if TYPE_CHECKING:
     from nexus_store.postgres.engine import PostgresBackend
     from nexus_store.redis.client import RedisBackend
 
-__all__ = ["Backends", "import_path"]
+__all__ = ["BACKEND_NAMES", "Backend", "BackendName", "Backends", "configured"]
 
 _log = get_logger("nexus_store.connections")
 
-# backend name (also its settings section) -> class path
-_BACKENDS: dict[str, str] = {
-    "postgres": "nexus_store.postgres.engine:PostgresBackend",
-    "mongo": "nexus_store.mongo.client:MongoBackend",
-    "redis": "nexus_store.redis.client:RedisBackend",
-}
-def import_path(path: str) -> Any:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+#: A backend's name is also the name of its settings section and of its package.
+BackendName = Literal["postgres", "mongo", "redis"]
+BACKEND_NAMES: tuple[BackendName, ...] = ("postgres", "mongo", "redis")
+
+
+def configured(settings: NexusSettings) -> list[BackendName]:
+    """Names of the backends whose URL is set in ``settings``."""
+    return [name for name in BACKEND_NAMES if getattr(settings, name).url is not None]
+
+
+class Backend(Protocol):
+    """What the store and the health checks use of any backend.
+
+    Each also has a ``location(...)`` for the routing table; its argument differs per
+    backend (none, a collection, a Redis area), so it is called on the concrete type.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    async def ping(self) -> float:
+        """Seconds one round trip took; raises :class:`BackendUnavailableError`."""
+        ...
+
+    async def server_version(self) -> str: ...
+
+    async def close(self) -> None: ...
 
 
 class Backends:
     """The connections a sub-API may use, created on first access.
 
     An unconfigured backend raises :class:`ConfigurationError` naming its setting when a
-    sub-API asks for it, never earlier.
+    sub-API asks for it, never earlier. Each backend's driver is imported on that first
+    access, so importing nexus_store loads none.
     """
 
     def __init__(self, settings: NexusSettings) -> None:
         self.settings = settings
-        self._created: dict[str, Any] = {}
-
-    def _get(self, name: str) -> Any:
-        backend = self._created.get(name)
-        if backend is None:
-            backend = import_path(_BACKENDS[name])(getattr(self.settings, name))
-            self._created[name] = backend
-        return backend
+        self._postgres: PostgresBackend | None = None
+        self._mongo: MongoBackend | None = None
+        self._redis: RedisBackend | None = None
 
     @property
     def postgres(self) -> PostgresBackend:
-        return self._get("postgres")  # type: ignore[no-any-return]
+        if self._postgres is None:
+            from nexus_store.postgres.engine import PostgresBackend
+
+            self._postgres = PostgresBackend(self.settings.postgres)
+        return self._postgres
 
     @property
     def mongo(self) -> MongoBackend:
-        return self._get("mongo")  # type: ignore[no-any-return]
+        if self._mongo is None:
+            from nexus_store.mongo.client import MongoBackend
+
+            self._mongo = MongoBackend(self.settings.mongo)
+        return self._mongo
 
     @property
     def redis(self) -> RedisBackend:
-        return self._get("redis")  # type: ignore[no-any-return]
+        if self._redis is None:
+            from nexus_store.redis.client import RedisBackend
 
-    def configured(self) -> list[str]:
+            self._redis = RedisBackend(self.settings.redis)
+        return self._redis
+
+    def get(self, name: BackendName) -> Backend:
+        """The backend called ``name`` (created on first use)."""
+        match name:
+            case "postgres":
+                return self.postgres
+            case "mongo":
+                return self.mongo
+            case "redis":
+                return self.redis
+
+    def configured(self) -> list[BackendName]:
         """Names of the backends whose URL is set."""
-        return [name for name in _BACKENDS if getattr(self.settings, name).url is not None]
+        return configured(self.settings)
 
-    def created(self) -> dict[str, Any]:
-        return dict(self._created)
+    def created(self) -> list[Backend]:
+        """The backends created so far (each holds connections until closed)."""
+        return [b for b in (self._postgres, self._mongo, self._redis) if b is not None]
 
     async def close(self) -> None:
-        for name, backend in list(self._created.items()):
+        for backend in self.created():
             try:
                 await backend.close()
             except Exception as exc:  # one failing close must not keep the others open
-                _log.warning("backend_close_failed", backend=name, error=describe(exc))
-        self._created.clear()
+                _log.warning("backend_close_failed", backend=backend.name, error=describe(exc))
+        self._postgres = self._mongo = self._redis = None

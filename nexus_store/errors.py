@@ -24,6 +24,7 @@ __all__ = [
     "NotFoundError",
     "QueueError",
     "RateLimitExceeded",
+    "StoreClosedError",
     "TamperDetected",
     "ValidationError",
 ]
@@ -39,6 +40,17 @@ class ConfigurationError(NexusStoreError):
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class StoreClosedError(NexusStoreError):
+    """The store was closed: a sub-API it had not built before cannot be built now.
+
+    ``api`` names the sub-API asked for (``"cache"``). Open a new ``NexusStore``.
+    """
+
+    def __init__(self, api: str) -> None:
+        super().__init__(f"this NexusStore is closed; {api} is not available")
+        self.api = api
 
 
 class ValidationError(NexusStoreError, ValueError):

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
+
+from nexus_store.connections import BackendName
+
+if TYPE_CHECKING:
+    from nexus_store.redis.client import Area
 
 __all__ = ["ROUTES", "Route", "RouteSpec"]
-
-Backend = Literal["postgres", "mongo", "redis"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +23,11 @@ class RouteSpec:
     """A static routing rule: records of ``record_type`` go to ``api.put``."""
 
     kind: str
-    backend: Backend
+    backend: BackendName
     api: str
     record_type: str  # "module:Class"
     description: str
+    redis_area: Area | None = None  # the logical DB or key prefix of a Redis kind
 
     def resolve_type(self) -> type:
         module, _, name = self.record_type.partition(":")
@@ -36,7 +40,7 @@ class Route:
     """A routing rule resolved against settings: where records of ``kind`` are stored."""
 
     kind: str
-    backend: Backend
+    backend: BackendName
     location: str
     api: str
     record_type: str
@@ -71,6 +75,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "sessions",
         "nexus_store.redis.sessions:NewSession",
         "login sessions (token stored hashed)",
+        redis_area="sessions",
     ),
     RouteSpec(
         "cache",
@@ -78,6 +83,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "cache",
         "nexus_store.redis.cache:CacheEntry",
         "cache entries with TTL and tags",
+        redis_area="cache",
     ),
     RouteSpec(
         "ratelimit",
@@ -85,6 +91,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "limiter",
         "nexus_store.redis.ratelimit.limiter:RateLimitHit",
         "rate-limit counters (GCRA by default)",
+        redis_area="ratelimit",
     ),
     RouteSpec(
         "realtime",
@@ -92,6 +99,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "realtime",
         "nexus_store.redis.realtime:RealtimeMessage",
         "pub/sub messages",
+        redis_area="realtime",
     ),
     RouteSpec(
         "queue",
@@ -99,5 +107,6 @@ ROUTES: tuple[RouteSpec, ...] = (
         "queue",
         "nexus_store.redis.queue:QueueMessage",
         "reliable queue on Redis Streams",
+        redis_area="queue",
     ),
 )

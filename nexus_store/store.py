@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
 import structlog
 
 from nexus_store._errors import describe
-from nexus_store.connections import Backends, import_path
-from nexus_store.errors import ConfigurationError, ValidationError
+from nexus_store.connections import BackendName, Backends
+from nexus_store.errors import StoreClosedError, ValidationError
 from nexus_store.log import configure_logging, get_logger
 from nexus_store.routing import ROUTES, Route, RouteSpec
 from nexus_store.settings import NexusSettings
@@ -34,21 +35,20 @@ if TYPE_CHECKING:
 __all__ = ["NexusStore"]
 
 _log = get_logger("nexus_store.store")
+_API = TypeVar("_API")
 
-# sub-API attribute -> class path; each class takes a ``Backends`` and may define ``aclose()``.
-_SUBAPIS: dict[str, str] = {
-    "entities": "nexus_store.postgres.repository:EntityRepository",
-    "events": "nexus_store.mongo.events.writer:EventStore",
-    "audit": "nexus_store.mongo.audit.log:AuditLog",
-    "sessions": "nexus_store.redis.sessions:SessionStore",
-    "cache": "nexus_store.redis.cache:Cache",
-    "limiter": "nexus_store.redis.ratelimit.limiter:RateLimiter",
-    "realtime": "nexus_store.redis.realtime:Realtime",
-    "queue": "nexus_store.redis.queue:Queue",
-    "outbox": "nexus_store.outbox.relay:OutboxRelay",
-    "privacy": "nexus_store.privacy.service:Privacy",
-}
 
+@runtime_checkable
+class _Closing(Protocol):
+    """A sub-API holding buffers or tasks: the store calls ``aclose()`` when it closes."""
+
+    async def aclose(self) -> None: ...
+
+
+class _Routed(Protocol):
+    """A sub-API that a route reaches: ``NexusStore.put`` hands it the record."""
+
+    async def put(self, record: Any) -> Any: ...
 
 
 class NexusStore:
@@ -62,7 +62,9 @@ class NexusStore:
             print(store.routes())
 
     Sub-APIs: ``entities`` (PostgreSQL), ``events`` and ``audit`` (MongoDB), ``sessions``,
-    ``cache``, ``limiter``, ``realtime`` and ``queue`` (Redis). Each is built on first use.
+    ``cache``, ``limiter``, ``realtime`` and ``queue`` (Redis), ``outbox`` (entity changes
+    relayed from PostgreSQL to the MongoDB audit log) and ``privacy`` (one user's data
+    exported from every store). Each is built on first use.
     """
 
     def __init__(self, settings: NexusSettings | None = None) -> None:
@@ -70,7 +72,7 @@ class NexusStore:
         if not structlog.is_configured():
             configure_logging(self.settings.log)
         self.backends = Backends(self.settings)
-        self._apis: dict[str, Any] = {}
+        self._started: dict[str, object] = {}
         self._put_routes: dict[type, RouteSpec] = {}
         self._closed = False
 
@@ -105,9 +107,9 @@ class NexusStore:
         """
         timeout = ping_timeout if ping_timeout is not None else self.settings.health.timeout
 
-        async def ping(name: str) -> str | None:
+        async def ping(name: BackendName) -> str | None:
             try:
-                backend = getattr(self.backends, name)
+                backend = self.backends.get(name)
                 await asyncio.wait_for(backend.ping(), timeout)
             except Exception as exc:
                 _log.warning("backend_unreachable", backend=name, error=describe(exc))
@@ -123,83 +125,107 @@ class NexusStore:
         if self._closed:
             return
         self._closed = True
-        for name, api in reversed(list(self._apis.items())):
-            closer = getattr(api, "aclose", None)
-            if closer is None:
+        for name, api in reversed(list(self._started.items())):
+            if not isinstance(api, _Closing):
                 continue
             try:
-                await closer()
+                await api.aclose()
             except Exception as exc:
                 _log.error("subapi_close_failed", api=name, error=describe(exc))
         await self.backends.close()
 
     # -- sub-APIs --------------------------------------------------------------------------
 
-    def _api(self, name: str) -> Any:
-        api = self._apis.get(name)
-        if api is None:
-            if self._closed:
-                raise ConfigurationError(f"this NexusStore is closed; {name} is not available")
-            api = import_path(_SUBAPIS[name])(self.backends)
-            self._apis[name] = api
+    def _start(self, name: str, build: Callable[[Backends], _API]) -> _API:
+        if self._closed:
+            raise StoreClosedError(name)
+        api = build(self.backends)
+        self._started[name] = api
         return api
 
-    def started(self, name: str) -> Any | None:
+    def started(self, name: str) -> object | None:
         """The sub-API ``name`` if something already used it, else None (never builds one).
 
         Health checks use it to report the event writer without starting one.
         """
-        return self._apis.get(name)
+        return self._started.get(name)
 
-    @property
+    # Each sub-API module is imported on first use: it loads its backend's driver.
+
+    @cached_property
     def entities(self) -> EntityRepository:
-        return self._api("entities")  # type: ignore[no-any-return]
+        from nexus_store.postgres.repository import EntityRepository
 
-    @property
+        return self._start("entities", EntityRepository)
+
+    @cached_property
     def events(self) -> EventStore:
-        return self._api("events")  # type: ignore[no-any-return]
+        from nexus_store.mongo.events.writer import EventStore
 
-    @property
+        return self._start("events", EventStore)
+
+    @cached_property
     def audit(self) -> AuditLog:
-        return self._api("audit")  # type: ignore[no-any-return]
+        from nexus_store.mongo.audit.log import AuditLog
 
-    @property
+        return self._start("audit", AuditLog)
+
+    @cached_property
     def sessions(self) -> SessionStore:
-        return self._api("sessions")  # type: ignore[no-any-return]
+        from nexus_store.redis.sessions import SessionStore
 
-    @property
+        return self._start("sessions", SessionStore)
+
+    @cached_property
     def cache(self) -> Cache:
-        return self._api("cache")  # type: ignore[no-any-return]
+        from nexus_store.redis.cache import Cache
 
-    @property
+        return self._start("cache", Cache)
+
+    @cached_property
     def limiter(self) -> RateLimiter:
-        return self._api("limiter")  # type: ignore[no-any-return]
+        from nexus_store.redis.ratelimit.limiter import RateLimiter
 
-    @property
+        return self._start("limiter", RateLimiter)
+
+    @cached_property
     def realtime(self) -> Realtime:
-        return self._api("realtime")  # type: ignore[no-any-return]
+        from nexus_store.redis.realtime import Realtime
 
-    @property
+        return self._start("realtime", Realtime)
+
+    @cached_property
     def queue(self) -> Queue:
-        return self._api("queue")  # type: ignore[no-any-return]
+        from nexus_store.redis.queue import Queue
 
-    @property
+        return self._start("queue", Queue)
+
+    @cached_property
     def outbox(self) -> OutboxRelay:
-        return self._api("outbox")  # type: ignore[no-any-return]
+        from nexus_store.outbox.relay import OutboxRelay
 
-    @property
+        return self._start("outbox", OutboxRelay)
+
+    @cached_property
     def privacy(self) -> Privacy:
-        return self._api("privacy")  # type: ignore[no-any-return]
+        from nexus_store.privacy.service import Privacy
+
+        return self._start("privacy", Privacy)
 
     # -- routing ---------------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        """The routing table with each kind's backend and its location there."""
+        """The routing table with each kind's backend and its location there.
+
+        Each configured backend says where it puts a kind; an unconfigured one has no
+        location (``"not configured"``).
+        """
+        configured = self.backends.configured()
         return [
             Route(
                 spec.kind,
                 spec.backend,
-                self._location(spec),
+                self._location(spec) if spec.backend in configured else "not configured",
                 spec.api,
                 spec.record_type,
                 spec.description,
@@ -208,18 +234,16 @@ class NexusStore:
         ]
 
     def _location(self, spec: RouteSpec) -> str:
-        settings = self.settings
-        if spec.backend == "postgres":
-            url = settings.postgres.url
-            database = urlsplit(url.get_secret_value()).path.lstrip("/") if url else "?"
-            return f"database {database}"
-        if spec.backend == "mongo":
-            section = getattr(settings, spec.api)
-            return f"{settings.mongo.database}.{section.collection}"
-        area = "ratelimit" if spec.api == "limiter" else spec.api
-        if settings.redis.cluster:
-            return f"cluster prefix {settings.redis.namespace}:{area}:"
-        return f"db {getattr(settings.redis.databases, area)}"
+        match spec.backend:
+            case "postgres":
+                return self.backends.postgres.location()
+            case "mongo":
+                collection: str = getattr(self.settings, spec.api).collection
+                return self.backends.mongo.location(collection)
+            case "redis":
+                if spec.redis_area is None:
+                    raise ValueError(f"route {spec.kind!r} names no Redis area")
+                return self.backends.redis.location(spec.redis_area)
 
     async def put(self, record: Any) -> Any:
         """Store ``record`` where its kind belongs and return what that store returns.
@@ -228,7 +252,8 @@ class NexusStore:
         the audit log, a ``NewSession`` to Redis (returning the token)...
         """
         spec = self._route_for(type(record))
-        return await self._api(spec.api).put(record)
+        api: _Routed = getattr(self, spec.api)
+        return await api.put(record)
 
     def _route_for(self, record_type: type) -> RouteSpec:
         spec = self._put_routes.get(record_type)
@@ -249,6 +274,11 @@ class NexusStore:
 
     async def health(self, *, probe: str = "readiness") -> HealthReport:
         """The ``application/health+json`` report of every configured backend."""
+        # The probes live with their backends and are loaded by the first health check.
         from nexus_store.health import check_health
+        from nexus_store.mongo.health import event_writer_checks, mongo_checks
+        from nexus_store.postgres.health import postgres_checks
+        from nexus_store.redis.health import redis_checks
 
-        return await check_health(self, probe=probe)
+        readiness = (postgres_checks, mongo_checks, redis_checks, event_writer_checks)
+        return await check_health(self, probe=probe, readiness=readiness)

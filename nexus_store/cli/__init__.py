@@ -4,8 +4,13 @@
     nexus-store health [--probe liveness|readiness] [--format json] [--watch SECONDS]
     nexus-store migrate upgrade|downgrade|current|history
     nexus-store audit verify [--from SEQ] [--to SEQ]
-    nexus-store events stats [--since 24h]
-    nexus-store demo
+    nexus-store events stats [--since 24h] [--top 10]
+    nexus-store outbox relay [--once]
+    nexus-store privacy export USER_ID
+    nexus-store demo [--users 5] [--skip-init]
+
+With ``--format json``, a command prints one JSON document on stdout, its keys in
+camelCase (``privacy export`` always prints the user's stored data as JSON).
 
 Every command takes ``--config FILE`` and the SDK's ``NEXUS_*`` environment variables.
 Drivers load only when a command needs them.

@@ -2,14 +2,19 @@
 
 Progress and errors go to stderr, results to stdout, so ``--format json`` output can be
 piped as is. Every string printed passes through :func:`nexus_store._secrets.scrub`.
+Every ``--format json`` document goes through :func:`emit_json`: keys are camelCase, the
+style of ``application/health+json`` (``componentType``, ``observedValue``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -99,6 +104,23 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+def call(coro: Coroutine[Any, Any, T], what: str) -> T:
+    """Run ``coro``; a failure exits 1 naming ``what`` (2 for a configuration error),
+    without a traceback."""
+    from nexus_store.errors import ConfigurationError
+    from nexus_store.health import describe_failure
+
+    async def guarded() -> T:
+        try:
+            return await coro
+        except ConfigurationError as exc:
+            fail(f"{what}: {exc}", EXIT_USAGE)
+        except Exception as exc:
+            fail(f"{what}: {describe_failure(exc)}")
+
+    return run(guarded())
+
+
 @asynccontextmanager
 async def open_store(settings: NexusSettings) -> AsyncIterator[NexusStore]:
     """A store that is closed (flushing buffers) on exit, within a bounded time."""
@@ -116,12 +138,44 @@ async def open_store(settings: NexusSettings) -> AsyncIterator[NexusStore]:
             stderr.print(Text(f"warning: closing the store: {describe(exc)}", style="yellow"))
 
 
+_SNAKE = re.compile(r"_([a-z0-9])")
+
+
+def camel_case(name: str) -> str:
+    """``first_broken_seq`` -> ``firstBrokenSeq``."""
+    return _SNAKE.sub(lambda match: match[1].upper(), name)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON data: dataclasses and named tuples become objects whose keys are
+    their field names in camelCase, datetimes ISO strings.
+
+    Dict keys are kept as they are: a command writes its own keys in camelCase, and keys
+    that are data (event names, check keys) must not change.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            camel_case(f.name): json_ready(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+        }
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {camel_case(key): json_ready(item) for key, item in value._asdict().items()}
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
 def emit_json(data: Any, *, compact: bool = False) -> None:
-    """Write ``data`` as JSON on stdout, every string scrubbed of secrets."""
+    """Write ``data`` (through :func:`json_ready`) as JSON on stdout, every string scrubbed
+    of secrets. Every command's ``--format json`` output goes through here."""
     import orjson
 
     option = orjson.OPT_NON_STR_KEYS | (0 if compact else orjson.OPT_INDENT_2)
-    text = orjson.dumps(scrub_value(data), option=option, default=str).decode()
+    text = orjson.dumps(scrub_value(json_ready(data)), option=option, default=str).decode()
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 

@@ -11,12 +11,12 @@ import typer
 from nexus_store.cli._common import (
     EXIT_USAGE,
     ConfigOption,
+    call,
     fail,
     load_settings,
     open_store,
     step_line,
 )
-from nexus_store.cli.ops import _call
 
 outbox_app = typer.Typer(
     help="The transactional outbox: entity change records relayed to the audit log.",
@@ -33,14 +33,14 @@ def outbox_relay(
     config: ConfigOption = None,
 ) -> None:
     """Deliver outbox rows to the audit log until Ctrl-C or SIGTERM (or once, with --once)."""
-    from nexus_store.outbox.__main__ import relay
+    from nexus_store.outbox.service import run_relay
 
     settings = load_settings(config)
     if settings.postgres.url is None or settings.mongo.url is None:
         fail("the relay needs NEXUS_POSTGRES_URL and NEXUS_MONGO_URL", EXIT_USAGE)
     if not once:
         step_line("running", "outbox relay", "stop with Ctrl-C or SIGTERM")
-    delivered = _call(relay(settings, once=once), "outbox relay")
+    delivered = call(run_relay(settings, once=once), "outbox relay")
     step_line("done", "outbox relay", f"{delivered} row(s) delivered")
 
 
@@ -72,5 +72,5 @@ def privacy_export(
         sys.stdout.buffer.flush()
         return written
 
-    written = _call(export(), "privacy export")
+    written = call(export(), "privacy export")
     step_line("done", "privacy export", f"{written} bytes written")

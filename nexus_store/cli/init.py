@@ -39,6 +39,7 @@ from nexus_store.cli._common import (
     step_line,
     table,
 )
+from nexus_store.connections import configured
 from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
@@ -105,26 +106,21 @@ async def _mongo_step(store: NexusStore, result: StepResult, dry_run: bool) -> N
 
 
 async def _redis_step(store: NexusStore, result: StepResult, dry_run: bool) -> None:
-    from nexus_store.health import (
-        redis_area_pings,
-        redis_cluster_state,
-        redis_eviction_risk,
-        redis_info,
-    )
+    from nexus_store.redis.health import area_pings, cluster_state, eviction_risk, server_info
 
     backend = store.backends.redis
-    unanswered = [ping for ping in await redis_area_pings(backend) if ping.status != "pass"]
+    unanswered = [ping for ping in await area_pings(backend) if ping.status != "pass"]
     if unanswered:
         by_error: dict[str, list[str]] = {}
         for ping in unanswered:  # usually one error for every DB: say it once
             by_error.setdefault(ping.output, []).append(str(ping.component_id))
         raise _StepFailed("; ".join(f"{', '.join(ids)}: {e}" for e, ids in by_error.items()))
     if store.settings.redis.cluster:
-        state = await redis_cluster_state(backend)
+        state = await cluster_state(backend)
         if state.status != "pass":
             raise _StepFailed(f"cluster is {state.observed_value}: {state.output}")
-    for node, memory in await redis_info(backend, "memory"):
-        if risk := redis_eviction_risk(memory):
+    for node, memory in await server_info(backend, "memory"):
+        if risk := eviction_risk(memory):
             result.warnings.append(f"{node}: {risk}" if node else risk)
 
 
@@ -207,7 +203,7 @@ def init(
     settings = load_settings(config)
     selected = [backend.value for backend in only] if only else None
     if selected:
-        missing = [name for name in selected if getattr(settings, name).url is None]
+        missing = [name for name in selected if name not in configured(settings)]
         if missing:
             fail(
                 f"--only {', '.join(missing)}: not configured "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,19 +14,17 @@ from nexus_store.cli._common import (
     ConfigOption,
     FormatOption,
     OutputFormat,
+    call,
     emit_json,
     fail,
+    json_ready,
     load_settings,
     open_store,
-    run,
     stdout,
     table,
 )
-from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
     from nexus_store.settings import NexusSettings
 
 migrate_app = typer.Typer(
@@ -39,41 +36,11 @@ audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True
 events_app = typer.Typer(help="Analytics events.", no_args_is_help=True)
 
 
-def plain(value: Any) -> Any:
-    """Dataclasses, named tuples and datetimes as JSON-ready data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return {key: plain(item) for key, item in value._asdict().items()}
-    if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def _call(coro: Coroutine[Any, Any, Any], what: str) -> Any:
-    """Run ``coro``; a failure exits 1 naming ``what``, without a traceback."""
-    from nexus_store.errors import ConfigurationError
-
-    async def guarded() -> Any:
-        try:
-            return await coro
-        except ConfigurationError as exc:
-            fail(f"{what}: {exc}", EXIT_USAGE)
-        except Exception as exc:
-            fail(f"{what}: {describe_failure(exc)}")
-
-    return run(guarded())
-
-
 def _show(data: Any, output_format: OutputFormat, title: str) -> None:
-    data = plain(data)
     if output_format is OutputFormat.json:
         emit_json(data)
         return
+    data = json_ready(data)
     if isinstance(data, dict):
         rows = [(key, _flat(value)) for key, value in data.items()]
         stdout.print(table(title, ("field", "value"), rows))
@@ -113,7 +80,7 @@ def migrate_upgrade(
     from nexus_store.postgres import migrate
 
     settings = _postgres_settings(config)
-    result = _call(migrate.upgrade(settings, revision, dry_run=dry_run), "migrate upgrade")
+    result = call(migrate.upgrade(settings, revision, dry_run=dry_run), "migrate upgrade")
     _show(result, output_format, "migrate upgrade (dry run)" if dry_run else "migrate upgrade")
 
 
@@ -127,7 +94,7 @@ def migrate_downgrade(
     from nexus_store.postgres import migrate
 
     settings = _postgres_settings(config)
-    result = _call(migrate.downgrade(settings, revision), "migrate downgrade")
+    result = call(migrate.downgrade(settings, revision), "migrate downgrade")
     _show(result, output_format, "migrate downgrade")
 
 
@@ -139,7 +106,7 @@ def migrate_current(
     from nexus_store.postgres import migrate
 
     settings = _postgres_settings(config)
-    status = _call(migrate.status(settings), "migrate current")
+    status = call(migrate.status(settings), "migrate current")
     _show(status, output_format, "migrate current")
     if not status.at_head:
         raise typer.Exit(EXIT_FAILED)
@@ -157,7 +124,7 @@ def migrate_history(
     async def history() -> Any:
         return migrate.history()
 
-    _show(_call(history(), "migrate history"), output_format, "migrate history")
+    _show(call(history(), "migrate history"), output_format, "migrate history")
 
 
 # -- audit -----------------------------------------------------------------------------------
@@ -177,7 +144,7 @@ def audit_verify(
         async with open_store(settings) as store:
             return await store.audit.verify(start, end)
 
-    result = _call(verify(), "audit verify")
+    result = call(verify(), "audit verify")
     _show(result, output_format, "audit verify")
     if not result.ok:
         fail(f"audit chain broken at seq {result.first_broken_seq}: {result.reason}", EXIT_FAILED)
@@ -226,9 +193,9 @@ def events_stats(
             "topEvents": {count.name: count.count for count in names},
         }
 
-    result = _call(stats(), "events stats")
+    result = call(stats(), "events stats")
     if output_format is OutputFormat.json:
-        emit_json(plain(result))
+        emit_json(result)
         return
     rows = [(name, count) for name, count in result["topEvents"].items()]
     title = (

@@ -53,6 +53,10 @@ class MongoBackend:
         )
         self.db: AsyncDatabase[dict[str, Any]] = self.client[settings.database]
 
+    def location(self, collection: str) -> str:
+        """Where ``collection`` lives, for the routing table."""
+        return f"{self.settings.database}.{collection}"
+
     @contextmanager
     def unavailable(self) -> Iterator[None]:
         """Translate connection failures raised inside the block."""

@@ -145,6 +145,10 @@ class PostgresBackend:
     def database(self) -> str:
         return self.engine.url.database or ""
 
+    def location(self) -> str:
+        """Where entities live, for the routing table."""
+        return f"database {self.database}"
+
     @contextmanager
     def unavailable(self) -> Iterator[None]:
         """Translate connection failures raised inside the block."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,7 +41,10 @@ class CliResult:
         return self.stdout + self.stderr
 
     def json(self) -> Any:
-        return json.loads(self.stdout)
+        """stdout as JSON, after checking that every field name in it is camelCase."""
+        document = json.loads(self.stdout)
+        assert_camel_case_keys(document)
+        return document
 
 
 def with_password(url: str) -> str:
@@ -56,6 +60,22 @@ def with_password(url: str) -> str:
 
 
 closed_port = _servers.closed_port
+
+_CAMEL_CASE = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+# Objects whose keys are data (event names, health check keys), not field names.
+_DATA_KEYED = {"topEvents", "checks"}
+
+
+def assert_camel_case_keys(document: Any, path: str = "$") -> None:
+    """Every key of ``document`` that names a field is camelCase (as in health+json)."""
+    if isinstance(document, list):
+        for i, item in enumerate(document):
+            assert_camel_case_keys(item, f"{path}[{i}]")
+    elif isinstance(document, dict):
+        for key, value in document.items():
+            if path.rsplit(".", 1)[-1] not in _DATA_KEYED:
+                assert _CAMEL_CASE.match(key), f"{path}.{key} is not camelCase"
+            assert_camel_case_keys(value, f"{path}.{key}")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ import pytest
 
 import redis as redis_lib
 from nexus_store import NexusSettings, NexusStore
-from nexus_store.health import HealthReport, redis_eviction_risk
-from tests.cli.conftest import closed_port, run_cli
+from nexus_store.health import HealthReport
+from nexus_store.redis.health import eviction_risk
+from tests.cli.conftest import assert_camel_case_keys, closed_port, run_cli
 
 CHECK_FIELDS = {"componentType", "observedValue", "status", "time", "output"}
 DATASTORE_KEYS = {
@@ -163,7 +164,10 @@ def test_watch_repeats_count_times_one_json_document_per_line(
     assert result.returncode in (0, 1), result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3
-    times = [json.loads(line)["checks"]["redis:version"][0]["time"] for line in lines]
+    documents = [json.loads(line) for line in lines]
+    for document in documents:
+        assert_camel_case_keys(document)
+    times = [document["checks"]["redis:version"][0]["time"] for document in documents]
     assert times == sorted(times) and len(set(times)) == 3
 
 
@@ -174,11 +178,11 @@ def test_no_backend_configured_warns_and_exits_1() -> None:
 
 
 def test_eviction_policy_risk_is_judged_from_info() -> None:
-    assert redis_eviction_risk({"maxmemory": 0, "maxmemory_policy": "allkeys-lru"}) is None
-    assert redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "noeviction"}) is None
-    risk = redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "allkeys-lru"})
+    assert eviction_risk({"maxmemory": 0, "maxmemory_policy": "allkeys-lru"}) is None
+    assert eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "noeviction"}) is None
+    risk = eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "allkeys-lru"})
     assert risk is not None and "allkeys-lru" in risk
-    assert redis_eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "volatile-ttl"})
+    assert eviction_risk({"maxmemory": 10**8, "maxmemory_policy": "volatile-ttl"})
 
 
 @pytest.mark.redis_server

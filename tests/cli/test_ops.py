@@ -42,7 +42,7 @@ def test_migrate_current_history_downgrade_upgrade(
     assert behind.json()["current"] == [] and behind.json()["pending"]
 
     history = run_cli("migrate", "history", "-f", "json", env=env).json()
-    heads = [revision["revision"] for revision in history if revision["is_head"]]
+    heads = [revision["revision"] for revision in history if revision["isHead"]]
     assert len(heads) == 1
 
     planned = run_cli("migrate", "upgrade", "--dry-run", "-f", "json", env=env)
@@ -53,10 +53,11 @@ def test_migrate_current_history_downgrade_upgrade(
     assert upgraded.returncode == 0, upgraded.output
     assert upgraded.json()["after"] == heads
     current = run_cli("migrate", "current", "-f", "json", env=env)
-    assert current.returncode == 0 and current.json()["at_head"] is True
+    assert current.returncode == 0 and current.json()["atHead"] is True
 
     down = run_cli("migrate", "downgrade", "base", "-f", "json", env=env)
     assert down.returncode == 0, down.output
+    assert down.json()["direction"] == "downgrade" and down.json()["dryRun"] is False
     assert postgres_state(env["NEXUS_POSTGRES_URL"])["revisions"] == []
 
     unknown = run_cli("migrate", "upgrade", "no-such-revision", env=env)
@@ -99,7 +100,7 @@ async def test_audit_verify_names_the_first_broken_seq(initialised_env: dict[str
     assert before.returncode == 0 and before.json()["checked"] == 2
 
     ranged = run_cli("audit", "verify", "--from", str(seqs[1]), "-f", "json", env=initialised_env)
-    assert ranged.returncode == 1 and ranged.json()["first_broken_seq"] == seqs[2]
+    assert ranged.returncode == 1 and ranged.json()["firstBrokenSeq"] == seqs[2]
 
 
 async def test_events_stats_counts_stored_events(
@@ -156,11 +157,11 @@ def test_demo_runs_every_route_and_reports_health(fresh_env: Callable[[], dict[s
     assert routes["event"]["location"] == f"{env['NEXUS_MONGO__DATABASE']}.events"
     assert routes["session"]["location"] == "db 0"
     findings = body["findings"]
-    assert findings["rate_limit_5_per_minute"] == "5 allowed, 2 refused of 7"
-    assert findings["audit_chain"].startswith("verified ")
-    assert findings["cache_loader_calls"] == "1 load for 3 reads"
-    assert findings["sessions_after_logout"] == 2
-    assert findings["event_writer"]["written"] == 3 * 4 + 6  # signups, page views, tasks
+    assert findings["rateLimit5PerMinute"] == "5 allowed, 2 refused of 7"
+    assert findings["auditChain"].startswith("verified ")
+    assert findings["cacheLoaderCalls"] == "1 load for 3 reads"
+    assert findings["sessionsAfterLogout"] == 2
+    assert findings["eventWriter"]["written"] == 3 * 4 + 6  # signups, page views, tasks
     assert_health_json(body["health"])
     assert "events:writer" in body["health"]["checks"]
     assert "[done] entities (PostgreSQL)" in result.stderr

@@ -111,7 +111,7 @@ async def open_backends() -> AsyncIterator[OpenBackends]:
     async def build(settings: NexusSettings, recorder: CommandRecorder | None = None) -> Backends:
         backends = Backends(settings)
         listeners = [recorder] if recorder is not None else []
-        backends._created["mongo"] = MongoBackend(settings.mongo, event_listeners=listeners)
+        backends._mongo = MongoBackend(settings.mongo, event_listeners=listeners)
         opened.append(backends)
         return backends
 

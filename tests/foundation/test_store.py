@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import uuid
 from contextlib import redirect_stderr
+from functools import cached_property
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from nexus_store import (
     NewSession,
     NexusSettings,
     NexusStore,
+    StoreClosedError,
     ValidationError,
 )
 from nexus_store.log import configure_logging
@@ -99,6 +101,46 @@ async def test_routes_become_prefixes_in_cluster_mode(settings_kwargs: dict[str,
     locations = {route.kind: route.location for route in store.routes()}
     assert locations["session"] == f"cluster prefix {namespace}:sessions:"
     assert locations["ratelimit"] == f"cluster prefix {namespace}:ratelimit:"
+
+
+async def test_routes_ask_the_backend_where_the_cache_server_is(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    kwargs = {
+        **settings_kwargs,
+        "redis": {**settings_kwargs["redis"], "cache_url": "redis://cache:6379"},
+    }
+    store = NexusStore(NexusSettings.load(**kwargs))
+    locations = {route.kind: route.location for route in store.routes()}
+    assert locations["cache"] == "cache server db 1" == store.backends.redis.location("cache")
+    assert locations["session"] == "db 0"
+
+
+async def test_routes_of_an_unconfigured_backend_have_no_location(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    kwargs = {key: value for key, value in settings_kwargs.items() if key != "postgres"}
+    store = NexusStore(NexusSettings.load(**kwargs))
+    locations = {route.kind: route.location for route in store.routes()}
+    assert locations["entity"] == "not configured"
+    assert locations["event"] == f"{store.settings.mongo.database}.events"
+
+
+def test_every_route_reaches_a_sub_api_of_the_store() -> None:
+    from nexus_store.routing import ROUTES
+
+    for spec in ROUTES:
+        assert isinstance(getattr(NexusStore, spec.api), cached_property), spec.api
+        assert (spec.redis_area is not None) == (spec.backend == "redis"), spec.kind
+
+
+async def test_started_reports_only_the_sub_apis_already_used(
+    settings_kwargs: dict[str, Any],
+) -> None:
+    async with NexusStore(NexusSettings.load(**settings_kwargs)) as store:
+        assert store.started("cache") is None
+        cache = store.cache
+        assert store.started("cache") is cache is store.cache
 
 
 async def test_put_routes_each_record_to_its_store(migrated: NexusSettings) -> None:
@@ -185,5 +227,7 @@ async def test_close_is_safe_when_a_backend_never_connected(
     assert results["redis"] is None
     await store.close()
     await store.close()  # idempotent
-    with pytest.raises(ConfigurationError, match="closed"):
+    with pytest.raises(StoreClosedError, match="closed") as caught:
         store.cache  # noqa: B018
+    assert caught.value.api == "cache"
+    assert not isinstance(caught.value, ConfigurationError)  # the settings are not at fault

@@ -22,9 +22,10 @@ from nexus_store.cli._common import (
     step_line,
     table,
 )
+from nexus_store.connections import BACKEND_NAMES, configured
 
 if TYPE_CHECKING:
-    from nexus_store.demo import DemoReport
+    from nexus_store.cli.demo.workload import DemoReport
     from nexus_store.health import HealthReport
     from nexus_store.settings import NexusSettings
 
@@ -44,9 +45,7 @@ def demo(
     Exit 0 when everything worked, 1 otherwise.
     """
     settings = load_settings(config)
-    missing = [
-        name for name in ("postgres", "mongo", "redis") if getattr(settings, name).url is None
-    ]
+    missing = [name for name in BACKEND_NAMES if name not in configured(settings)]
     if missing:
         fail(
             "the demo needs every backend; not configured: "
@@ -65,8 +64,8 @@ def demo(
 async def _demo(
     settings: NexusSettings, users: int, skip_init: bool
 ) -> tuple[DemoReport, HealthReport]:
+    from nexus_store.cli.demo.workload import run_demo
     from nexus_store.cli.init import run_init
-    from nexus_store.demo import run_demo
 
     async with open_store(settings) as store:
         if not skip_init:

@@ -1,5 +1,7 @@
 """The demo workload behind ``nexus-store demo``: a small team app through every route.
 
+    from nexus_store.cli.demo.workload import run_demo
+
     async with NexusStore.from_env() as store:
         report = await run_demo(store, users=5)
         for route in report.routes:
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from nexus_store.cli._common import json_ready
 from nexus_store.errors import ValidationError
 from nexus_store.health import describe_failure
 
@@ -222,8 +225,8 @@ async def _entities(
     page = await record(
         "entities.list", entities.list(Task, where={"project_id": project.id}, limit=100)
     )
-    report.findings["tasks_in_project"] = len(page.items)
-    report.findings["first_task_status"] = done.status
+    report.findings["tasksInProject"] = len(page.items)
+    report.findings["firstTaskStatus"] = done.status
 
 
 async def _events(store: NexusStore, record: _Recorder, state: _State, report: DemoReport) -> None:
@@ -252,10 +255,9 @@ async def _events(store: NexusStore, record: _Recorder, state: _State, report: D
     top = await record(
         "events.top_events", events.top_events(start=state.started, end=datetime.now(UTC), limit=5)
     )
-    report.findings["top_events"] = {count.name: count.count for count in top}
-    report.findings["event_writer"] = {
-        key: value for key, value in _fields(events.stats()).items() if key != "last_error"
-    }
+    report.findings["topEvents"] = {count.name: count.count for count in top}
+    writer_stats = json_ready(events.stats())
+    report.findings["eventWriter"] = {k: v for k, v in writer_stats.items() if k != "lastError"}
 
 
 async def _audit(store: NexusStore, record: _Recorder, state: _State, report: DemoReport) -> None:
@@ -289,13 +291,13 @@ async def _audit(store: NexusStore, record: _Recorder, state: _State, report: De
         return
     first, last = entries[0], entries[-1]
     verified = await record("audit.verify", audit.verify(first.seq, last.seq))
-    report.findings["audit_chain"] = (
+    report.findings["auditChain"] = (
         f"verified {verified.checked} entries"
         if verified.ok
         else f"broken at seq {verified.first_broken_seq}: {verified.reason}"
     )
     if not verified.ok:
-        raise RuntimeError(report.findings["audit_chain"])
+        raise RuntimeError(report.findings["auditChain"])
 
 
 async def _sessions(
@@ -314,7 +316,7 @@ async def _sessions(
     for token in tokens:
         await record("sessions.get", sessions.get(token))
     await record("sessions.revoke", sessions.revoke(tokens[-1]))
-    report.findings["sessions_after_logout"] = sum(
+    report.findings["sessionsAfterLogout"] = sum(
         [await sessions.get_or_none(token) is not None for token in tokens]
     )
 
@@ -340,7 +342,7 @@ async def _cache(store: NexusStore, record: _Recorder, state: _State, report: De
     )
     # get_or_set stores the value once, on the first (missing) call.
     _credit(report, "cache", loads)
-    report.findings["cache_loader_calls"] = f"{loads} load for 3 reads"
+    report.findings["cacheLoaderCalls"] = f"{loads} load for 3 reads"
 
 
 async def _rate_limit(
@@ -355,7 +357,7 @@ async def _rate_limit(
         )
         allowed += result.allowed
         refused += not result.allowed
-    report.findings["rate_limit_5_per_minute"] = f"{allowed} allowed, {refused} refused of 7"
+    report.findings["rateLimit5PerMinute"] = f"{allowed} allowed, {refused} refused of 7"
 
 
 async def _queue(store: NexusStore, record: _Recorder, state: _State, report: DemoReport) -> None:
@@ -399,12 +401,6 @@ def _credit(report: DemoReport, kind: str, records: int) -> None:
     for route in report.routes:
         if route.kind == kind:
             route.count += records
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else {}
 
 
 _SectionRun = Callable[["NexusStore", _Recorder, _State, DemoReport], Awaitable[None]]
