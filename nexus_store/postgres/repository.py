@@ -39,7 +39,7 @@ precompiled lookups), ``_writes.Writes`` (single-row writes and their audit reco
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -64,11 +64,11 @@ class EntityRepository:
     """CRUD, keyset pagination, upsert, bulk insert and transactions for ``Base`` models."""
 
     def __init__(self, backends: Backends | PostgresBackend) -> None:
+        audited_tables: Collection[str] = ()  # outbox.audited_tables, when there are settings
         if isinstance(backends, PostgresBackend):
-            backend, audited_tables = backends, frozenset[str]()
+            backend = backends
         else:
-            backend = backends.postgres
-            audited_tables = frozenset(backends.settings.outbox.audited_tables)
+            backend, audited_tables = backends.postgres, backends.settings.outbox.audited_tables
         self._transactions = Transactions(backend.engine)
         audits = Audits(audited_tables)
         self._reads = Reads(backend, self._transactions)

@@ -176,10 +176,9 @@ async def test_a_backend_holds_at_most_three_pools_of_connections_to_the_primary
         }
     )
     backend = PostgresBackend(settings.postgres)
-    held: contextlib.AsyncExitStack = contextlib.AsyncExitStack()
     pids: set[int] = set()
     try:
-        async with held:
+        async with contextlib.AsyncExitStack() as held:
             for engine in (backend.engine, backend.autocommit_engine):
                 for _ in range(backend.pool_capacity):
                     connection = await held.enter_async_context(engine.connect())
