@@ -23,6 +23,7 @@ from nexus_store.errors import (
     NexusStoreError,
     ValidationError,
 )
+from nexus_store.postgres.models.base import Base
 
 __all__ = ["translate_errors"]
 
@@ -101,13 +102,14 @@ def _translate(orig: BaseException | None, exc: BaseException, metadata: MetaDat
 
 
 @contextmanager
-def translate_errors(metadata: MetaData) -> Iterator[None]:
-    """Re-raise SQLAlchemy/psycopg errors raised inside as nexus-store errors."""
+def translate_errors() -> Iterator[None]:
+    """Re-raise SQLAlchemy/psycopg errors raised inside as nexus-store errors; constraints
+    are looked up among the tables on ``Base``."""
     try:
         yield
     except sqlalchemy.exc.DBAPIError as exc:
-        raise _translate(exc.orig, exc, metadata) from exc
-    except psycopg.Error as exc:  # raw driver calls (COPY)
-        raise _translate(exc, exc, metadata) from exc
+        raise _translate(exc.orig, exc, Base.metadata) from exc
+    except psycopg.Error as exc:  # raw driver calls (lookups, COPY)
+        raise _translate(exc, exc, Base.metadata) from exc
     except (*_UNAVAILABLE, TimeoutError, OSError) as exc:
         raise BackendUnavailableError("postgres", describe(exc)) from exc

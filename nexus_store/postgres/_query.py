@@ -22,12 +22,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import JSON, ColumnElement, Date, DateTime, Numeric, String, Table, and_, or_
+from sqlalchemy import JSON, Column, ColumnElement, String, Table, and_, or_
 from sqlalchemy import tuple_ as sql_tuple
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.sql.operators import OperatorType
 
 from nexus_store.errors import ValidationError
+from nexus_store.postgres._types import column_type
 from nexus_store.postgres._values import TableRules
 
 __all__ = ["OPERATORS", "Order", "Page", "keyset_condition", "order_for", "where_clause"]
@@ -66,80 +69,89 @@ def _sequence(value: Any, field: str, rules: TableRules, name: str) -> list[Any]
     return [rules.convert(name, item, field) for item in value]
 
 
-def _text_only(column: Any, field: str, operator: str) -> None:
+# A filter operator: (column, value, field, rules) -> the SQL condition.
+Operator = Callable[[Column[Any], Any, str, TableRules], ColumnElement[bool]]
+
+
+def _text_only(column: Column[Any], field: str, operator: str) -> None:
     if not isinstance(column.type, String):
         raise ValidationError(field, f"{operator} works on text columns only")
 
 
-def _eq(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
-    return column == rules.convert(column.name, value, field)  # type: ignore[no-any-return]
+def _eq(column: Column[Any], value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    return column.operate(operators.eq, rules.convert(column.name, value, field))
 
 
-def _ne(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
-    converted = rules.convert(column.name, value, field)
-    return column.is_distinct_from(converted)  # type: ignore[no-any-return]
+def _ne(column: Column[Any], value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    return column.is_distinct_from(rules.convert(column.name, value, field))
 
 
-def _comparison(method: str) -> Callable[..., ColumnElement[bool]]:
-    def compare(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+def _comparison(name: str, compare: OperatorType) -> Operator:
+    def operator(
+        column: Column[Any], value: Any, field: str, rules: TableRules
+    ) -> ColumnElement[bool]:
         if column.name not in rules.orderable:
-            raise ValidationError(field, f"{column.name} cannot be compared with {method}")
+            raise ValidationError(field, f"{column.name} cannot be compared with {name}")
         if value is None:
             raise ValidationError(field, "cannot compare with None; use is_null")
-        return getattr(column, method)(rules.convert(column.name, value, field))  # type: ignore[no-any-return]
+        return column.operate(compare, rules.convert(column.name, value, field))
 
-    return compare
-
-
-def _in(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
-    return column.in_(_sequence(value, field, rules, column.name))  # type: ignore[no-any-return]
+    return operator
 
 
-def _not_in(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
-    return column.not_in(_sequence(value, field, rules, column.name))  # type: ignore[no-any-return]
+def _in(column: Column[Any], value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    return column.in_(_sequence(value, field, rules, column.name))
 
 
-def _like(method: str) -> Callable[..., ColumnElement[bool]]:
-    def like(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
-        _text_only(column, field, method)
+def _not_in(column: Column[Any], value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+    return column.not_in(_sequence(value, field, rules, column.name))
+
+
+def _like(name: str, match: OperatorType) -> Operator:
+    def operator(
+        column: Column[Any], value: Any, field: str, rules: TableRules
+    ) -> ColumnElement[bool]:
+        _text_only(column, field, name)
         text = rules.convert(column.name, value, field)
         if text is None:
-            raise ValidationError(field, f"{method} needs a string")
+            raise ValidationError(field, f"{name} needs a string")
         # A substring match; autoescape makes % _ and the escape character literal.
-        return getattr(column, method)(text, autoescape=True)  # type: ignore[no-any-return]
+        return column.operate(match, text, autoescape=True)
 
-    return like
+    return operator
 
 
-def _is_null(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+def _is_null(column: Column[Any], value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
     if not isinstance(value, bool):
         raise ValidationError(field, "is_null needs True or False")
-    return column.is_(None) if value else column.is_not(None)  # type: ignore[no-any-return]
+    return column.is_(None) if value else column.is_not(None)
 
 
-def _contains(column: Any, value: Any, field: str, rules: TableRules) -> ColumnElement[bool]:
+def _contains(
+    column: Column[Any], value: Any, field: str, rules: TableRules
+) -> ColumnElement[bool]:
     if isinstance(column.type, ARRAY):
         items = value if isinstance(value, list | tuple) else [value]
         converted = [rules.convert_element(column.name, item, field) for item in items]
-        return column.contains(converted)  # type: ignore[no-any-return]
+        return column.contains(converted)
     if isinstance(column.type, JSON):
         if not isinstance(value, Mapping | list):
             raise ValidationError(field, "contains on JSONB needs a dict or a list")
-        return column.contains(rules.convert(column.name, value, field))  # type: ignore[no-any-return]
+        return column.contains(rules.convert(column.name, value, field))
     raise ValidationError(field, "contains works on JSONB and array columns; use like/ilike")
 
 
-OPERATORS: dict[str, Callable[..., ColumnElement[bool]]] = {
+OPERATORS: dict[str, Operator] = {
     "eq": _eq,
     "ne": _ne,
-    "lt": _comparison("__lt__"),
-    "lte": _comparison("__le__"),
-    "gt": _comparison("__gt__"),
-    "gte": _comparison("__ge__"),
+    "lt": _comparison("lt", operators.lt),
+    "lte": _comparison("lte", operators.le),
+    "gt": _comparison("gt", operators.gt),
+    "gte": _comparison("gte", operators.ge),
     "in": _in,
     "not_in": _not_in,
-    "like": _like("contains"),
-    "ilike": _like("icontains"),
+    "like": _like("like", operators.contains_op),
+    "ilike": _like("ilike", operators.icontains_op),
     "is_null": _is_null,
     "contains": _contains,
 }
@@ -256,17 +268,6 @@ def encode_cursor(order: Order, row: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _parse(column: Any, value: Any) -> Any:
-    type_ = column.type
-    if isinstance(type_, DateTime):
-        return datetime.fromisoformat(value)
-    if isinstance(type_, Date):
-        return date.fromisoformat(value)
-    if isinstance(type_, Numeric) and isinstance(value, str):
-        return Decimal(value)
-    return value
-
-
 def decode_cursor(order: Order, rules: TableRules, cursor: str) -> list[Any]:
     """The values in ``cursor``, each checked like any other value for its column."""
     bad = ValidationError("after", "is not a cursor of this query (order_by must not change)")
@@ -278,7 +279,8 @@ def decode_cursor(order: Order, rules: TableRules, cursor: str) -> list[Any]:
         if payload["o"] != order.signature or len(values) != len(order.columns):
             raise bad
         parsed = [
-            _parse(column, value) for column, value in zip(order.columns, values, strict=True)
+            column_type(column.type).from_json(value)
+            for column, value in zip(order.columns, values, strict=True)
         ]
     except (ValueError, KeyError, TypeError, binascii.Error, AttributeError):
         raise bad from None

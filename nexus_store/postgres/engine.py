@@ -51,7 +51,15 @@ def sqlalchemy_url(url: SecretURL) -> str:
 
 
 class PostgresBackend:
-    """Owns the engines; repositories borrow connections from them."""
+    """Owns the engines and pools; repositories borrow connections from them.
+
+    It holds at most ``3 * pool_capacity`` connections to the primary, three pools of
+    ``pool_capacity`` each: ``engine`` (writes, transactions, the outbox relay, health),
+    ``autocommit_engine`` (``list``/``count``/``exists`` and lookups that need SQLAlchemy)
+    and the psycopg pool of lookups by key (``read_pool(0)``, opened on the first one). Each
+    read replica has the last two of its own. Migrations use one more, unpooled, while they
+    run.
+    """
 
     name = "postgres"
 
@@ -75,6 +83,11 @@ class PostgresBackend:
         self._read_urls = [settings.url, *settings.read_urls]
         self._read_pools: dict[int, AsyncConnectionPool[AsyncConnection[Any]]] = {}
         self._opening = asyncio.Lock()
+
+    @property
+    def pool_capacity(self) -> int:
+        """The most connections one pool holds: ``pool_size + max_overflow``."""
+        return self.settings.pool_size + self.settings.max_overflow
 
     def _connect_args(self) -> dict[str, Any]:
         settings = self.settings
@@ -109,7 +122,7 @@ class PostgresBackend:
                 .render_as_string(hide_password=False),
                 kwargs={"autocommit": True, **connect},
                 min_size=1,
-                max_size=settings.pool_size + settings.max_overflow,
+                max_size=self.pool_capacity,
                 timeout=settings.pool_timeout,
                 max_lifetime=settings.pool_recycle,
                 name=f"nexus-store-read-{target}",

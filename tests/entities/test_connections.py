@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
+import sqlalchemy.exc
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import text
 
 from nexus_store import NexusSettings
@@ -160,3 +161,37 @@ async def test_read_pool_opens_on_first_lookup_and_closes_with_the_backend(
         await backend.close()
     assert pool.closed
     assert backend._read_pools == {}
+
+
+async def test_a_backend_holds_at_most_three_pools_of_connections_to_the_primary(
+    migrated: NexusSettings,
+) -> None:
+    """What docs/postgres.md states: 3 x (pool_size + max_overflow), and no more."""
+    settings = NexusSettings.load(
+        postgres={
+            "url": migrated.postgres.url,
+            "pool_size": 1,
+            "max_overflow": 1,
+            "pool_timeout": 0.2,
+        }
+    )
+    backend = PostgresBackend(settings.postgres)
+    pids: set[int] = set()
+    try:
+        async with contextlib.AsyncExitStack() as held:
+            for engine in (backend.engine, backend.autocommit_engine):
+                for _ in range(backend.pool_capacity):
+                    connection = await held.enter_async_context(engine.connect())
+                    query = text("SELECT pg_backend_pid()")
+                    pids.add((await connection.execute(query)).scalar_one())
+                with pytest.raises(sqlalchemy.exc.TimeoutError):
+                    await held.enter_async_context(engine.connect())
+            pool = await backend.read_pool(0)
+            for _ in range(backend.pool_capacity):
+                driver = await held.enter_async_context(pool.connection())
+                pids.add(driver.info.backend_pid)
+            with pytest.raises(PoolTimeout):
+                await pool.getconn()
+            assert len(pids) == 3 * backend.pool_capacity == 6
+    finally:
+        await backend.close()

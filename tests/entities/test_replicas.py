@@ -25,14 +25,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-async def replicated(private_cluster: tuple[str, str]) -> AsyncIterator[EntityRepository]:
+async def replicated_backend(private_cluster: tuple[str, str]) -> AsyncIterator[PostgresBackend]:
     primary, replica = private_cluster
     settings = NexusSettings.load(postgres={"url": primary, "read_urls": [replica]})
     await migrate.upgrade(settings)
     await _caught_up(primary, replica)
     backend = PostgresBackend(settings.postgres)
-    yield EntityRepository(backend)
+    yield backend
     await backend.close()
+
+
+@pytest.fixture(scope="module")
+def replicated(replicated_backend: PostgresBackend) -> EntityRepository:
+    return EntityRepository(replicated_backend)
 
 
 async def _replica_sql(replica: str, sql: str) -> None:
@@ -62,7 +67,9 @@ async def _until_replicated(repo: EntityRepository, user_id: uuid.UUID) -> None:
 
 
 async def test_reads_go_to_the_replica_unless_fresh_or_in_a_transaction(
-    replicated: EntityRepository, private_cluster: tuple[str, str]
+    replicated: EntityRepository,
+    replicated_backend: PostgresBackend,
+    private_cluster: tuple[str, str],
 ) -> None:
     repo = replicated
     _, replica = private_cluster
@@ -79,7 +86,7 @@ async def test_reads_go_to_the_replica_unless_fresh_or_in_a_transaction(
         assert not await repo.exists(User, {"id": second.id})
         assert (await repo.list(User, {"id": second.id})).items == []
         # Lookups by key run on psycopg pools: the plain one is the replica's.
-        replica_pool = await repo._backend.read_pool(1)
+        replica_pool = await replicated_backend.read_pool(1)
         async with replica_pool.connection() as connection:
             in_recovery = await (await connection.execute("SELECT pg_is_in_recovery()")).fetchone()
         assert in_recovery == (True,)
