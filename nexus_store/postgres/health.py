@@ -46,7 +46,7 @@ def postgres_checks(target: HealthTarget) -> list[Check]:
     # Pool usage is read before the other checks borrow connections: it shows the app's use.
     backend = target.backends.postgres
     pool: Any = backend.engine.pool
-    capacity = backend.settings.pool_size + backend.settings.max_overflow
+    capacity = backend.pool_capacity
     in_use = int(pool.checkedout())
 
     async def connections() -> list[CheckResult]:
