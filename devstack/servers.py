@@ -1,14 +1,20 @@
-"""Finding or starting the real servers the tests talk to.
+"""Finding or starting the real servers the tests and the benchmarks talk to.
 
 Order for each backend: a URL from the environment, a testcontainers container when a
 Docker engine answers, then the machine's own services (started when down). MongoDB falls
 back to the nx-27017 wire-protocol substitute, started on a free port and stopped by PID.
+
+Also here: private server processes a test may stop and restart (redis-server, nx-27017, a
+PostgreSQL primary with a streaming replica, a Redis Cluster), ports that refuse or never
+answer, and scratch data (databases, key namespaces) removed after use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -17,7 +23,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+
+import psycopg
+from pymongo import MongoClient
+
+import redis
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379"
@@ -52,6 +63,15 @@ def closed_port() -> int:
     sock.bind(("127.0.0.1", 0))
     _RESERVED.append(sock)
     return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A loopback port that completes TCP handshakes (listen backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield int(listener.getsockname()[1])
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -270,3 +290,144 @@ def create_cluster(ports: list[int], seconds: float = 30.0) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError("Redis Cluster did not reach cluster_state:ok")
+
+
+@contextlib.contextmanager
+def scratch_postgres_database(server_url: str, name: str) -> Iterator[str]:
+    """The libpq URL of a new, empty database ``name`` on ``server_url``'s server, dropped
+    (with its open connections) afterwards."""
+    admin = server_url.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drop_mongo_databases(url: str, names: list[str]) -> None:
+    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=3000)
+    try:
+        for name in names:
+            client.drop_database(name)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def scratch_mongo_database(url: str, name: str) -> Iterator[str]:
+    """``name``, a MongoDB database dropped afterwards."""
+    try:
+        yield name
+    finally:
+        drop_mongo_databases(url, [name])
+
+
+@contextlib.contextmanager
+def scratch_redis_namespace(url: str, namespace: str) -> Iterator[str]:
+    """``namespace``, a key prefix whose keys are deleted from DBs 0-15 afterwards."""
+    try:
+        yield namespace
+    finally:
+        for db in range(16):
+            client = redis.Redis.from_url(url, db=db)
+            try:
+                keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+                for start in range(0, len(keys), 500):
+                    client.delete(*keys[start : start + 500])
+            finally:
+                client.close()
+
+
+def postgres_bindir() -> Path | None:
+    """The server binaries' directory, or None when a private cluster cannot be started."""
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")  # the server refuses to run as root
+        except KeyError:
+            return None
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").exists() and Path(candidate, "pg_basebackup").exists():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def _run_as_postgres(*args: str) -> None:
+    as_server_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_server_user, *args], check=True, capture_output=True, timeout=120)
+
+
+@contextlib.contextmanager
+def postgres_primary_with_replica(bin_path: Path) -> Iterator[tuple[str, str]]:
+    """(primary URL, streaming replica URL), both database ``postgres`` on 127.0.0.1.
+
+    Both run from the server binaries (``initdb``, ``pg_basebackup``, ``pg_ctl``) in a
+    temporary directory, as the ``postgres`` OS user when run as root, and are stopped by
+    their data directories afterwards.
+    """
+    root = Path(tempfile.mkdtemp(prefix="nexus-pg-replica-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    primary, replica = root / "primary", root / "replica"
+    primary_port, replica_port = free_port(), free_port()
+    started: list[Path] = []
+
+    def start(data: Path, port: int) -> None:
+        _run_as_postgres(
+            str(bin_path / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / f"{data.name}.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=40 -c shared_buffers=16MB",
+            "start",
+        )
+        started.append(data)
+
+    try:
+        _run_as_postgres(
+            str(bin_path / "initdb"),
+            "-D",
+            str(primary),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+        start(primary, primary_port)
+        _run_as_postgres(
+            str(bin_path / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary_port),
+            "-U",
+            "postgres",
+            "-D",
+            str(replica),
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        )
+        start(replica, replica_port)
+        wait_for_port("127.0.0.1", replica_port)
+        yield (
+            f"postgresql://postgres@127.0.0.1:{primary_port}/postgres",
+            f"postgresql://postgres@127.0.0.1:{replica_port}/postgres",
+        )
+    finally:
+        for data in reversed(started):
+            with contextlib.suppress(subprocess.SubprocessError):
+                _run_as_postgres(
+                    str(bin_path / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"
+                )
+        shutil.rmtree(root, ignore_errors=True)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from devstack import servers
+from devstack.stack import Stack
 from nexus_store import (
     AuditRecord,
     BackendUnavailableError,
@@ -22,7 +24,6 @@ from nexus_store import (
 from nexus_store.log import configure_logging
 from nexus_store.postgres import migrate
 from nexus_store.postgres.models import User
-from tests import _servers
 
 PASSWORD = "Sup3r-Secret-pw"
 
@@ -34,7 +35,7 @@ async def migrated(settings: NexusSettings) -> NexusSettings:
 
 
 def _closed_port_url(backend: str) -> str:
-    port = _servers.closed_port()
+    port = servers.closed_port()
     return {
         "postgres": f"postgresql://app:{PASSWORD}@127.0.0.1:{port}/nexus",
         "mongo": f"mongodb://app:{PASSWORD}@127.0.0.1:{port}/?authSource=admin",
@@ -42,13 +43,12 @@ def _closed_port_url(backend: str) -> str:
     }[backend]
 
 
-def _with_broken(settings_kwargs: dict[str, Any], backend: str) -> NexusSettings:
-    kwargs = {key: dict(value) for key, value in settings_kwargs.items()}
-    kwargs[backend]["url"] = _closed_port_url(backend)
-    kwargs["mongo"]["server_selection_timeout"] = 1.0
-    kwargs["postgres"]["connect_timeout"] = 1.0
-    kwargs["redis"]["connect_timeout"] = 1.0
-    return NexusSettings.load(**kwargs)
+def _with_broken(stack: Stack, backend: str) -> NexusSettings:
+    return stack.merged(**{backend: {"url": _closed_port_url(backend)}}).settings(
+        mongo={"server_selection_timeout": 1.0},
+        postgres={"connect_timeout": 1.0},
+        redis={"connect_timeout": 1.0},
+    )
 
 
 def _user() -> User:
@@ -61,11 +61,11 @@ def _audit_record() -> AuditRecord:
 
 
 async def test_from_env_connects_every_backend(
-    monkeypatch: pytest.MonkeyPatch, settings_kwargs: dict[str, Any]
+    monkeypatch: pytest.MonkeyPatch, stack: Stack
 ) -> None:
-    monkeypatch.setenv("NEXUS_POSTGRES_URL", settings_kwargs["postgres"]["url"])
-    monkeypatch.setenv("NEXUS_MONGO_URL", settings_kwargs["mongo"]["url"])
-    monkeypatch.setenv("NEXUS_REDIS_URL", settings_kwargs["redis"]["url"])
+    monkeypatch.setenv("NEXUS_POSTGRES_URL", stack.postgres_url)
+    monkeypatch.setenv("NEXUS_MONGO_URL", stack.mongo_url)
+    monkeypatch.setenv("NEXUS_REDIS_URL", stack.redis_url)
     async with NexusStore.from_env() as store:
         assert sorted(store.backends.configured()) == ["mongo", "postgres", "redis"]
         assert await store.connect() == {"postgres": None, "mongo": None, "redis": None}
@@ -92,10 +92,9 @@ async def test_routes_list_every_kind(store: NexusStore) -> None:
     assert routes["queue"].location == "db 4"
 
 
-async def test_routes_become_prefixes_in_cluster_mode(settings_kwargs: dict[str, Any]) -> None:
-    kwargs = {**settings_kwargs, "redis": {**settings_kwargs["redis"], "cluster": True}}
-    store = NexusStore(NexusSettings.load(**kwargs))
-    namespace = settings_kwargs["redis"]["namespace"]
+async def test_routes_become_prefixes_in_cluster_mode(stack: Stack) -> None:
+    store = NexusStore(stack.settings(redis={"cluster": True}))
+    namespace = stack.redis_namespace
     locations = {route.kind: route.location for route in store.routes()}
     assert locations["session"] == f"cluster prefix {namespace}:sessions:"
     assert locations["ratelimit"] == f"cluster prefix {namespace}:ratelimit:"
@@ -123,10 +122,9 @@ async def test_put_routes_each_record_to_its_store(migrated: NexusSettings) -> N
 
 
 async def test_unconfigured_backend_names_its_setting_on_use(
-    settings_kwargs: dict[str, Any],
+    stack: Stack,
 ) -> None:
-    kwargs = {key: value for key, value in settings_kwargs.items() if key != "redis"}
-    async with NexusStore(NexusSettings.load(**kwargs)) as store:
+    async with NexusStore(stack.only("postgres", "mongo").settings()) as store:
         with pytest.raises(ConfigurationError) as caught:
             store.sessions  # noqa: B018 - the property access is the operation under test
         assert caught.value.setting == "redis.url"
@@ -135,14 +133,14 @@ async def test_unconfigured_backend_names_its_setting_on_use(
 
 @pytest.mark.parametrize("backend", ["postgres", "mongo", "redis"])
 async def test_closed_port_raises_backend_unavailable_and_others_keep_working(
-    backend: str, migrated: NexusSettings, settings_kwargs: dict[str, Any]
+    backend: str, migrated: NexusSettings, stack: Stack
 ) -> None:
     calls = {
         "postgres": lambda store: store.entities.create(User, **_user_values()),
         "mongo": lambda store: store.audit.put(_audit_record()),
         "redis": lambda store: store.sessions.create("u1", {"k": "v"}),
     }
-    async with NexusStore(_with_broken(settings_kwargs, backend)) as store:
+    async with NexusStore(_with_broken(stack, backend)) as store:
         with pytest.raises(BackendUnavailableError) as caught:
             await calls[backend](store)
         assert caught.value.backend == backend
@@ -157,9 +155,9 @@ def _user_values() -> dict[str, Any]:
     return {"email": user.email, "username": user.username, "password_hash": user.password_hash}
 
 
-async def test_password_never_reaches_logs(settings_kwargs: dict[str, Any]) -> None:
+async def test_password_never_reaches_logs(stack: Stack) -> None:
     captured = io.StringIO()
-    settings = _with_broken(settings_kwargs, "postgres")
+    settings = _with_broken(stack, "postgres")
     with redirect_stderr(captured):
         configure_logging(
             settings.log.model_copy(update={"format": "json", "level": "debug"}), force=True
@@ -177,9 +175,9 @@ async def test_password_never_reaches_logs(settings_kwargs: dict[str, Any]) -> N
 
 
 async def test_close_is_safe_when_a_backend_never_connected(
-    settings_kwargs: dict[str, Any],
+    stack: Stack,
 ) -> None:
-    store = NexusStore(_with_broken(settings_kwargs, "mongo"))
+    store = NexusStore(_with_broken(stack, "mongo"))
     results = await store.connect(ping_timeout=2.0)
     assert results["mongo"] is not None and PASSWORD not in results["mongo"]
     assert results["redis"] is None

@@ -8,47 +8,18 @@ TTL changes, roles) is still checked against what real MongoDB needs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
+from devstack import servers
+from devstack.stack import Stack
 from nexus_store import NexusSettings
 from nexus_store.connections import Backends
 from nexus_store.mongo.client import MongoBackend
-from tests import _servers
-
-
-class CommandRecorder(monitoring.CommandListener):
-    """Keeps every command PyMongo starts, with its name and body."""
-
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, dict[str, Any]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        # Drop what the driver adds to every command ($db, lsid, $clusterTime...).
-        body = {
-            key: value
-            for key, value in event.command.items()
-            if not key.startswith("$") and key != "lsid"
-        }
-        self.commands.append((event.command_name, body))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [body for command, body in self.commands if command == name]
-
-    def clear(self) -> None:
-        self.commands.clear()
+from tests.support import CommandRecorder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,35 +40,9 @@ def recorder() -> CommandRecorder:
 
 
 @pytest.fixture
-def tag() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-MakeSettings = Callable[..., NexusSettings]
-
-
-@pytest.fixture
-def make_settings(settings_kwargs: dict[str, Any], tag: str) -> MakeSettings:
-    """Settings on the session's MongoDB with this test's own collections, plus overrides."""
-
-    def build(
-        *,
-        mongo: dict[str, Any] | None = None,
-        events: dict[str, Any] | None = None,
-        audit: dict[str, Any] | None = None,
-        redis: dict[str, Any] | None = None,
-    ) -> NexusSettings:
-        return NexusSettings.load(
-            **{
-                **settings_kwargs,
-                "mongo": {**settings_kwargs["mongo"], **(mongo or {})},
-                "redis": {**settings_kwargs["redis"], **(redis or {})},
-            },
-            events={"collection": f"ev_{tag}", **(events or {})},
-            audit={"collection": f"au_{tag}", **(audit or {})},
-        )
-
-    return build
+def mongo_stack(stack: Stack, unique: str) -> Stack:
+    """The session's stack with this test's own event and audit collections."""
+    return stack.merged(events={"collection": f"ev_{unique}"}, audit={"collection": f"au_{unique}"})
 
 
 OpenBackends = Callable[..., Awaitable[Backends]]
@@ -121,28 +66,10 @@ async def open_backends() -> AsyncIterator[OpenBackends]:
 
 
 @pytest.fixture
-def nx_process() -> Iterator[_servers.NxProcess]:
+def nx_process() -> Iterator[servers.NxProcess]:
     """A MongoDB-protocol server this test may stop and restart (nx-27017 on a file)."""
-    server = _servers.NxProcess().start()
+    server = servers.NxProcess().start()
     try:
         yield server
     finally:
         server.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def stalled_server() -> AsyncIterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections and never answers."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()

@@ -8,8 +8,7 @@ import pytest
 from pymongo.errors import WriteError
 
 from nexus_store.mongo.schema import ensure_schema, inspect_schema
-
-from .conftest import CommandRecorder
+from tests.support import CommandRecorder
 
 DAY = 86_400
 
@@ -24,9 +23,9 @@ def _indexes(recorder: CommandRecorder, collection: str) -> list[dict[str, Any]]
 
 
 async def test_first_run_creates_validated_collections_and_indexes(
-    make_settings, open_backends, recorder: CommandRecorder
+    mongo_stack, open_backends, recorder: CommandRecorder
 ) -> None:
-    settings = make_settings(audit={"retention_days": 365})
+    settings = mongo_stack.settings(audit={"retention_days": 365})
     backends = await open_backends(settings, recorder)
     changes = await ensure_schema(backends.mongo, settings)
     events, audit = settings.events.collection, settings.audit.collection
@@ -72,8 +71,8 @@ async def test_first_run_creates_validated_collections_and_indexes(
     assert {c.action for c in again} <= {"update_validator"}
 
 
-async def test_dry_run_changes_nothing(make_settings, open_backends, recorder) -> None:
-    settings = make_settings()
+async def test_dry_run_changes_nothing(mongo_stack, open_backends, recorder) -> None:
+    settings = mongo_stack.settings()
     backends = await open_backends(settings, recorder)
     planned = await ensure_schema(backends.mongo, settings, dry_run=True)
     assert {c.action for c in planned} == {"create_collection", "create_indexes"}
@@ -85,12 +84,12 @@ async def test_dry_run_changes_nothing(make_settings, open_backends, recorder) -
 
 
 async def test_changed_ttl_becomes_collmod_not_a_rebuild(
-    make_settings, open_backends, recorder
+    mongo_stack, open_backends, recorder
 ) -> None:
-    backends = await open_backends(make_settings(), recorder)
-    await ensure_schema(backends.mongo, make_settings())
+    backends = await open_backends(mongo_stack.settings(), recorder)
+    await ensure_schema(backends.mongo, mongo_stack.settings())
     recorder.clear()
-    shorter = make_settings(events={"retention_days": 30})
+    shorter = mongo_stack.settings(events={"retention_days": 30})
     problems = await inspect_schema(backends.mongo, shorter)
     assert [
         p.problem
@@ -109,13 +108,13 @@ async def test_changed_ttl_becomes_collmod_not_a_rebuild(
 
 
 async def test_audit_retention_off_drops_only_the_ttl_index(
-    make_settings, open_backends, recorder
+    mongo_stack, open_backends, recorder
 ) -> None:
-    with_retention = make_settings(audit={"retention_days": 30})
+    with_retention = mongo_stack.settings(audit={"retention_days": 30})
     backends = await open_backends(with_retention, recorder)
     await ensure_schema(backends.mongo, with_retention)
     recorder.clear()
-    forever = make_settings(audit={"retention_days": None})
+    forever = mongo_stack.settings(audit={"retention_days": None})
     await ensure_schema(backends.mongo, forever)
     drops = recorder.named("dropIndexes")
     assert len(drops) == 1 and drops[0]["dropIndexes"] == forever.audit.collection
@@ -126,8 +125,8 @@ async def test_audit_retention_off_drops_only_the_ttl_index(
     assert ("expires_at",) not in keys and ("seq",) in keys
 
 
-async def test_time_series_option(make_settings, open_backends, recorder) -> None:
-    settings = make_settings(events={"time_series": True, "retention_days": 7})
+async def test_time_series_option(mongo_stack, open_backends, recorder) -> None:
+    settings = mongo_stack.settings(events={"time_series": True, "retention_days": 7})
     backends = await open_backends(settings, recorder)
     await ensure_schema(backends.mongo, settings)
     create = next(
@@ -139,8 +138,8 @@ async def test_time_series_option(make_settings, open_backends, recorder) -> Non
     assert not any(index.get("unique") for index in _indexes(recorder, settings.events.collection))
 
 
-async def test_audit_role_command(make_settings, open_backends, recorder, tag) -> None:
-    settings = make_settings(audit={"role_name": f"nexusAudit_{tag}"})
+async def test_audit_role_command(mongo_stack, open_backends, recorder, unique) -> None:
+    settings = mongo_stack.settings(audit={"role_name": f"nexusAudit_{unique}"})
     backends = await open_backends(settings, recorder)
     await ensure_schema(backends.mongo, settings)  # auto-detect: the substitute reports no roles
     assert recorder.named("rolesInfo")
@@ -150,7 +149,7 @@ async def test_audit_role_command(make_settings, open_backends, recorder, tag) -
         assert [c.action for c in changes if "role" in c.action] == ["create_role"]
     database, audit = settings.mongo.database, settings.audit.collection
     assert recorder.named("createRole")[-1] == {
-        "createRole": f"nexusAudit_{tag}",
+        "createRole": f"nexusAudit_{unique}",
         "privileges": [
             {"resource": {"db": database, "collection": audit}, "actions": ["find", "insert"]},
             {
@@ -163,8 +162,10 @@ async def test_audit_role_command(make_settings, open_backends, recorder, tag) -
 
 
 @pytest.mark.real_mongodb
-async def test_real_server_role_validator_and_idempotency(make_settings, open_backends, recorder):
-    settings = make_settings(audit={"role_name": f"nexusAudit_{make_settings().audit.collection}"})
+async def test_real_server_role_validator_and_idempotency(mongo_stack, open_backends, recorder):
+    settings = mongo_stack.settings(
+        audit={"role_name": f"nexusAudit_{mongo_stack.settings().audit.collection}"}
+    )
     backends = await open_backends(settings, recorder)
     db = backends.mongo.db
     try:
@@ -176,7 +177,9 @@ async def test_real_server_role_validator_and_idempotency(make_settings, open_ba
         assert actions == {frozenset({"find", "insert"})}
         with pytest.raises(WriteError):  # the validator is enforced
             await db[settings.events.collection].insert_one({"name": "no ids", "ts": 1})
-        moved = make_settings(audit={"role_name": settings.audit.role_name, "collection": "x_au"})
+        moved = mongo_stack.settings(
+            audit={"role_name": settings.audit.role_name, "collection": "x_au"}
+        )
         recorder.clear()
         changes = await ensure_schema(backends.mongo, moved)
         assert "update_role" in [c.action for c in changes]
@@ -185,8 +188,8 @@ async def test_real_server_role_validator_and_idempotency(make_settings, open_ba
         await db.command({"dropRole": settings.audit.role_name})
 
 
-async def test_inspect_reports_missing_schema(make_settings, open_backends) -> None:
-    settings = make_settings()
+async def test_inspect_reports_missing_schema(mongo_stack, open_backends) -> None:
+    settings = mongo_stack.settings()
     backends = await open_backends(settings)
     problems = await inspect_schema(backends.mongo, settings)
     assert {(p.collection, p.problem) for p in problems} == {

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 
+from devstack import servers
 from nexus_store import NexusSettings
 from nexus_store.postgres import migrate
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import Organization, User
 from nexus_store.postgres.repository import EntityRepository
-from tests.entities import _replica
+from tests.support import tag, user_values
 
 
 @pytest.fixture(scope="session")
@@ -32,33 +31,19 @@ async def backend(migrated: NexusSettings) -> AsyncIterator[PostgresBackend]:
 @pytest.fixture(scope="session")
 def private_cluster() -> Iterator[tuple[str, str]]:
     """(primary URL, streaming replica URL) of a private PostgreSQL cluster on loopback."""
-    bin_path = _replica.bindir()
+    bin_path = servers.postgres_bindir()
     if bin_path is None:
         pytest.skip(
             "needs the PostgreSQL server binaries (initdb, pg_basebackup, pg_ctl) and, as "
             "root, a 'postgres' OS user, to start a private primary with a streaming replica"
         )
-    with _replica.primary_with_replica(bin_path) as urls:
+    with servers.postgres_primary_with_replica(bin_path) as urls:
         yield urls
 
 
 @pytest.fixture(scope="session")
 def repo(backend: PostgresBackend) -> EntityRepository:
     return EntityRepository(backend)
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def user_values(**overrides: Any) -> dict[str, Any]:
-    name = tag()
-    return {
-        "email": f"{name}@example.com",
-        "username": f"u_{name}",
-        "password_hash": "$argon2id$" + "x" * 40,
-        **overrides,
-    }
 
 
 @pytest.fixture

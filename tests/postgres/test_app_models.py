@@ -14,7 +14,7 @@ from nexus_store.errors import ConflictError, ValidationError
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import Entity, Outbox, User, choice, non_negative
 from nexus_store.postgres.repository import EntityRepository
-from tests.entities.conftest import tag
+from tests.support import tag
 
 
 class Invoice(Entity):

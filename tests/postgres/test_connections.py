@@ -12,13 +12,13 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import text
 
+from devstack import servers
 from nexus_store import NexusSettings
 from nexus_store.errors import BackendUnavailableError
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import User
 from nexus_store.postgres.repository import EntityRepository
-from tests import _servers
-from tests.entities.conftest import user_values
+from tests.support import user_values
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ async def test_reads_survive_a_killed_pooled_connection(
 
 async def test_unreachable_server_is_backend_unavailable_without_secrets() -> None:
     password = "Ent1ties-Secret"
-    port = _servers.closed_port()
+    port = servers.closed_port()
     settings = NexusSettings.load(
         postgres={
             "url": f"postgresql://app:{password}@127.0.0.1:{port}/nexus",

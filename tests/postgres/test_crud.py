@@ -23,7 +23,7 @@ from nexus_store.postgres.models import (
     User,
 )
 from nexus_store.postgres.repository import EntityRepository
-from tests.entities.conftest import tag, user_values
+from tests.support import tag, user_values
 
 
 async def test_create_fills_defaults_and_get_reads_it_back(repo: EntityRepository) -> None:

@@ -8,7 +8,7 @@ import uuid
 from nexus_store.errors import ValidationError
 from nexus_store.postgres.models import Organization, Project, User
 from nexus_store.postgres.repository import EntityRepository
-from tests.entities.conftest import tag, user_values
+from tests.support import tag, user_values
 
 
 async def _walk(

@@ -19,7 +19,7 @@ from nexus_store.postgres import migrate
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import User
 from nexus_store.postgres.repository import EntityRepository
-from tests.entities.conftest import user_values
+from tests.support import user_values
 
 pytestmark = pytest.mark.slow
 

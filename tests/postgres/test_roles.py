@@ -5,22 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from devstack import servers
 from nexus_store import NexusSettings
 from nexus_store.postgres import migrate
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import User
 from nexus_store.postgres.repository import EntityRepository
-from tests.entities import _replica
-from tests.entities.conftest import user_values
+from tests.support import REPO_ROOT, user_values
 
 pytestmark = pytest.mark.slow
 
-INIT = Path(__file__).resolve().parents[2] / "postgres" / "init"
+INIT = REPO_ROOT / "postgres" / "init"
 PASSWORDS = {
     "NEXUS_MIGRATOR_PASSWORD": "migr-pw-1",
     "NEXUS_APP_PASSWORD": "app-pw-2",
@@ -35,7 +34,7 @@ def roles_database(private_cluster: tuple[str, str]) -> Iterator[str]:
     server = primary.rsplit("/", 1)[0]
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute("CREATE DATABASE nexus_roles")
-    bin_path = _replica.bindir()
+    bin_path = servers.postgres_bindir()
     assert bin_path is not None
     for script in sorted(INIT.glob("*.sql")):
         subprocess.run(

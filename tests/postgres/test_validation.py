@@ -21,7 +21,7 @@ from nexus_store.postgres.models import (
     User,
 )
 from nexus_store.postgres.repository import EntityRepository
-from tests.entities.conftest import tag, user_values
+from tests.support import tag, user_values
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """A consumer that takes one message, reports it, and hangs until killed (never acks).
 
-Usage: python -m tests.keyvalue._crashing_consumer REDIS_URL NAMESPACE QUEUE GROUP
+Usage: python -m tests.redis._crashing_consumer REDIS_URL NAMESPACE QUEUE GROUP
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A separate process hammering one cold cache key: async tasks and threads at once.
 
-Usage: python -m tests.keyvalue._stampede_worker REDIS_URL NAMESPACE KEY COUNTER START_AT
+Usage: python -m tests.redis._stampede_worker REDIS_URL NAMESPACE KEY COUNTER START_AT
 Prints the values it got, one per line.
 """
 

@@ -3,60 +3,30 @@
 from __future__ import annotations
 
 import shutil
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import redis as redis_lib
-from nexus_store import NexusSettings, NexusStore
-from tests import _servers
-
-FAST_FAILURE = {
-    "socket_timeout": 0.5,
-    "connect_timeout": 0.5,
-    "retries": 1,
-    "retry_backoff_cap": 0.05,
-    "pool_timeout": 0.5,
-}
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for name, value in extra.items():
-        merged[name] = {**merged.get(name, {}), **value} if isinstance(value, dict) else value
-    return merged
+from devstack import servers
+from devstack.stack import Stack
+from nexus_store import NexusSettings
+from tests.support import FAST_FAILURE
 
 
 @pytest.fixture(scope="session")
-def kv_settings(redis_url: str, redis_namespace: str) -> Callable[..., NexusSettings]:
-    """Settings with only Redis configured (the session's namespace), plus overrides."""
+def redis_stack(redis_url: str, redis_namespace: str) -> Stack:
+    """Only Redis configured (the session's namespace)."""
+    return Stack.located(redis_url=redis_url, redis_namespace=redis_namespace)
 
-    def build(**overrides: Any) -> NexusSettings:
-        base = {
-            "redis": {"url": redis_url, "namespace": redis_namespace},
-            "log": {"level": "warning", "format": "console"},
-        }
-        return NexusSettings.load(**_merge(base, overrides))
 
-    return build
+@pytest.fixture(scope="session")
+def settings(redis_stack: Stack) -> NexusSettings:
+    return redis_stack.settings()
 
 
 @pytest.fixture
-async def kv_store(kv_settings: Callable[..., NexusSettings]) -> AsyncIterator[NexusStore]:
-    async with NexusStore(kv_settings()) as store:
-        yield store
-
-
-@pytest.fixture
-def unique() -> str:
-    """A fresh name for keys, users, queues and channels of one test."""
-    return uuid.uuid4().hex[:12]
-
-
-@pytest.fixture
-def raw_redis(redis_url: str) -> Callable[[int], redis_lib.Redis]:
+def raw_redis(redis_url: str) -> Iterator[Callable[[int], redis_lib.Redis]]:
     """Plain redis-py clients per DB, to look at what the SDK really stored."""
     clients: list[redis_lib.Redis] = []
 
@@ -65,17 +35,17 @@ def raw_redis(redis_url: str) -> Callable[[int], redis_lib.Redis]:
         clients.append(client)
         return client
 
-    yield connect  # type: ignore[misc]
+    yield connect
     for client in clients:
         client.close()
 
 
 @pytest.fixture
-def secured_redis() -> Iterator[_servers.RedisProcess]:
+def secured_redis() -> Iterator[servers.RedisProcess]:
     """A private redis-server with a password, which tests stop and start again."""
     if shutil.which("redis-server") is None:
         pytest.skip("needs the redis-server binary (apt-get install redis-server)")
-    server = _servers.RedisProcess("--requirepass", "s3cret-Pa55").start()
+    server = servers.RedisProcess("--requirepass", "s3cret-Pa55").start()
     try:
         yield server
     finally:
@@ -83,13 +53,7 @@ def secured_redis() -> Iterator[_servers.RedisProcess]:
 
 
 @pytest.fixture
-def fault_settings(secured_redis: _servers.RedisProcess) -> Callable[..., NexusSettings]:
-    def build(**overrides: Any) -> NexusSettings:
-        url = f"redis://:s3cret-Pa55@127.0.0.1:{secured_redis.port}"
-        base = {
-            "redis": {"url": url, "namespace": "faults", **FAST_FAILURE},
-            "log": {"level": "warning", "format": "console"},
-        }
-        return NexusSettings.load(**_merge(base, overrides))
-
-    return build
+def secured_stack(secured_redis: servers.RedisProcess) -> Stack:
+    """Only the password-protected private Redis, failing fast once it is stopped."""
+    url = f"redis://:s3cret-Pa55@127.0.0.1:{secured_redis.port}"
+    return Stack.located(redis_url=url, redis_namespace="faults").merged(redis=FAST_FAILURE)

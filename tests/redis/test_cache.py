@@ -8,30 +8,29 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import msgpack
 import orjson
 import pytest
 
 import redis as redis_lib
-from nexus_store import NexusSettings, NexusStore
+from devstack.stack import Stack
+from nexus_store import NexusStore
 from nexus_store.errors import ValidationError
 from nexus_store.redis import cache as cache_module
 from nexus_store.redis.cache import CacheEntry, cached
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO_ROOT
 
 
 @pytest.mark.parametrize("serializer", ["json", "msgpack"])
 async def test_set_get_delete_many(
-    kv_settings: Callable[..., NexusSettings],
+    redis_stack: Stack,
     raw_redis: Callable[[int], redis_lib.Redis],
     redis_namespace: str,
     unique: str,
     serializer: str,
 ) -> None:
-    async with NexusStore(kv_settings(cache={"serializer": serializer})) as store:
+    async with NexusStore(redis_stack.settings(cache={"serializer": serializer})) as store:
         cache = store.cache
         value = {"name": "Ada", "tags": ["a", "b"], "n": 1.5, "none": None}
         assert await cache.set(f"{unique}:a", value, ttl=30) is True
@@ -62,15 +61,15 @@ async def test_set_get_delete_many(
         assert stats.hits >= 5 and stats.misses >= 2 and stats.errors == 0
 
 
-async def test_entries_expire(kv_store: NexusStore, unique: str) -> None:
-    await kv_store.cache.set(unique, "v", ttl=0.2)
-    assert await kv_store.cache.get(unique) == "v"
+async def test_entries_expire(store: NexusStore, unique: str) -> None:
+    await store.cache.set(unique, "v", ttl=0.2)
+    assert await store.cache.get(unique) == "v"
     await asyncio.sleep(0.3)
-    assert await kv_store.cache.get(unique) is None
+    assert await store.cache.get(unique) is None
 
 
 async def test_pickle_and_foreign_bytes_are_never_loaded(
-    kv_store: NexusStore,
+    store: NexusStore,
     raw_redis: Callable[[int], redis_lib.Redis],
     redis_namespace: str,
     unique: str,
@@ -80,16 +79,16 @@ async def test_pickle_and_foreign_bytes_are_never_loaded(
             return (exec, ("raise SystemExit('pickle was loaded')",))
 
     raw_redis(1).set(f"{redis_namespace}:c:{unique}", pickle.dumps(Boom()), ex=30)
-    before = kv_store.cache.stats().errors
-    assert await kv_store.cache.get(unique) is None
-    assert kv_store.cache.stats().errors == before + 1
+    before = store.cache.stats().errors
+    assert await store.cache.get(unique) is None
+    assert store.cache.stats().errors == before + 1
     with pytest.raises(ValidationError) as caught:
-        await kv_store.cache.set(unique, Boom())
+        await store.cache.set(unique, Boom())
     assert caught.value.field == "value"
 
 
-async def test_tags_invalidate_exactly_their_entries(kv_store: NexusStore, unique: str) -> None:
-    cache = kv_store.cache
+async def test_tags_invalidate_exactly_their_entries(store: NexusStore, unique: str) -> None:
+    cache = store.cache
     await cache.set(f"{unique}:1", 1, ttl=30, tags=[f"user:{unique}", "all"])
     await cache.set(f"{unique}:2", 2, ttl=30, tags=[f"user:{unique}"])
     await cache.set_many({f"{unique}:3": 3, f"{unique}:4": 4}, ttl=30, tags=[f"user:{unique}"])
@@ -103,9 +102,7 @@ async def test_tags_invalidate_exactly_their_entries(kv_store: NexusStore, uniqu
     assert await cache.invalidate_tag(f"user:{unique}") == 1
 
 
-async def test_stampede_in_one_process_runs_the_loader_once(
-    kv_store: NexusStore, unique: str
-) -> None:
+async def test_stampede_in_one_process_runs_the_loader_once(store: NexusStore, unique: str) -> None:
     calls = 0
 
     async def loader() -> dict[str, int]:
@@ -115,11 +112,11 @@ async def test_stampede_in_one_process_runs_the_loader_once(
         return {"calls": calls}
 
     results = await asyncio.gather(
-        *(kv_store.cache.get_or_set(unique, loader, ttl=30) for _ in range(50))
+        *(store.cache.get_or_set(unique, loader, ttl=30) for _ in range(50))
     )
     assert calls == 1
     assert all(result == {"calls": 1} for result in results)
-    assert await kv_store.cache.get_or_set(unique, loader, ttl=30) == {"calls": 1}
+    assert await store.cache.get_or_set(unique, loader, ttl=30) == {"calls": 1}
     assert calls == 1
 
 
@@ -134,14 +131,14 @@ def test_stampede_across_processes_runs_the_loader_once(
             [
                 sys.executable,
                 "-m",
-                "tests.keyvalue._stampede_worker",
+                "tests.redis._stampede_worker",
                 redis_url,
                 redis_namespace,
                 f"cold-{unique}",
                 counter,
                 str(start_at),
             ],
-            cwd=ROOT,
+            cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -164,9 +161,9 @@ def test_stampede_across_processes_runs_the_loader_once(
 
 
 async def test_early_refresh_reloads_once_while_others_read_the_old_value(
-    kv_store: NexusStore, unique: str
+    store: NexusStore, unique: str
 ) -> None:
-    cache = kv_store.cache
+    cache = store.cache
     generation = 0
 
     async def loader() -> int:
@@ -185,10 +182,8 @@ async def test_early_refresh_reloads_once_while_others_read_the_old_value(
     assert await cache.get_or_set(unique, loader, ttl=2.0, early_refresh=1.5) == 2
 
 
-async def test_stale_value_is_served_when_the_loader_fails(
-    kv_store: NexusStore, unique: str
-) -> None:
-    cache = kv_store.cache
+async def test_stale_value_is_served_when_the_loader_fails(store: NexusStore, unique: str) -> None:
+    cache = store.cache
     await cache.set(unique, "old", ttl=0.1, stale_ttl=5)
     await asyncio.sleep(0.2)
     assert await cache.get(unique) is None  # plain reads never see stale values
@@ -208,10 +203,13 @@ async def test_stale_value_is_served_when_the_loader_fails(
 
 
 async def test_waiters_across_processes_see_a_value_set_by_the_lock_holder(
-    kv_settings: Callable[..., NexusSettings], unique: str
+    redis_stack: Stack, unique: str
 ) -> None:
     # Two stores = two independent clients, as two processes would have.
-    async with NexusStore(kv_settings()) as first, NexusStore(kv_settings()) as second:
+    async with (
+        NexusStore(redis_stack.settings()) as first,
+        NexusStore(redis_stack.settings()) as second,
+    ):
         started = asyncio.Event()
 
         async def slow() -> str:
@@ -229,15 +227,15 @@ async def test_waiters_across_processes_see_a_value_set_by_the_lock_holder(
         assert second.cache.stats().lock_waits >= 1
 
 
-async def test_cached_decorator_sync_async_and_methods(kv_store: NexusStore, unique: str) -> None:
+async def test_cached_decorator_sync_async_and_methods(store: NexusStore, unique: str) -> None:
     calls: list[str] = []
 
-    @kv_store.cache.cached(ttl=30)
+    @store.cache.cached(ttl=30)
     def double(x: int) -> int:
         calls.append(f"double {x}")
         return x * 2
 
-    @kv_store.cache.cached(
+    @store.cache.cached(
         ttl=30,
         key=lambda user_id: f"{unique}:orders:{user_id}",
         tags=lambda user_id: [f"{unique}:user:{user_id}"],
@@ -250,7 +248,7 @@ async def test_cached_decorator_sync_async_and_methods(kv_store: NexusStore, uni
         def __init__(self, label: str) -> None:
             self.label = label
 
-        @kv_store.cache.cached(ttl=30)
+        @store.cache.cached(ttl=30)
         async def find(self, item: str) -> str:
             calls.append(f"find {item}")
             return f"{item}-{unique}"
@@ -261,11 +259,11 @@ async def test_cached_decorator_sync_async_and_methods(kv_store: NexusStore, uni
     assert await Repo("a").find("x") == await Repo("b").find("x")  # self is not in the key
     assert calls.count("double 21") == 1 and calls.count("orders 7") == 1
     assert calls.count("find x") == 1
-    assert await kv_store.cache.invalidate_tag(f"{unique}:user:7") == 1
+    assert await store.cache.invalidate_tag(f"{unique}:user:7") == 1
     await orders(7)
     assert calls.count("orders 7") == 2
 
-    @kv_store.cache.cached(ttl=30)
+    @store.cache.cached(ttl=30)
     def takes_object(thing: object) -> str:
         return "x"
 
@@ -306,15 +304,15 @@ async def test_standalone_decorator_reads_the_environment(
     ],
 )
 async def test_bad_input_is_refused(
-    kv_store: NexusStore, call: Callable[..., object], field: str
+    store: NexusStore, call: Callable[..., object], field: str
 ) -> None:
     with pytest.raises(ValidationError) as caught:
-        await call(kv_store.cache)  # type: ignore[misc]
+        await call(store.cache)  # type: ignore[misc]
     assert caught.value.field == field
 
 
 async def test_a_cancelled_loader_call_does_not_cancel_the_callers_sharing_it(
-    kv_store: NexusStore, unique: str
+    store: NexusStore, unique: str
 ) -> None:
     started = asyncio.Event()
 
@@ -323,9 +321,9 @@ async def test_a_cancelled_loader_call_does_not_cancel_the_callers_sharing_it(
         await asyncio.sleep(0.2)
         return "loaded"
 
-    first = asyncio.create_task(kv_store.cache.get_or_set(unique, slow, ttl=30))
+    first = asyncio.create_task(store.cache.get_or_set(unique, slow, ttl=30))
     await started.wait()
-    second = asyncio.create_task(kv_store.cache.get_or_set(unique, slow, ttl=30))
+    second = asyncio.create_task(store.cache.get_or_set(unique, slow, ttl=30))
     await asyncio.sleep(0.01)
     first.cancel()
     assert await asyncio.wait_for(second, 10) == "loaded"

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import redis as redis_lib
+from devstack import servers
+from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import ConfigurationError
 from nexus_store.redis.cache import CacheEntry
@@ -17,13 +19,12 @@ from nexus_store.redis.client import RedisBackend
 from nexus_store.redis.queue import QueueMessage
 from nexus_store.redis.realtime import RealtimeMessage
 from nexus_store.redis.sessions import NewSession
-from tests import _servers
 
 
 async def test_pool_is_bounded_and_waits_for_a_free_connection(
-    kv_settings: Callable[..., NexusSettings], unique: str
+    redis_stack: Stack, unique: str
 ) -> None:
-    backend = RedisBackend(kv_settings(redis={"max_connections": 2}).redis)
+    backend = RedisBackend(redis_stack.settings(redis={"max_connections": 2}).redis)
     client = backend.client("cache")
     try:
         started = time.monotonic()
@@ -40,10 +41,8 @@ async def test_pool_is_bounded_and_waits_for_a_free_connection(
         await backend.close()
 
 
-async def test_each_area_has_its_own_pool_and_database(
-    kv_settings: Callable[..., NexusSettings], unique: str
-) -> None:
-    backend = RedisBackend(kv_settings().redis)
+async def test_each_area_has_its_own_pool_and_database(redis_stack: Stack, unique: str) -> None:
+    backend = RedisBackend(redis_stack.settings().redis)
     try:
         await backend.client("cache").set(f"{backend.keyspace('cache').prefix}{unique}", "1")
         # Same key name, other area: other DB, so not visible.
@@ -63,13 +62,13 @@ async def test_each_area_has_its_own_pool_and_database(
 
 @pytest.mark.redis_server
 async def test_cache_areas_can_live_on_their_own_server(
-    kv_settings: Callable[..., NexusSettings],
-    redis_process: _servers.RedisProcess,
+    redis_stack: Stack,
+    redis_process: servers.RedisProcess,
     raw_redis: Callable[[int], redis_lib.Redis],
     redis_namespace: str,
     unique: str,
 ) -> None:
-    settings = kv_settings(redis={"cache_url": redis_process.url})
+    settings = redis_stack.settings(redis={"cache_url": redis_process.url})
     async with NexusStore(settings) as store:
         await store.cache.set(unique, "on the cache server", ttl=30)
         token = await store.sessions.create(unique, {})
@@ -95,7 +94,7 @@ def _documented_acl() -> list[str]:
 
 @pytest.mark.redis_server
 async def test_the_documented_least_privilege_acl_is_enough(
-    redis_process: _servers.RedisProcess,
+    redis_process: servers.RedisProcess,
 ) -> None:
     admin = redis_lib.Redis.from_url(redis_process.url)
     rules = [rule.replace("PASSWORD", "pw-123456") for rule in _documented_acl()]
@@ -131,15 +130,15 @@ async def test_the_documented_least_privilege_acl_is_enough(
 
 
 async def test_store_put_routes_each_redis_record_to_its_area(
-    kv_store: NexusStore, unique: str
+    store: NexusStore, unique: str
 ) -> None:
-    token = await kv_store.put(NewSession(f"u{unique}", {"via": "put"}))
-    assert (await kv_store.sessions.get(token)).data == {"via": "put"}
-    assert await kv_store.put(CacheEntry(unique, {"via": "put"}, ttl=30, tags=["put"])) is None
-    assert await kv_store.cache.get(unique) == {"via": "put"}
-    message_id = await kv_store.put(QueueMessage(unique, {"via": "put"}))
-    (delivery,) = await kv_store.queue.consume(unique, "g", "c")
+    token = await store.put(NewSession(f"u{unique}", {"via": "put"}))
+    assert (await store.sessions.get(token)).data == {"via": "put"}
+    assert await store.put(CacheEntry(unique, {"via": "put"}, ttl=30, tags=["put"])) is None
+    assert await store.cache.get(unique) == {"via": "put"}
+    message_id = await store.put(QueueMessage(unique, {"via": "put"}))
+    (delivery,) = await store.queue.consume(unique, "g", "c")
     assert delivery.id == message_id
-    async with kv_store.realtime.subscribe(unique) as messages:
-        assert await kv_store.put(RealtimeMessage(unique, "hi")) == 1
+    async with store.realtime.subscribe(unique) as messages:
+        assert await store.put(RealtimeMessage(unique, "hi")) == 1
         assert (await asyncio.wait_for(anext(messages), 5)).message == "hi"

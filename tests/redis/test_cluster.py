@@ -4,25 +4,21 @@ one slot thanks to hash tags."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 import redis as redis_lib
+from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import NotFoundError
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
 
 
-@pytest.fixture
-async def cluster_store(redis_cluster: str) -> AsyncIterator[NexusStore]:
-    settings = NexusSettings.load(
-        redis={"url": redis_cluster, "cluster": True, "namespace": "nx"},
-        log={"level": "warning"},
-    )
-    async with NexusStore(settings) as store:
-        yield store
+@pytest.fixture(scope="module")
+def settings(redis_cluster: str) -> NexusSettings:
+    cluster = Stack.located(redis_url=redis_cluster, redis_namespace="nx")
+    return cluster.settings(redis={"cluster": True})
 
 
 def _cluster_keys(url: str) -> list[str]:
@@ -33,8 +29,8 @@ def _cluster_keys(url: str) -> list[str]:
         client.close()
 
 
-async def test_sessions_on_a_cluster(cluster_store: NexusStore, redis_cluster: str) -> None:
-    sessions = cluster_store.sessions
+async def test_sessions_on_a_cluster(store: NexusStore, redis_cluster: str) -> None:
+    sessions = store.sessions
     users = [f"user-{n}" for n in range(8)]  # spread over many slots
     tokens = {user: [await sessions.create(user, {"u": user}) for _ in range(3)] for user in users}
     for user, owned in tokens.items():
@@ -48,8 +44,8 @@ async def test_sessions_on_a_cluster(cluster_store: NexusStore, redis_cluster: s
     assert not [key for key in keys if key.startswith("nx:sessions:")]
 
 
-async def test_cache_on_a_cluster(cluster_store: NexusStore, redis_cluster: str) -> None:
-    cache = cluster_store.cache
+async def test_cache_on_a_cluster(store: NexusStore, redis_cluster: str) -> None:
+    cache = store.cache
     values = {f"k{n}": n for n in range(30)}  # keys in many slots, one tag
     assert await cache.set_many(values, ttl=30, tags=["all"])
     await cache.set("single", "s", ttl=30, tags=["all", "single"])
@@ -74,8 +70,8 @@ async def test_cache_on_a_cluster(cluster_store: NexusStore, redis_cluster: str)
     assert cache.stats().errors == 0
 
 
-async def test_queue_and_realtime_on_a_cluster(cluster_store: NexusStore) -> None:
-    queue = cluster_store.queue
+async def test_queue_and_realtime_on_a_cluster(store: NexusStore) -> None:
+    queue = store.queue
     for name in ("orders", "emails", "a b"):
         message_id = await queue.enqueue(name, {"q": name})
         (delivery,) = await queue.consume(name, "g", "c", visibility_timeout=0.1)
@@ -85,7 +81,7 @@ async def test_queue_and_realtime_on_a_cluster(cluster_store: NexusStore) -> Non
         assert again.attempts == 2
         assert await queue.ack(name, "g", again.id) == 1
 
-    async with cluster_store.realtime.subscribe("news:*") as messages:
-        assert await cluster_store.realtime.publish("news:today", {"n": 1}) >= 1
+    async with store.realtime.subscribe("news:*") as messages:
+        assert await store.realtime.publish("news:today", {"n": 1}) >= 1
         message = await asyncio.wait_for(anext(messages), 5)
     assert (message.channel, message.message) == ("news:today", {"n": 1})

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 import structlog
 
+from devstack import servers
+from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import BackendUnavailableError
-from tests import _servers
 
 pytestmark = pytest.mark.redis_server
 PASSWORD = "s3cret-Pa55"
 
 
 async def test_sessions_and_queues_raise_unavailable_and_recover(
-    secured_redis: _servers.RedisProcess, fault_settings: Callable[..., NexusSettings]
+    secured_redis: servers.RedisProcess, secured_stack: Stack
 ) -> None:
-    async with NexusStore(fault_settings()) as store:
+    async with NexusStore(secured_stack.settings()) as store:
         token = await store.sessions.create("ada", {"role": "admin"})
         assert (await store.sessions.get(token)).data == {"role": "admin"}
 
@@ -49,10 +49,10 @@ async def test_sessions_and_queues_raise_unavailable_and_recover(
 
 
 async def test_cache_misses_while_down_counts_logs_and_recovers(
-    secured_redis: _servers.RedisProcess,
-    fault_settings: Callable[..., NexusSettings],
+    secured_redis: servers.RedisProcess,
+    secured_stack: Stack,
 ) -> None:
-    async with NexusStore(fault_settings(cache={"strict": False})) as store:
+    async with NexusStore(secured_stack.settings(cache={"strict": False})) as store:
         cache = store.cache
         await cache.set("k", "v", ttl=60)
         assert await cache.get("k") == "v"
@@ -87,9 +87,9 @@ async def test_cache_misses_while_down_counts_logs_and_recovers(
 
 
 async def test_strict_cache_raises_while_down_and_recovers(
-    secured_redis: _servers.RedisProcess, fault_settings: Callable[..., NexusSettings]
+    secured_redis: servers.RedisProcess, secured_stack: Stack
 ) -> None:
-    async with NexusStore(fault_settings(cache={"strict": True})) as store:
+    async with NexusStore(secured_stack.settings(cache={"strict": True})) as store:
         cache = store.cache
         await cache.set("k", "v", ttl=60)
         secured_redis.stop()
@@ -108,7 +108,7 @@ async def test_strict_cache_raises_while_down_and_recovers(
 
 
 async def test_a_full_server_refuses_writes_loudly_but_the_cache_only_skips(
-    redis_process: _servers.RedisProcess,
+    redis_process: servers.RedisProcess,
 ) -> None:
     settings = NexusSettings.load(
         redis={"url": redis_process.url, "namespace": "full"}, log={"level": "error"}
@@ -134,10 +134,10 @@ async def test_a_full_server_refuses_writes_loudly_but_the_cache_only_skips(
 
 
 async def test_a_subscription_reports_the_outage_and_resumes_after_it(
-    secured_redis: _servers.RedisProcess, fault_settings: Callable[..., NexusSettings]
+    secured_redis: servers.RedisProcess, secured_stack: Stack
 ) -> None:
     async with (
-        NexusStore(fault_settings()) as store,
+        NexusStore(secured_stack.settings()) as store,
         store.realtime.subscribe("news:*") as messages,
     ):
         assert await store.realtime.publish("news:a", 1) == 1

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import redis as redis_lib
+from devstack.stack import Stack
 from nexus_store import NexusSettings
 from nexus_store.errors import ValidationError
 from nexus_store.redis.client import AREAS, RedisBackend
@@ -104,7 +105,7 @@ async def test_url_database_cannot_override_the_area_map(
 
 
 async def test_hostile_keys_stay_inside_the_namespace_on_a_real_server(
-    kv_settings: Callable[..., NexusSettings],
+    redis_stack: Stack,
     raw_redis: Callable[[int], redis_lib.Redis],
     redis_namespace: str,
     unique: str,
@@ -120,7 +121,7 @@ async def test_hostile_keys_stay_inside_the_namespace_on_a_real_server(
         f"{unique}[e]?",
         f"{unique}%3A",
     ]
-    async with NexusStore(kv_settings()) as store:
+    async with NexusStore(redis_stack.settings()) as store:
         for index, key in enumerate(hostile):
             await store.cache.set(key, index, ttl=30)
         assert [await store.cache.get(key) for key in hostile] == list(range(len(hostile)))

@@ -7,19 +7,18 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from nexus_store import NexusSettings, NexusStore
+from devstack.stack import Stack
+from nexus_store import NexusStore
 from nexus_store.errors import ValidationError
 from nexus_store.redis.queue import QueueMessage
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-async def test_enqueue_consume_ack(kv_store: NexusStore, unique: str) -> None:
-    queue = kv_store.queue
+async def test_enqueue_consume_ack(store: NexusStore, unique: str) -> None:
+    queue = store.queue
     ids = [await queue.enqueue(unique, {"n": n}) for n in range(5)]
     ids.append(await queue.put(QueueMessage(unique, "six")))
     first = await queue.consume(unique, "workers", "a", count=4)
@@ -39,9 +38,9 @@ async def test_enqueue_consume_ack(kv_store: NexusStore, unique: str) -> None:
 
 
 async def test_groups_each_get_every_message_when_not_deleting(
-    kv_settings: Callable[..., NexusSettings], unique: str
+    redis_stack: Stack, unique: str
 ) -> None:
-    async with NexusStore(kv_settings(queue={"delete_acked": False})) as store:
+    async with NexusStore(redis_stack.settings(queue={"delete_acked": False})) as store:
         await store.queue.enqueue(unique, "m")
         for group in ("billing", "audit"):
             (delivery,) = await store.queue.consume(unique, group, "x")
@@ -50,8 +49,8 @@ async def test_groups_each_get_every_message_when_not_deleting(
         assert (await store.queue.stats(unique)).length == 1
 
 
-async def test_blocking_consume_wakes_on_enqueue(kv_store: NexusStore, unique: str) -> None:
-    queue = kv_store.queue
+async def test_blocking_consume_wakes_on_enqueue(store: NexusStore, unique: str) -> None:
+    queue = store.queue
     waiter = asyncio.create_task(queue.consume(unique, "g", "c", block=5))
     await asyncio.sleep(0.1)
     await queue.enqueue(unique, "late")
@@ -61,9 +60,9 @@ async def test_blocking_consume_wakes_on_enqueue(kv_store: NexusStore, unique: s
 
 
 async def test_unacked_messages_are_redelivered_then_dead_lettered(
-    kv_settings: Callable[..., NexusSettings], unique: str
+    redis_stack: Stack, unique: str
 ) -> None:
-    async with NexusStore(kv_settings(queue={"max_attempts": 2})) as store:
+    async with NexusStore(redis_stack.settings(queue={"max_attempts": 2})) as store:
         queue = store.queue
         message_id = await queue.enqueue(unique, {"job": 1})
         (first,) = await queue.consume(unique, "g", "a", visibility_timeout=0.4)
@@ -85,21 +84,21 @@ async def test_unacked_messages_are_redelivered_then_dead_lettered(
 
 @pytest.mark.slow
 async def test_a_consumer_killed_mid_message_loses_nothing(
-    kv_store: NexusStore, redis_url: str, redis_namespace: str, unique: str
+    store: NexusStore, redis_url: str, redis_namespace: str, unique: str
 ) -> None:
-    queue = kv_store.queue
+    queue = store.queue
     message_id = await queue.enqueue(unique, {"order": 42})
     worker = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "tests.keyvalue._crashing_consumer",
+            "tests.redis._crashing_consumer",
             redis_url,
             redis_namespace,
             unique,
             "g",
         ],
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -133,17 +132,15 @@ async def test_a_consumer_killed_mid_message_loses_nothing(
     ],
 )
 async def test_bad_input_is_refused(
-    kv_store: NexusStore, call: Callable[..., object], field: str
+    store: NexusStore, call: Callable[..., object], field: str
 ) -> None:
     with pytest.raises(ValidationError) as caught:
-        await call(kv_store.queue)  # type: ignore[misc]
+        await call(store.queue)  # type: ignore[misc]
     assert caught.value.field == field
 
 
-async def test_blocking_longer_than_the_socket_timeout(
-    kv_settings: Callable[..., NexusSettings], unique: str
-) -> None:
-    async with NexusStore(kv_settings(redis={"socket_timeout": 0.3})) as store:
+async def test_blocking_longer_than_the_socket_timeout(redis_stack: Stack, unique: str) -> None:
+    async with NexusStore(redis_stack.settings(redis={"socket_timeout": 0.3})) as store:
         started = asyncio.get_running_loop().time()
         assert await store.queue.consume(unique, "g", "c", block=0.8) == []
         assert asyncio.get_running_loop().time() - started >= 0.75

@@ -8,13 +8,14 @@ from collections.abc import Callable
 import pytest
 
 import redis as redis_lib
-from nexus_store import NexusSettings, NexusStore
+from devstack.stack import Stack
+from nexus_store import NexusStore
 from nexus_store.errors import ValidationError
 from nexus_store.redis.realtime import RealtimeMessage
 
 
-async def test_publish_reaches_pattern_subscribers(kv_store: NexusStore, unique: str) -> None:
-    realtime = kv_store.realtime
+async def test_publish_reaches_pattern_subscribers(store: NexusStore, unique: str) -> None:
+    realtime = store.realtime
     async with realtime.subscribe(f"chat{unique}:*") as messages:
         assert await realtime.publish(f"chat{unique}:lobby", {"text": "hi"}) == 1
         assert await realtime.put(RealtimeMessage(f"chat{unique}:dev", [1, 2])) == 1
@@ -27,7 +28,7 @@ async def test_publish_reaches_pattern_subscribers(kv_store: NexusStore, unique:
 
 
 async def test_channels_are_namespaced(
-    kv_settings: Callable[..., NexusSettings], redis_url: str, redis_namespace: str, unique: str
+    redis_stack: Stack, redis_url: str, redis_namespace: str, unique: str
 ) -> None:
     raw = redis_lib.asyncio.Redis.from_url(redis_url)
     pubsub = raw.pubsub()
@@ -35,8 +36,8 @@ async def test_channels_are_namespaced(
         await pubsub.psubscribe("*")
         await pubsub.get_message(timeout=1)  # the psubscribe confirmation
         async with (
-            NexusStore(kv_settings()) as ours,
-            NexusStore(kv_settings(redis={"namespace": f"{redis_namespace}x"})) as theirs,
+            NexusStore(redis_stack.settings()) as ours,
+            NexusStore(redis_stack.settings(redis={"namespace": f"{redis_namespace}x"})) as theirs,
             theirs.realtime.subscribe(f"{unique}") as foreign,
         ):
             assert await ours.realtime.publish(unique, "hello") == 1  # only the raw one
@@ -62,15 +63,15 @@ async def test_channels_are_namespaced(
     ],
 )
 async def test_bad_channels_and_messages_are_refused(
-    kv_store: NexusStore, call: Callable[..., object], field: str
+    store: NexusStore, call: Callable[..., object], field: str
 ) -> None:
     with pytest.raises(ValidationError) as caught:
-        await call(kv_store.realtime)  # type: ignore[misc]
+        await call(store.realtime)  # type: ignore[misc]
     assert caught.value.field == field
 
 
-def test_bad_patterns_are_refused(kv_store: NexusStore) -> None:
+def test_bad_patterns_are_refused(store: NexusStore) -> None:
     for pattern in ("a b", "x\n*", "a\\*", ""):
         with pytest.raises(ValidationError) as caught:
-            kv_store.realtime.subscribe(pattern)
+            store.realtime.subscribe(pattern)
         assert caught.value.field == "pattern"

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 
 import redis as redis_lib
-from nexus_store import NexusSettings, NexusStore
+from devstack.stack import Stack
+from nexus_store import NexusStore
 from nexus_store.errors import NotFoundError, ValidationError
 from nexus_store.redis.sessions import NewSession, Session, SessionInfo
 
@@ -29,8 +30,8 @@ def _all_values(client: redis_lib.Redis, namespace: str) -> bytes:
     return dump
 
 
-async def test_create_get_update_revoke(kv_store: NexusStore, unique: str) -> None:
-    sessions = kv_store.sessions
+async def test_create_get_update_revoke(store: NexusStore, unique: str) -> None:
+    sessions = store.sessions
     token = await sessions.put(NewSession(f"u{unique}", {"role": "admin"}))
     assert isinstance(token, str) and len(token) >= 40
     session = await sessions.get(token)
@@ -49,12 +50,12 @@ async def test_create_get_update_revoke(kv_store: NexusStore, unique: str) -> No
 
 
 async def test_only_a_hash_of_the_token_is_stored(
-    kv_store: NexusStore,
+    store: NexusStore,
     raw_redis: Callable[[int], redis_lib.Redis],
     redis_namespace: str,
     unique: str,
 ) -> None:
-    token = await kv_store.sessions.create(f"u{unique}", {"k": "v"})
+    token = await store.sessions.create(f"u{unique}", {"k": "v"})
     secret_part = token.split(".", 1)[1]
     stored = _all_values(raw_redis(0), redis_namespace)
     assert secret_part.encode() not in stored
@@ -65,9 +66,9 @@ async def test_only_a_hash_of_the_token_is_stored(
 
 
 async def test_unknown_expired_and_revoked_tokens_look_identical(
-    kv_settings: Callable[..., NexusSettings], unique: str
+    redis_stack: Stack, unique: str
 ) -> None:
-    async with NexusStore(kv_settings()) as store:
+    async with NexusStore(redis_stack.settings()) as store:
         sessions = store.sessions
         expired = await sessions.create(f"u{unique}", {}, ttl=0.2)
         revoked = await sessions.create(f"u{unique}", {})
@@ -83,10 +84,10 @@ async def test_unknown_expired_and_revoked_tokens_look_identical(
         assert expired not in errors[0][1]
 
 
-async def test_sliding_expiry_is_capped_by_max_lifetime(
-    kv_settings: Callable[..., NexusSettings], unique: str
-) -> None:
-    async with NexusStore(kv_settings(sessions={"sliding": True, "max_lifetime": 1})) as store:
+async def test_sliding_expiry_is_capped_by_max_lifetime(redis_stack: Stack, unique: str) -> None:
+    async with NexusStore(
+        redis_stack.settings(sessions={"sliding": True, "max_lifetime": 1})
+    ) as store:
         sessions = store.sessions
         token = await sessions.create(f"u{unique}", {}, ttl=0.6)
         first = await sessions.get(token)
@@ -104,10 +105,8 @@ async def test_sliding_expiry_is_capped_by_max_lifetime(
         assert await sessions.get_or_none(token) is None
 
 
-async def test_without_sliding_reads_do_not_extend(
-    kv_settings: Callable[..., NexusSettings], unique: str
-) -> None:
-    async with NexusStore(kv_settings(sessions={"sliding": False})) as store:
+async def test_without_sliding_reads_do_not_extend(redis_stack: Stack, unique: str) -> None:
+    async with NexusStore(redis_stack.settings(sessions={"sliding": False})) as store:
         token = await store.sessions.create(f"u{unique}", {}, ttl=0.6)
         expires = (await store.sessions.get(token)).expires_at
         await asyncio.sleep(0.2)
@@ -117,12 +116,12 @@ async def test_without_sliding_reads_do_not_extend(
 
 
 async def test_revoke_all_and_list_follow_expiry(
-    kv_store: NexusStore,
+    store: NexusStore,
     raw_redis: Callable[[int], redis_lib.Redis],
     redis_namespace: str,
     unique: str,
 ) -> None:
-    sessions = kv_store.sessions
+    sessions = store.sessions
     user = f"user {unique}:{{x}}*"  # odd characters in the user id are fine
     long_lived = [await sessions.create(user, {"i": i}) for i in range(3)]
     await sessions.create(user, {"short": True}, ttl=0.2)
@@ -149,13 +148,13 @@ async def test_revoke_all_and_list_follow_expiry(
     assert await sessions.revoke_all(user) == 0
 
 
-async def test_concurrent_creates_are_all_indexed(kv_store: NexusStore, unique: str) -> None:
+async def test_concurrent_creates_are_all_indexed(store: NexusStore, unique: str) -> None:
     tokens = await asyncio.gather(
-        *(kv_store.sessions.create(f"u{unique}", {"n": n}) for n in range(40))
+        *(store.sessions.create(f"u{unique}", {"n": n}) for n in range(40))
     )
     assert len(set(tokens)) == 40
-    assert len(await kv_store.sessions.list_for_user(f"u{unique}")) == 40
-    assert await kv_store.sessions.revoke_all(f"u{unique}") == 40
+    assert len(await store.sessions.list_for_user(f"u{unique}")) == 40
+    assert await store.sessions.revoke_all(f"u{unique}") == 40
 
 
 @pytest.mark.parametrize(
@@ -174,8 +173,8 @@ async def test_concurrent_creates_are_all_indexed(kv_store: NexusStore, unique: 
     ],
 )
 async def test_bad_input_is_refused_before_redis(
-    kv_store: NexusStore, call: Callable[..., object], field: str
+    store: NexusStore, call: Callable[..., object], field: str
 ) -> None:
     with pytest.raises(ValidationError) as caught:
-        await call(kv_store.sessions)  # type: ignore[misc]
+        await call(store.sessions)  # type: ignore[misc]
     assert caught.value.field == field

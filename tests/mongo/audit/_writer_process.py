@@ -1,6 +1,6 @@
 """Run by test_audit.py in separate OS processes: append COUNT audit entries, then exit.
 
-python tests/events_audit/audit_writer_process.py URL DATABASE COLLECTION ACTOR COUNT
+python tests/mongo/audit/_writer_process.py URL DATABASE COLLECTION ACTOR COUNT
 """
 
 from __future__ import annotations

@@ -18,15 +18,13 @@ from nexus_store.mongo.audit.chain import GENESIS
 from nexus_store.mongo.audit.log import AuditLog
 from nexus_store.mongo.audit.model import AuditRecord
 from nexus_store.mongo.schema import ensure_schema
+from tests.support import REPO_ROOT, CommandRecorder
 
-from .conftest import CommandRecorder
-
-WRITER = Path(__file__).with_name("audit_writer_process.py")
-ROOT = Path(__file__).resolve().parents[2]
+WRITER = Path(__file__).with_name("_writer_process.py")
 
 
-async def _audit(make_settings, open_backends, recorder=None, **audit: Any) -> AuditLog:
-    settings = make_settings(audit=audit)
+async def _audit(mongo_stack, open_backends, recorder=None, **audit: Any) -> AuditLog:
+    settings = mongo_stack.settings(audit=audit)
     backends = await open_backends(settings, recorder)
     await ensure_schema(backends.mongo, settings)
     return AuditLog(backends)
@@ -66,9 +64,9 @@ def _independent_hash(prev_hash: str, document: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical.encode()).hexdigest()
 
 
-async def test_record_returns_the_stored_chained_entry(make_settings, open_backends) -> None:
+async def test_record_returns_the_stored_chained_entry(mongo_stack, open_backends) -> None:
     recorder = CommandRecorder()
-    log = await _audit(make_settings, open_backends, recorder)
+    log = await _audit(mongo_stack, open_backends, recorder)
     first = await log.record(
         "admin:1",
         "update",
@@ -118,8 +116,8 @@ def test_bad_records_name_the_field(fields: dict[str, Any], field: str) -> None:
     assert caught.value.field == field
 
 
-async def test_idempotency_key_returns_the_existing_entry(make_settings, open_backends) -> None:
-    log = await _audit(make_settings, open_backends)
+async def test_idempotency_key_returns_the_existing_entry(mongo_stack, open_backends) -> None:
+    log = await _audit(mongo_stack, open_backends)
     first = await log.record("relay", "create", "order", "9", idempotency_key="outbox:1")
     again = await log.record("relay", "create", "order", "9", idempotency_key="outbox:1")
     other = await log.record("relay", "create", "order", "10", idempotency_key="outbox:2")
@@ -128,10 +126,10 @@ async def test_idempotency_key_returns_the_existing_entry(make_settings, open_ba
     assert await _collection(log).count_documents({}) == 2
 
 
-async def test_concurrent_tasks_and_writers_form_one_chain(make_settings, open_backends) -> None:
-    log = await _audit(make_settings, open_backends, checkpoint_every=5)
+async def test_concurrent_tasks_and_writers_form_one_chain(mongo_stack, open_backends) -> None:
+    log = await _audit(mongo_stack, open_backends, checkpoint_every=5)
     # a second, independent writer (own lock, own client) races like another process would
-    rival = AuditLog(await open_backends(make_settings(audit={"checkpoint_every": 5})))
+    rival = AuditLog(await open_backends(mongo_stack.settings(audit={"checkpoint_every": 5})))
 
     async def write(writer: AuditLog, name: str) -> None:
         for index in range(6):
@@ -144,11 +142,11 @@ async def test_concurrent_tasks_and_writers_form_one_chain(make_settings, open_b
     assert (result.ok, result.checked, result.checkpoints_checked) == (True, 48, 9)
 
 
-async def test_several_processes_form_one_chain(make_settings, open_backends) -> None:
-    log = await _audit(make_settings, open_backends, checkpoint_every=7)
+async def test_several_processes_form_one_chain(mongo_stack, open_backends) -> None:
+    log = await _audit(mongo_stack, open_backends, checkpoint_every=7)
     settings = log._settings
-    url = make_settings().mongo.url.get_secret_value()
-    database = make_settings().mongo.database
+    url = mongo_stack.settings().mongo.url.get_secret_value()
+    database = mongo_stack.settings().mongo.database
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -158,7 +156,7 @@ async def test_several_processes_form_one_chain(make_settings, open_backends) ->
             settings.collection,
             f"proc{n}",
             "15",
-            cwd=ROOT,
+            cwd=REPO_ROOT,
             stderr=subprocess.PIPE,
         )
         for n in range(3)
@@ -175,8 +173,8 @@ async def test_several_processes_form_one_chain(make_settings, open_backends) ->
     assert result.checked == 60
 
 
-async def _chain(make_settings, open_backends, count: int = 10, **audit: Any) -> AuditLog:
-    log = await _audit(make_settings, open_backends, checkpoint_every=4, **audit)
+async def _chain(mongo_stack, open_backends, count: int = 10, **audit: Any) -> AuditLog:
+    log = await _audit(mongo_stack, open_backends, checkpoint_every=4, **audit)
     for index in range(count):
         await log.record("admin", "update", "user", str(index), after={"n": index})
     assert (await log.verify()).ok
@@ -191,14 +189,14 @@ async def _broken_at(log: AuditLog) -> int:
     return caught.value.seq
 
 
-async def test_edit_is_detected(make_settings, open_backends) -> None:
-    log = await _chain(make_settings, open_backends)
+async def test_edit_is_detected(mongo_stack, open_backends) -> None:
+    log = await _chain(mongo_stack, open_backends)
     await _collection(log).update_one({"seq": 6}, {"$set": {"after": {"n": 600}}})
     assert await _broken_at(log) == 6
 
 
-async def test_edit_with_recomputed_hash_breaks_the_next_link(make_settings, open_backends):
-    log = await _chain(make_settings, open_backends)
+async def test_edit_with_recomputed_hash_breaks_the_next_link(mongo_stack, open_backends):
+    log = await _chain(mongo_stack, open_backends)
     entry = await _collection(log).find_one({"seq": 6})
     entry["actor"] = "someone else"
     forged = _independent_hash(entry["prev_hash"], entry)
@@ -208,8 +206,8 @@ async def test_edit_with_recomputed_hash_breaks_the_next_link(make_settings, ope
     assert await _broken_at(log) == 7
 
 
-async def test_with_hmac_a_recomputed_hash_does_not_verify(make_settings, open_backends):
-    log = await _chain(make_settings, open_backends, hmac_key="k3y-for-tests")
+async def test_with_hmac_a_recomputed_hash_does_not_verify(mongo_stack, open_backends):
+    log = await _chain(mongo_stack, open_backends, hmac_key="k3y-for-tests")
     entry = await _collection(log).find_one({"seq": 3})
     assert _independent_hash(entry["prev_hash"], entry) != entry["hash"]  # keyed
     await _collection(log).update_one(
@@ -218,8 +216,8 @@ async def test_with_hmac_a_recomputed_hash_does_not_verify(make_settings, open_b
     assert await _broken_at(log) == 3
 
 
-async def test_delete_is_detected(make_settings, open_backends) -> None:
-    log = await _chain(make_settings, open_backends)
+async def test_delete_is_detected(mongo_stack, open_backends) -> None:
+    log = await _chain(mongo_stack, open_backends)
     await _collection(log).delete_one({"seq": 5})
     assert await _broken_at(log) == 5
     result = await log.verify()
@@ -227,15 +225,15 @@ async def test_delete_is_detected(make_settings, open_backends) -> None:
 
 
 async def test_cutting_the_tail_is_detected_up_to_the_last_checkpoint(
-    make_settings, open_backends
+    mongo_stack, open_backends
 ) -> None:
-    log = await _chain(make_settings, open_backends)  # checkpoints at 4 and 8
+    log = await _chain(mongo_stack, open_backends)  # checkpoints at 4 and 8
     await _collection(log).delete_many({"seq": {"$gte": 8}})
     assert await _broken_at(log) == 8
 
 
-async def test_reorder_is_detected(make_settings, open_backends) -> None:
-    log = await _chain(make_settings, open_backends)
+async def test_reorder_is_detected(mongo_stack, open_backends) -> None:
+    log = await _chain(mongo_stack, open_backends)
     collection = _collection(log)
     await collection.update_one({"seq": 3}, {"$set": {"seq": 1000}})
     await collection.update_one({"seq": 4}, {"$set": {"seq": 3}})
@@ -243,8 +241,8 @@ async def test_reorder_is_detected(make_settings, open_backends) -> None:
     assert await _broken_at(log) == 3
 
 
-async def test_direct_insert_is_detected(make_settings, open_backends) -> None:
-    log = await _chain(make_settings, open_backends)
+async def test_direct_insert_is_detected(mongo_stack, open_backends) -> None:
+    log = await _chain(mongo_stack, open_backends)
     head = await collection_head(log)
     await _collection(log).insert_one(
         {
@@ -261,22 +259,22 @@ async def collection_head(log: AuditLog) -> dict[str, Any]:
     return await _collection(log).find_one({}, sort=[("seq", -1)])
 
 
-async def test_checkpoint_tampering_is_detected(make_settings, open_backends) -> None:
-    log = await _chain(make_settings, open_backends)
+async def test_checkpoint_tampering_is_detected(mongo_stack, open_backends) -> None:
+    log = await _chain(mongo_stack, open_backends)
     await log._checkpoints.update_one({"seq": 8}, {"$set": {"signature": "0" * 64}})
     assert await _broken_at(log) == 8
 
 
-async def test_verify_a_range(make_settings, open_backends) -> None:
-    log = await _chain(make_settings, open_backends)
+async def test_verify_a_range(mongo_stack, open_backends) -> None:
+    log = await _chain(mongo_stack, open_backends)
     result = await log.verify(start=4, end=7)
     assert (result.ok, result.checked) == (True, 4)
     with pytest.raises(ValidationError):
         await log.verify(start=0)
 
 
-async def test_retention_expired_head_still_verifies(make_settings, open_backends) -> None:
-    log = await _audit(make_settings, open_backends, retention_days=1, checkpoint_every=4)
+async def test_retention_expired_head_still_verifies(mongo_stack, open_backends) -> None:
+    log = await _audit(mongo_stack, open_backends, retention_days=1, checkpoint_every=4)
     now = dt.datetime.now(dt.UTC)
     log._clock = lambda: now - dt.timedelta(days=2)  # these entries are past retention
     for index in range(6):
@@ -296,9 +294,9 @@ async def test_retention_expired_head_still_verifies(make_settings, open_backend
 
 
 async def test_chain_continues_from_checkpoint_after_everything_expired(
-    make_settings, open_backends
+    mongo_stack, open_backends
 ) -> None:
-    log = await _audit(make_settings, open_backends, retention_days=1, checkpoint_every=4)
+    log = await _audit(mongo_stack, open_backends, retention_days=1, checkpoint_every=4)
     now = dt.datetime.now(dt.UTC)
     log._clock = lambda: now - dt.timedelta(days=2)
     for index in range(8):
@@ -307,7 +305,9 @@ async def test_chain_continues_from_checkpoint_after_everything_expired(
     log._clock = lambda: now
     # a new writer (as in another process): no cached head, reads the checkpoint
     fresh = AuditLog(
-        await open_backends(make_settings(audit={"retention_days": 1, "checkpoint_every": 4}))
+        await open_backends(
+            mongo_stack.settings(audit={"retention_days": 1, "checkpoint_every": 4})
+        )
     )
     fresh._clock = lambda: now
     entry = await fresh.record("admin", "new", "doc", "x")
@@ -316,8 +316,8 @@ async def test_chain_continues_from_checkpoint_after_everything_expired(
     assert (await fresh.verify()).ok
 
 
-async def test_queries_paginate_newest_first(make_settings, open_backends) -> None:
-    log = await _audit(make_settings, open_backends)
+async def test_queries_paginate_newest_first(mongo_stack, open_backends) -> None:
+    log = await _audit(mongo_stack, open_backends)
     for index in range(7):
         await log.record("alice" if index % 2 else "bob", "edit", "doc", str(index % 3))
     page = await log.by_actor("bob", limit=2)
@@ -336,11 +336,11 @@ async def test_queries_paginate_newest_first(make_settings, open_backends) -> No
         await log.by_resource("doc", "a\x00")
 
 
-async def test_store_put_routes_events_and_audit_records(make_settings) -> None:
+async def test_store_put_routes_events_and_audit_records(mongo_stack) -> None:
     from nexus_store import NexusStore
     from nexus_store.mongo.events.model import Event
 
-    settings = make_settings()
+    settings = mongo_stack.settings()
     async with NexusStore(settings) as store:
         await ensure_schema(store.backends.mongo, settings)
         event = await store.put(Event(name="signup", user_id="u1"))

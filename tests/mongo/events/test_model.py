@@ -91,8 +91,8 @@ def test_anonymous_only_is_enough() -> None:
     assert Event(name="view", anonymous_id="anon-1").user_id is None
 
 
-async def test_refused_input_is_never_stored(make_settings, open_backends) -> None:
-    backends = await open_backends(make_settings())
+async def test_refused_input_is_never_stored(mongo_stack, open_backends) -> None:
+    backends = await open_backends(mongo_stack.settings())
     events = EventStore(backends)
     with pytest.raises(ValidationError) as caught:
         await events.track("hack", user_id="u1", properties={"$where": "1"}, wait=True)
@@ -106,8 +106,8 @@ async def test_refused_input_is_never_stored(make_settings, open_backends) -> No
     assert events.stats().queued == 0
 
 
-async def test_size_limit(make_settings, open_backends) -> None:
-    backends = await open_backends(make_settings(events={"max_event_bytes": 1024}))
+async def test_size_limit(mongo_stack, open_backends) -> None:
+    backends = await open_backends(mongo_stack.settings(events={"max_event_bytes": 1024}))
     events = EventStore(backends)
     with pytest.raises(ValidationError) as caught:
         await events.track("big", user_id="u1", properties={"blob": "x" * 1100})
@@ -119,9 +119,9 @@ async def test_size_limit(make_settings, open_backends) -> None:
     assert names == ["small"]
 
 
-async def test_track_refuses_what_event_refuses(make_settings, open_backends) -> None:
+async def test_track_refuses_what_event_refuses(mongo_stack, open_backends) -> None:
     """track() applies the Event rules without building one: same refusals, same fields."""
-    backends = await open_backends(make_settings())
+    backends = await open_backends(mongo_stack.settings())
     events = EventStore(backends)
     for fields, field in REFUSED:
         with pytest.raises(ValidationError) as caught:
@@ -132,8 +132,8 @@ async def test_track_refuses_what_event_refuses(make_settings, open_backends) ->
     assert await backends.mongo.db[backends.settings.events.collection].count_documents({}) == 0
 
 
-async def test_track_stores_what_event_would(make_settings, open_backends) -> None:
-    backends = await open_backends(make_settings())
+async def test_track_stores_what_event_would(mongo_stack, open_backends) -> None:
+    backends = await open_backends(mongo_stack.settings())
     events = EventStore(backends)
     paris = dt.timezone(dt.timedelta(hours=1))
     given = dt.datetime(2026, 1, 1, 13, 0, 0, 123999, paris)
@@ -164,8 +164,8 @@ async def test_track_stores_what_event_would(make_settings, open_backends) -> No
     await events.aclose()
 
 
-async def test_track_with_the_same_event_id_stores_once(make_settings, open_backends) -> None:
-    settings = make_settings()
+async def test_track_with_the_same_event_id_stores_once(mongo_stack, open_backends) -> None:
+    settings = mongo_stack.settings()
     backends = await open_backends(settings)
     await ensure_schema(backends.mongo, settings)
     events = EventStore(backends)
@@ -177,9 +177,9 @@ async def test_track_with_the_same_event_id_stores_once(make_settings, open_back
     await events.aclose()
 
 
-async def test_put_checks_the_event_again(make_settings, open_backends) -> None:
+async def test_put_checks_the_event_again(mongo_stack, open_backends) -> None:
     """An Event is frozen but its dicts are not: what put() buffers is screened again."""
-    backends = await open_backends(make_settings())
+    backends = await open_backends(mongo_stack.settings())
     events = EventStore(backends)
     event = Event(name="e", user_id="u", properties={"fine": 1})
     event.properties["$where"] = "1"

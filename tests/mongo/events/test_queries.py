@@ -17,15 +17,14 @@ from structlog.testing import capture_logs
 from nexus_store.errors import ValidationError
 from nexus_store.mongo.events.queries import EventCount, FunnelStep, IntervalCount
 from nexus_store.mongo.events.writer import EventStore
-
-from .conftest import CommandRecorder
+from tests.support import CommandRecorder
 
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
 
 
-async def _loaded(make_settings, open_backends, recorder=None) -> EventStore:
-    events = EventStore(await open_backends(make_settings(), recorder))
+async def _loaded(mongo_stack, open_backends, recorder=None) -> EventStore:
+    events = EventStore(await open_backends(mongo_stack.settings(), recorder))
     rows = [
         ("view", "u1", 0),
         ("cart", "u1", 5),
@@ -51,8 +50,8 @@ def _pipeline(recorder: CommandRecorder) -> list[dict[str, Any]]:
     return recorder.named("aggregate")[-1]["pipeline"]
 
 
-async def test_unique_users_and_names_are_literals(make_settings, open_backends) -> None:
-    events = await _loaded(make_settings, open_backends)
+async def test_unique_users_and_names_are_literals(mongo_stack, open_backends) -> None:
+    events = await _loaded(mongo_stack, open_backends)
     end = T0 + dt.timedelta(hours=3)
     assert await events.unique_users(start=T0, end=end) == 4
     assert await events.unique_users(start=T0, end=end, names="paid") == 2
@@ -69,8 +68,8 @@ async def test_unique_users_and_names_are_literals(make_settings, open_backends)
     assert caught.value.field == "start"
 
 
-async def test_timeline_pages_newest_first(make_settings, open_backends) -> None:
-    events = await _loaded(make_settings, open_backends)
+async def test_timeline_pages_newest_first(mongo_stack, open_backends) -> None:
+    events = await _loaded(mongo_stack, open_backends)
     seen: list[str] = []
     cursor = None
     for _ in range(5):
@@ -90,8 +89,8 @@ async def test_timeline_pages_newest_first(make_settings, open_backends) -> None
     assert caught.value.field == "cursor"
 
 
-async def test_export_and_delete_user(make_settings, open_backends) -> None:
-    events = await _loaded(make_settings, open_backends)
+async def test_export_and_delete_user(mongo_stack, open_backends) -> None:
+    events = await _loaded(mongo_stack, open_backends)
     exported = [doc async for doc in events.export_user("u1")]
     assert [doc["name"] for doc in exported] == ["view", "cart", "paid"]
     assert "_id" not in exported[0]
@@ -100,9 +99,9 @@ async def test_export_and_delete_user(make_settings, open_backends) -> None:
     assert (await events.timeline("u2")).events
 
 
-async def test_pipelines_sent_to_the_server(make_settings, open_backends) -> None:
+async def test_pipelines_sent_to_the_server(mongo_stack, open_backends) -> None:
     recorder = CommandRecorder()
-    events = EventStore(await open_backends(make_settings(), recorder))
+    events = EventStore(await open_backends(mongo_stack.settings(), recorder))
     end = T0 + dt.timedelta(days=1)
     # the substitute cannot group on a compound key; the pipeline is what matters here
     with contextlib.suppress(Exception):
@@ -140,8 +139,8 @@ async def test_pipelines_sent_to_the_server(make_settings, open_backends) -> Non
 
 
 @pytest.mark.real_mongodb
-async def test_counts_funnel_and_top_events_results(make_settings, open_backends) -> None:
-    events = await _loaded(make_settings, open_backends)
+async def test_counts_funnel_and_top_events_results(mongo_stack, open_backends) -> None:
+    events = await _loaded(mongo_stack, open_backends)
     end = T0 + dt.timedelta(hours=3)
     assert await events.counts(["view", "cart"], start=T0, end=end, interval="hour") == [
         IntervalCount("cart", T0, 1),
@@ -162,8 +161,8 @@ async def test_counts_funnel_and_top_events_results(make_settings, open_backends
     ]
 
 
-async def test_aggregation_cache_in_redis(make_settings, open_backends, redis_url) -> None:
-    settings = make_settings(events={"query_cache_ttl": 60})
+async def test_aggregation_cache_in_redis(mongo_stack, open_backends, redis_url) -> None:
+    settings = mongo_stack.settings(events={"query_cache_ttl": 60})
     backends = await open_backends(settings)
     events = EventStore(backends)
     await events.track("view", user_id="first", ts=T0, wait=True)
@@ -175,17 +174,17 @@ async def test_aggregation_cache_in_redis(make_settings, open_backends, redis_ur
     keys = [key async for key in client.scan_iter(match=f"{settings.redis.namespace}:*events*")]
     assert len(keys) == 1 and 0 < await client.ttl(keys[0]) <= 60
     assert await client.get(keys[0]) != b""  # BSON, never pickle
-    uncached = EventStore(await open_backends(make_settings()))
+    uncached = EventStore(await open_backends(mongo_stack.settings()))
     assert await uncached.unique_users(start=T0, end=end) == 2
     await client.delete(*keys)
 
 
-async def test_cache_outage_falls_back_to_mongodb(make_settings, open_backends) -> None:
-    from tests import _servers
+async def test_cache_outage_falls_back_to_mongodb(mongo_stack, open_backends) -> None:
+    from devstack import servers
 
-    settings = make_settings(
+    settings = mongo_stack.settings(
         events={"query_cache_ttl": 60},
-        redis={"url": f"redis://127.0.0.1:{_servers.closed_port()}"},
+        redis={"url": f"redis://127.0.0.1:{servers.closed_port()}"},
     )
     events = EventStore(await open_backends(settings))
     await events.track("view", user_id="u", ts=T0, wait=True)

@@ -10,14 +10,13 @@ import pytest
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
+from devstack.servers import NxProcess, silent_port
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import BackendUnavailableError, ValidationError
 from nexus_store.mongo.events.model import Event
 from nexus_store.mongo.events.writer import EventStore
 from nexus_store.mongo.schema import ensure_schema
-from tests._servers import NxProcess
-
-from .conftest import CommandRecorder, stalled_server
+from tests.support import CommandRecorder
 
 
 async def _stored(backends: Any) -> list[dict[str, Any]]:
@@ -34,9 +33,9 @@ async def _wait_until(predicate: Any, seconds: float = 5.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-async def test_track_flush_writes_unordered_batches(make_settings, open_backends) -> None:
+async def test_track_flush_writes_unordered_batches(mongo_stack, open_backends) -> None:
     recorder = CommandRecorder()
-    settings = make_settings(events={"flush_at": 40, "flush_interval": 30})
+    settings = mongo_stack.settings(events={"flush_at": 40, "flush_interval": 30})
     backends = await open_backends(settings, recorder)
     await ensure_schema(backends.mongo, settings)
     events = EventStore(backends)
@@ -54,8 +53,8 @@ async def test_track_flush_writes_unordered_batches(make_settings, open_backends
     await events.aclose()
 
 
-async def test_flush_at_and_interval_trigger_without_flush(make_settings, open_backends) -> None:
-    settings = make_settings(events={"flush_at": 10, "flush_interval": 0.2})
+async def test_flush_at_and_interval_trigger_without_flush(mongo_stack, open_backends) -> None:
+    settings = mongo_stack.settings(events={"flush_at": 10, "flush_interval": 0.2})
     backends = await open_backends(settings)
     events = EventStore(backends)
     for i in range(10):  # a full batch goes out at once
@@ -73,16 +72,16 @@ async def _count(backends: Any, expected: int) -> bool:
     return await collection.count_documents({}) == expected
 
 
-async def test_wait_returns_once_stored(make_settings, open_backends) -> None:
-    backends = await open_backends(make_settings(events={"flush_interval": 30}))
+async def test_wait_returns_once_stored(mongo_stack, open_backends) -> None:
+    backends = await open_backends(mongo_stack.settings(events={"flush_interval": 30}))
     events = EventStore(backends)
     event_id = await events.track("paid", user_id="u1", properties={"total": 9.5}, wait=True)
     assert [doc["event_id"] for doc in await _stored(backends)] == [event_id]
     await events.aclose()
 
 
-async def test_resent_event_is_stored_once(make_settings, open_backends) -> None:
-    settings = make_settings()
+async def test_resent_event_is_stored_once(mongo_stack, open_backends) -> None:
+    settings = mongo_stack.settings()
     backends = await open_backends(settings)
     await ensure_schema(backends.mongo, settings)
     events = EventStore(backends)
@@ -100,8 +99,8 @@ async def test_resent_event_is_stored_once(make_settings, open_backends) -> None
     await events.aclose()
 
 
-async def test_closing_the_store_drains_the_buffer(make_settings) -> None:
-    settings = make_settings(events={"flush_at": 1000, "flush_interval": 30})
+async def test_closing_the_store_drains_the_buffer(mongo_stack) -> None:
+    settings = mongo_stack.settings(events={"flush_at": 1000, "flush_interval": 30})
     store = NexusStore(settings)
     ids = [await store.events.track("view", user_id="u", properties={"i": i}) for i in range(250)]
     assert store.events.stats().queued == 250
@@ -116,8 +115,8 @@ async def test_closing_the_store_drains_the_buffer(make_settings) -> None:
         await client.close()
 
 
-async def test_outage_and_recovery_lose_nothing(make_settings, nx_process: NxProcess) -> None:
-    settings = make_settings(
+async def test_outage_and_recovery_lose_nothing(mongo_stack, nx_process: NxProcess) -> None:
+    settings = mongo_stack.settings(
         mongo={
             "url": nx_process.url,
             "server_selection_timeout": 0.3,
@@ -158,8 +157,8 @@ async def _retried(events: EventStore) -> bool:
     return events.stats().retried >= 2
 
 
-def _stalled_settings(make_settings: Any, port: int, **events: Any) -> NexusSettings:
-    return make_settings(
+def _stalled_settings(mongo_stack: Any, port: int, **events: Any) -> NexusSettings:
+    return mongo_stack.settings(
         mongo={
             "url": f"mongodb://127.0.0.1:{port}",
             "server_selection_timeout": 0.2,
@@ -177,9 +176,9 @@ def _stalled_settings(make_settings: Any, port: int, **events: Any) -> NexusSett
     )
 
 
-async def test_full_buffer_drops_with_count_and_warning(make_settings) -> None:
-    async with stalled_server() as port:
-        settings = _stalled_settings(make_settings, port, max_queue_size=50, on_full="drop")
+async def test_full_buffer_drops_with_count_and_warning(mongo_stack) -> None:
+    with silent_port() as port:
+        settings = _stalled_settings(mongo_stack, port, max_queue_size=50, on_full="drop")
         store = NexusStore(settings)
         with capture_logs() as logs:
             for i in range(80):
@@ -197,9 +196,9 @@ async def test_full_buffer_drops_with_count_and_warning(make_settings) -> None:
         )
 
 
-async def test_full_buffer_blocks_track_when_configured(make_settings) -> None:
-    async with stalled_server() as port:
-        settings = _stalled_settings(make_settings, port, max_queue_size=10, on_full="block")
+async def test_full_buffer_blocks_track_when_configured(mongo_stack) -> None:
+    with silent_port() as port:
+        settings = _stalled_settings(mongo_stack, port, max_queue_size=10, on_full="block")
         store = NexusStore(settings)
         for i in range(10):
             await store.events.track("x", user_id="u", properties={"i": i})
@@ -214,9 +213,9 @@ async def test_full_buffer_blocks_track_when_configured(make_settings) -> None:
         assert "closed" in str(caught.value)
 
 
-async def test_wait_true_fails_clearly_when_abandoned(make_settings) -> None:
-    async with stalled_server() as port:
-        store = NexusStore(_stalled_settings(make_settings, port))
+async def test_wait_true_fails_clearly_when_abandoned(mongo_stack) -> None:
+    with silent_port() as port:
+        store = NexusStore(_stalled_settings(mongo_stack, port))
         waiting = asyncio.ensure_future(store.events.track("x", user_id="u", wait=True))
         await asyncio.sleep(0.2)
         with capture_logs():
@@ -226,9 +225,9 @@ async def test_wait_true_fails_clearly_when_abandoned(make_settings) -> None:
 
 
 async def test_other_write_errors_are_rejected_not_counted_as_written(
-    make_settings, open_backends
+    mongo_stack, open_backends
 ) -> None:
-    settings = make_settings()
+    settings = mongo_stack.settings()
     backends = await open_backends(settings)
     await ensure_schema(backends.mongo, settings)
     collection = backends.mongo.db[settings.events.collection]

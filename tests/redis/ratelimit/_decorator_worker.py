@@ -1,6 +1,6 @@
 """A separate OS process hammering one standalone ``@rate_limit`` decorator.
 
-    python -m tests.keyvalue.ratelimit_support.worker KEY STRATEGY THREADS CALLS START_AT
+    python -m tests.redis.ratelimit._decorator_worker KEY STRATEGY THREADS CALLS START_AT
 
 Configured from the environment only (NEXUS_REDIS_URL, NEXUS_REDIS__NAMESPACE), like an
 application would be. Waits until the wall-clock START_AT so that both processes contend,

@@ -7,31 +7,27 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.cluster
 
-from nexus_store import NexusStore
+from devstack.stack import Stack
+from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import RateLimitExceeded
-from tests.keyvalue.ratelimit_support import limiter_settings
 
 pytestmark = pytest.mark.redis_server
 
 
-@pytest.fixture
-async def cluster_store(redis_cluster: str) -> AsyncIterator[NexusStore]:
+@pytest.fixture(scope="module")
+def settings(redis_cluster: str) -> NexusSettings:
     # redis-py's asyncio RedisCluster raises MaxConnectionsError instead of waiting when more
     # tasks than max_connections talk to one node at once: give the 50 clients room.
-    settings = limiter_settings(
-        redis_cluster, "rlc", redis={"cluster": True, "max_connections": 64}
-    )
-    async with NexusStore(settings) as store:
-        yield store
+    cluster = Stack.located(redis_url=redis_cluster, redis_namespace="rlc")
+    return cluster.settings(redis={"cluster": True, "max_connections": 64})
 
 
-async def test_checks_and_reset_on_a_cluster(cluster_store: NexusStore, redis_cluster: str) -> None:
-    limiter = cluster_store.limiter
+async def test_checks_and_reset_on_a_cluster(store: NexusStore, redis_cluster: str) -> None:
+    limiter = store.limiter
     names = [f"user-{index}-{uuid.uuid4().hex[:6]}" for index in range(12)]
     for strategy in ("gcra", "sliding_window", "fixed_window"):
         for name in names:
@@ -57,11 +53,11 @@ async def test_checks_and_reset_on_a_cluster(cluster_store: NexusStore, redis_cl
     assert (await limiter.hit(names[0], "2/hour;10/day")).remaining == 1
 
 
-async def test_exact_under_concurrency_on_a_cluster(cluster_store: NexusStore) -> None:
+async def test_exact_under_concurrency_on_a_cluster(store: NexusStore) -> None:
     key = uuid.uuid4().hex
     passed: list[int] = []
 
-    @cluster_store.limiter.limit("100/hour", key=lambda: key)
+    @store.limiter.limit("100/hour", key=lambda: key)
     async def work() -> None:
         passed.append(1)
 
@@ -74,11 +70,11 @@ async def test_exact_under_concurrency_on_a_cluster(cluster_store: NexusStore) -
     assert len(passed) == 100
 
 
-def test_sync_path_on_a_cluster(cluster_store: NexusStore) -> None:
+def test_sync_path_on_a_cluster(store: NexusStore) -> None:
     key = uuid.uuid4().hex
     passed: list[int] = []
 
-    @cluster_store.limiter.limit("20/hour", key=lambda: key)
+    @store.limiter.limit("20/hour", key=lambda: key)
     def work() -> None:
         passed.append(1)
 
@@ -93,5 +89,5 @@ def test_sync_path_on_a_cluster(cluster_store: NexusStore) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert len(passed) == 20
-    cluster_store.limiter.reset_sync(key)
-    assert cluster_store.limiter.peek_sync(key, "20/hour").remaining == 20
+    store.limiter.reset_sync(key)
+    assert store.limiter.peek_sync(key, "20/hour").remaining == 20

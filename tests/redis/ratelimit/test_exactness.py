@@ -15,27 +15,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from nexus_store import NexusStore
+from devstack.stack import Stack
+from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import RateLimitExceeded
-from tests.keyvalue.ratelimit_support import limiter_settings
+from tests.support import REPO_ROOT
 
 STRATEGIES = ["gcra", "sliding_window", "fixed_window"]
 CLIENTS, CALLS, LIMIT = 50, 10, "100/hour"
-ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def store(redis_url: str, redis_namespace: str) -> AsyncIterator[NexusStore]:
-    settings = limiter_settings(
-        redis_url, redis_namespace, redis={"max_connections": 16, "pool_timeout": 10}
-    )
-    async with NexusStore(settings) as opened:
-        yield opened
+@pytest.fixture(scope="module")
+def settings(redis_stack: Stack) -> NexusSettings:
+    return redis_stack.settings(redis={"max_connections": 16, "pool_timeout": 10})
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -97,20 +91,19 @@ async def test_asyncio_tasks(store: NexusStore, strategy: str) -> None:
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_two_processes(redis_url: str, redis_namespace: str, strategy: str) -> None:
+def test_two_processes(redis_stack: Stack, strategy: str) -> None:
     """Two OS processes of 25 threads each, configured only by the environment."""
     key = uuid.uuid4().hex
     env = {
         **os.environ,
-        "NEXUS_REDIS_URL": redis_url,
-        "NEXUS_REDIS__NAMESPACE": redis_namespace,
-        "PYTHONPATH": str(ROOT),
+        **redis_stack.environment(),
+        "PYTHONPATH": str(REPO_ROOT),
     }
     start_at = time.time() + 2.0  # both interpreters are up by then, so they contend
     command = [
         sys.executable,
         "-m",
-        "tests.keyvalue.ratelimit_support.worker",
+        "tests.redis.ratelimit._decorator_worker",
         key,
         strategy,
         str(CLIENTS // 2),
@@ -119,7 +112,12 @@ def test_two_processes(redis_url: str, redis_namespace: str, strategy: str) -> N
     ]
     workers = [
         subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]

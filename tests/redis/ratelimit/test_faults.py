@@ -16,21 +16,20 @@ import pytest
 import structlog
 
 import redis as redis_lib
+from devstack import servers
+from devstack.stack import Stack
 from nexus_store import NexusStore
 from nexus_store.errors import BackendUnavailableError, RateLimitExceeded
-from tests import _servers
-from tests.keyvalue.ratelimit_support import FAST_FAILURE, limiter_settings
+from tests.support import FAST_FAILURE
 
 pytestmark = pytest.mark.redis_server
 RECHECK = 0.3
 
 
-def _store(server: _servers.RedisProcess, fail_mode: str) -> NexusStore:
-    return NexusStore(
-        limiter_settings(
-            server.url, "faults", redis=FAST_FAILURE, fail_mode=fail_mode, recheck_interval=RECHECK
-        )
-    )
+def _store(server: servers.RedisProcess, fail_mode: str) -> NexusStore:
+    stack = Stack.located(redis_url=server.url, redis_namespace="faults")
+    ratelimit = {"fail_mode": fail_mode, "recheck_interval": RECHECK}
+    return NexusStore(stack.settings(redis=FAST_FAILURE, ratelimit=ratelimit))
 
 
 @contextlib.contextmanager
@@ -60,7 +59,7 @@ async def _wait_until_recovered(store: NexusStore, key: str) -> None:
 
 @pytest.mark.parametrize("fail_mode", ["fail_open", "fail_closed", "local"])
 async def test_fail_modes_during_an_outage_and_recovery(
-    redis_process: _servers.RedisProcess, fail_mode: str
+    redis_process: servers.RedisProcess, fail_mode: str
 ) -> None:
     key = uuid.uuid4().hex
     async with _store(redis_process, fail_mode) as store:
@@ -107,7 +106,7 @@ async def test_fail_modes_during_an_outage_and_recovery(
 
 
 def test_sync_decorator_fails_closed_then_recovers(
-    redis_process: _servers.RedisProcess,
+    redis_process: servers.RedisProcess,
 ) -> None:
     key = uuid.uuid4().hex
     store = _store(redis_process, "fail_closed")
@@ -136,8 +135,10 @@ def test_sync_decorator_fails_closed_then_recovers(
 
 
 async def test_unreachable_from_the_start_follows_the_fail_mode() -> None:
-    closed = f"redis://127.0.0.1:{_servers.closed_port()}"
-    settings = limiter_settings(closed, "faults", redis=FAST_FAILURE, fail_mode="local")
+    closed = Stack.located(
+        redis_url=f"redis://127.0.0.1:{servers.closed_port()}", redis_namespace="faults"
+    )
+    settings = closed.settings(redis=FAST_FAILURE, ratelimit={"fail_mode": "local"})
     async with NexusStore(settings) as store:
         first = await store.limiter.hit("k", "1/hour")
         second = await store.limiter.hit("k", "1/hour")
@@ -145,7 +146,7 @@ async def test_unreachable_from_the_start_follows_the_fail_mode() -> None:
 
 
 async def test_flushed_scripts_are_loaded_again_without_an_outage(
-    redis_process: _servers.RedisProcess,
+    redis_process: servers.RedisProcess,
 ) -> None:
     """SCRIPT FLUSH (what a restarted or new server looks like to EVALSHA): the next check
     gets NOSCRIPT, loads the script and is decided by Redis, counted once, sync and async."""

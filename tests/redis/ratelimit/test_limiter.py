@@ -7,24 +7,18 @@ import asyncio
 import contextlib
 import inspect
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 import redis as redis_lib
+from devstack.stack import Stack
 from nexus_store import NexusStore
 from nexus_store.errors import RateLimitExceeded, ValidationError
 from nexus_store.redis.ratelimit import RateLimiter, RateLimitHit, RateLimitResult, rate_limit
 from nexus_store.redis.ratelimit import decorator as decorator_module
-from tests.keyvalue.ratelimit_support import limiter_settings
 
 STRATEGIES = ["gcra", "sliding_window", "fixed_window"]
-
-
-@pytest.fixture
-async def store(redis_url: str, redis_namespace: str) -> AsyncIterator[NexusStore]:
-    async with NexusStore(limiter_settings(redis_url, redis_namespace)) as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -316,10 +310,10 @@ async def test_decorator_strategy_override(store: NexusStore, key: str) -> None:
 
 
 async def test_standalone_decorator_configures_itself_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch, redis_url: str, redis_namespace: str, key: str
+    monkeypatch: pytest.MonkeyPatch, redis_stack: Stack, key: str
 ) -> None:
-    monkeypatch.setenv("NEXUS_REDIS_URL", redis_url)
-    monkeypatch.setenv("NEXUS_REDIS__NAMESPACE", redis_namespace)
+    for name, value in redis_stack.environment().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("NEXUS_RATELIMIT__STRATEGY", "sliding_window")
     monkeypatch.setattr(decorator_module, "_standalone", decorator_module._Standalone())
 
@@ -340,7 +334,7 @@ async def test_standalone_decorator_configures_itself_from_the_environment(
     limiter = decorator_module.default_limiter()
     assert limiter.strategy.name == "sliding_window"
     assert limiter.stats()["refused"] == 2
-    async with NexusStore(limiter_settings(redis_url, redis_namespace)) as other:
+    async with NexusStore(redis_stack.settings()) as other:
         peeked = await other.limiter.peek(key, "1/hour", strategy="sliding_window")
     assert peeked.remaining == 0  # the standalone decorator used the same Redis keys
     await limiter._backends.close()
