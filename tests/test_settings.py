@@ -9,6 +9,7 @@ import pytest
 
 from nexus_store import ConfigurationError, NexusSettings
 from nexus_store._secrets import scrub
+from tests.support import REPO_ROOT
 
 PASSWORDS = {"postgres": "pg-S3cret!x", "mongo": "mongo-S3cret", "redis": "redis-S3cret"}
 URLS = {
@@ -66,7 +67,7 @@ def test_toml_file_is_below_the_environment(
 
 
 def test_shipped_example_config_loads() -> None:
-    example = Path(__file__).parents[2] / "config" / "nexus.toml"
+    example = REPO_ROOT / "config" / "nexus.toml"
     settings = NexusSettings.load(config_file=example)
     assert settings.redis.databases.analytics_cache == 5
 

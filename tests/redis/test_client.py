@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from nexus_store.redis.client import RedisBackend
 from nexus_store.redis.queue import QueueMessage
 from nexus_store.redis.realtime import RealtimeMessage
 from nexus_store.redis.sessions import NewSession
+from tests.support import REPO_ROOT
 
 
 async def test_pool_is_bounded_and_waits_for_a_free_connection(
@@ -87,7 +87,7 @@ async def test_cache_areas_can_live_on_their_own_server(
 
 def _documented_acl() -> list[str]:
     """The ACL SETUSER rules recommended in docs/redis.md, for user ``nexus``."""
-    docs = Path(__file__).resolve().parents[2] / "docs" / "redis.md"
+    docs = REPO_ROOT / "docs" / "redis.md"
     (line,) = [ln for ln in docs.read_text().splitlines() if ln.startswith("ACL SETUSER")]
     return line.split()[2:]
 
