@@ -4,17 +4,25 @@ A scenario module in ``bench/scenarios/`` exposes ``async def scenarios(env) -> 
 Each :class:`Pair` measures one capability twice, through nexus-store and through the bare
 driver, alternating the two ``repeats`` times so that drift hits both alike. The report gives
 median, min and max of each side and the ratio of medians (SDK / raw).
+
+Timing lives here too: a measure built from :func:`median_seconds`, :func:`sync_rate` or
+:func:`async_rate` is one burst, and a pair with ``bursts > 1`` alternates that many bursts
+of each side per repeat and keeps each side's best, because the machine is shared and a burst
+another process interrupted says nothing about either side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import statistics
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 Measure = Callable[[], Awaitable[float] | float]
+Burst = Callable[[], Awaitable[float]]
 
 
 @dataclass
@@ -34,6 +42,7 @@ class Pair:
     setup: Callable[[], Awaitable[None]] | None = None
     teardown: Callable[[], Awaitable[None]] | None = None
     raw_label: str = "raw driver"
+    bursts: int = 1
 
 
 @dataclass
@@ -80,21 +89,70 @@ async def _call(measure: Measure) -> float:
     return float(value)
 
 
+async def median_seconds(call: Callable[[], object], calls: int) -> float:
+    """Median wall time of ``calls`` sequential calls (sync or async)."""
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        outcome = call()
+        if inspect.isawaitable(outcome):
+            await outcome
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def sync_rate(check: Callable[[], object], calls: int) -> Burst:
+    """A burst of ``calls`` sequential sync calls, in calls per second."""
+
+    async def burst() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            check()
+        return calls / (time.perf_counter() - started)
+
+    return burst
+
+
+def async_rate(check: Callable[[int], Awaitable[object]], calls: int, tasks: int) -> Burst:
+    """A burst of ``calls`` spread over ``tasks`` concurrent tasks (``check(task)``), in calls
+    per second."""
+    per_task = calls // tasks
+
+    async def worker(task: int) -> None:
+        for _ in range(per_task):
+            await check(task)
+
+    async def burst() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(task) for task in range(tasks)))
+        return per_task * tasks / (time.perf_counter() - started)
+
+    return burst
+
+
 async def run_pair(pair: Pair, repeats: int) -> Result:
     result = Result(
         pair.name, pair.unit, [], [], pair.higher_is_better, pair.target, pair.raw_label
     )
     if pair.setup is not None:
         await pair.setup()
+    best = max if pair.higher_is_better else min
+    turns = 0
     try:
-        for index in range(repeats):
-            # Alternate which side goes first so warm-up and drift do not favour one.
-            sides = [("sdk", pair.sdk), ("raw", pair.raw)]
-            if index % 2:
-                sides.reverse()
-            for side, measure in sides:
-                if measure is not None:
-                    getattr(result, side).append(await _call(measure))
+        for _ in range(repeats):
+            runs: dict[str, list[float]] = {"sdk": [], "raw": []}
+            for _ in range(pair.bursts):
+                # Alternate which side goes first so warm-up and drift do not favour one.
+                sides = [("sdk", pair.sdk), ("raw", pair.raw)]
+                if turns % 2:
+                    sides.reverse()
+                turns += 1
+                for side, measure in sides:
+                    if measure is not None:
+                        runs[side].append(await _call(measure))
+            for side, values in runs.items():
+                if values:
+                    getattr(result, side).append(best(values))
     finally:
         if pair.teardown is not None:
             await pair.teardown()

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import pkgutil
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-from bench.env import bench_env
 from bench.harness import Result, render_table, run_pair
+from devstack import servers
+from devstack.stack import Stack, scratch_stack
 
 SCENARIO_PACKAGE = "bench.scenarios"
 
@@ -26,9 +30,24 @@ def _modules(only: list[str]) -> list[str]:
     return [name for name in names if not only or any(o in name for o in only)]
 
 
+@contextlib.contextmanager
+def _bench_stack() -> Iterator[Stack]:
+    """The servers the tests use, with a scratch database and namespace for this run."""
+    tag = uuid.uuid4().hex[:8]
+    with (
+        servers.postgres_server() as postgres,
+        servers.mongo_server() as (mongo, _real),
+        servers.redis_server() as redis,
+        scratch_stack(
+            postgres, mongo, redis, database=f"nexus_bench_{tag}", namespace=f"bench{tag}"
+        ) as stack,
+    ):
+        yield stack
+
+
 async def _main(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
-    async with bench_env() as env:
+    with _bench_stack() as env:
         for name in _modules(args.only):
             module = importlib.import_module(f"{SCENARIO_PACKAGE}.{name}")
             for pair in await module.scenarios(env):

@@ -11,15 +11,12 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
-import psycopg
 import pytest
-from pymongo import MongoClient
 
-import redis as redis_lib
+from devstack import servers
+from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
-from tests import _servers
 
 SESSION_TAG = uuid.uuid4().hex[:10]
 
@@ -32,21 +29,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, empty database on a real PostgreSQL server."""
-    with _servers.postgres_server() as server_url:
-        database = f"nexus_test_{SESSION_TAG}"
-        admin = psycopg.conninfo.conninfo_to_dict(server_url.replace("+psycopg", ""))
-        with psycopg.connect(**admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{database}"')
-        try:
-            yield server_url.replace("+psycopg", "").rsplit("/", 1)[0] + f"/{database}"
-        finally:
-            with psycopg.connect(**admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with (
+        servers.postgres_server() as server_url,
+        servers.scratch_postgres_database(server_url, f"nexus_test_{SESSION_TAG}") as url,
+    ):
+        yield url
 
 
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[tuple[str, bool]]:
-    with _servers.mongo_server() as found:
+    with servers.mongo_server() as found:
         yield found
 
 
@@ -62,13 +54,8 @@ def real_mongodb(mongo_server: tuple[str, bool]) -> bool:
 
 @pytest.fixture(scope="session")
 def mongo_database(mongo_url: str) -> Iterator[str]:
-    name = f"nexus_test_{SESSION_TAG}"
-    yield name
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=3000)
-    try:
-        client.drop_database(name)
-    finally:
-        client.close()
+    with servers.scratch_mongo_database(mongo_url, f"nexus_test_{SESSION_TAG}") as name:
+        yield name
 
 
 @pytest.fixture(autouse=True)
@@ -84,41 +71,35 @@ def _skip_without_real_mongodb(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    with _servers.redis_server() as url:
+    with servers.redis_server() as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def redis_namespace(redis_url: str) -> Iterator[str]:
     """A key prefix no other test session uses; its keys are removed from DBs 0-15 afterwards."""
-    namespace = f"t{SESSION_TAG}"
-    yield namespace
-    for db in range(16):
-        client = redis_lib.Redis.from_url(redis_url, db=db)
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])
-        finally:
-            client.close()
+    with servers.scratch_redis_namespace(redis_url, f"t{SESSION_TAG}") as namespace:
+        yield namespace
 
 
 @pytest.fixture(scope="session")
-def settings_kwargs(
+def stack(
     postgres_url: str, mongo_url: str, mongo_database: str, redis_url: str, redis_namespace: str
-) -> dict[str, Any]:
-    """Keyword arguments for ``NexusSettings.load`` pointing at the session's backends."""
-    return {
-        "postgres": {"url": postgres_url},
-        "mongo": {"url": mongo_url, "database": mongo_database},
-        "redis": {"url": redis_url, "namespace": redis_namespace},
-        "log": {"level": "warning", "format": "console"},
-    }
+) -> Stack:
+    """The session's backends: the source of every settings object and NEXUS_* environment."""
+    return Stack.located(
+        postgres_url=postgres_url,
+        mongo_url=mongo_url,
+        mongo_database=mongo_database,
+        redis_url=redis_url,
+        redis_namespace=redis_namespace,
+    )
 
 
 @pytest.fixture(scope="session")
-def settings(settings_kwargs: dict[str, Any]) -> NexusSettings:
-    return NexusSettings.load(**settings_kwargs)
+def settings(stack: Stack) -> NexusSettings:
+    """The settings ``store`` opens; test folders with their own data override this."""
+    return stack.settings()
 
 
 @pytest.fixture
@@ -128,11 +109,24 @@ async def store(settings: NexusSettings) -> AsyncIterator[NexusStore]:
 
 
 @pytest.fixture
-def redis_process() -> Iterator[_servers.RedisProcess]:
+def unique() -> str:
+    """A fresh name for the keys, users, collections, queues and channels of one test."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers."""
+    with servers.silent_port() as port:
+        yield port
+
+
+@pytest.fixture
+def redis_process() -> Iterator[servers.RedisProcess]:
     """A private, real redis-server on a free port that the test may stop and restart."""
     if shutil.which("redis-server") is None:
         pytest.skip("needs the redis-server binary (apt-get install redis-server)")
-    server = _servers.RedisProcess().start()
+    server = servers.RedisProcess().start()
     try:
         yield server
     finally:
@@ -144,11 +138,11 @@ def redis_cluster() -> Iterator[str]:
     """A real 3-master Redis Cluster on loopback ports; yields a URL of one node."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("needs redis-server and redis-cli to start a Redis Cluster")
-    nodes: list[_servers.RedisProcess] = []
+    nodes: list[servers.RedisProcess] = []
     try:
         for _ in range(3):
             # The cluster bus listens on port + 10000, so node ports must stay below 55536.
-            node = _servers.RedisProcess(
+            node = servers.RedisProcess(
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -159,7 +153,7 @@ def redis_cluster() -> Iterator[str]:
             )
             nodes.append(node)
             node.start()
-        _servers.create_cluster([node.port for node in nodes])
+        servers.create_cluster([node.port for node in nodes])
         yield nodes[0].url
     finally:
         for node in nodes:

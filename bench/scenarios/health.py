@@ -16,19 +16,17 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import redis.asyncio
 from pymongo import AsyncMongoClient
 
-from bench.env import BenchEnv
-from bench.harness import Pair
+from bench.harness import Pair, median_seconds
+from devstack.stack import Stack
 from nexus_store import NexusStore
 
 REPORTS = 30  # per measurement
@@ -36,28 +34,23 @@ CLI_RUNS = 3
 
 
 async def _median_ms(
-    call: Callable[[], Awaitable[Any]], count: int = REPORTS, scale: float = 1000
+    call: Callable[[], object], count: int = REPORTS, scale: float = 1000
 ) -> float:
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        await call()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples) * scale
+    return await median_seconds(call, count) * scale
 
 
-async def scenarios(env: BenchEnv) -> list[Pair]:
+async def scenarios(env: Stack) -> list[Pair]:
     from nexus_store.cli.init import run_init
 
     raw: dict[str, Any] = {}
-    databases = env.settings.redis.databases.model_dump()
+    databases = env.settings().redis.databases.model_dump()
 
     def store() -> NexusStore:
         found: NexusStore = raw["store"]
         return found
 
     async def setup() -> None:
-        raw["store"] = NexusStore(env.settings)
+        raw["store"] = NexusStore(env.settings())
         await run_init(store(), progress=False)
         raw["pg"] = await psycopg.AsyncConnection.connect(env.postgres_url, autocommit=True)
         raw["mongo"] = AsyncMongoClient(env.mongo_url)
@@ -103,22 +96,13 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
     async def raw_readiness() -> None:
         await asyncio.gather(postgres(), mongo(), redis_checks())
 
-    def cli_health_ms() -> float:
+    async def cli_health_ms() -> float:
         command = [sys.executable, "-m", "nexus_store.cli", "health", "--format", "json"]
-        environment = {
-            "NEXUS_POSTGRES_URL": env.postgres_url,
-            "NEXUS_MONGO_URL": env.mongo_url,
-            "NEXUS_MONGO__DATABASE": env.mongo_database,
-            "NEXUS_REDIS_URL": env.redis_url,
-            "NEXUS_REDIS__NAMESPACE": env.redis_namespace,
-            "PATH": "/usr/bin:/bin",
-        }
-        samples = []
-        for _ in range(CLI_RUNS):
-            started = time.perf_counter()
-            subprocess.run(command, env=environment, capture_output=True, check=False)
-            samples.append(time.perf_counter() - started)
-        return statistics.median(samples) * 1000
+        environment = {**env.environment(), "PATH": "/usr/bin:/bin"}
+        return await _median_ms(
+            lambda: subprocess.run(command, env=environment, capture_output=True, check=False),
+            CLI_RUNS,
+        )
 
     return [
         Pair(

@@ -23,8 +23,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, WriteConcern
 
-from bench.env import BenchEnv
 from bench.harness import Pair
+from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.mongo.schema import ensure_schema
 
@@ -33,9 +33,8 @@ WRITERS = 8
 PER_WRITER = 40
 
 
-def _settings(env: BenchEnv, collection: str) -> NexusSettings:
-    return NexusSettings.load(
-        mongo={"url": env.mongo_url, "database": env.mongo_database},
+def _settings(env: Stack, collection: str) -> NexusSettings:
+    return env.only("mongo").settings(
         events={"collection": f"{collection}_events"},
         audit={"collection": collection},
         log={"level": "error"},
@@ -56,7 +55,7 @@ def _fields(writer: int, index: int) -> dict[str, Any]:
     }
 
 
-async def scenarios(env: BenchEnv) -> list[Pair]:
+async def scenarios(env: Stack) -> list[Pair]:
     raw_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(env.mongo_url, tz_aware=True)
     concern = WriteConcern(w="majority", j=True)
 

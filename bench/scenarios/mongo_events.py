@@ -24,7 +24,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 import tracemalloc
@@ -36,8 +35,9 @@ import bson
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from bench.env import BenchEnv
 from bench.harness import Pair
+from devstack.servers import silent_port
+from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.mongo.events.model import Event
 from nexus_store.mongo.schema import ensure_schema
@@ -78,26 +78,15 @@ def _raw_document(
     }
 
 
-def _settings(env: BenchEnv, collection: str, **events: Any) -> NexusSettings:
-    return NexusSettings.load(
-        mongo={"url": env.mongo_url, "database": env.mongo_database},
+def _settings(env: Stack, collection: str, **events: Any) -> NexusSettings:
+    return env.only("mongo").settings(
         events={"collection": collection, "flush_at": BATCH, **events},
         audit={"collection": f"{collection}_audit"},
         log={"level": "error"},
     )
 
 
-async def _stalled_port(held: list[asyncio.StreamWriter]) -> tuple[asyncio.Server, int]:
-    """A port that accepts connections and never answers (the connections are kept open)."""
-
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
-
-
-async def scenarios(env: BenchEnv) -> list[Pair]:
+async def scenarios(env: Stack) -> list[Pair]:
     payloads = _payloads()
     raw_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(env.mongo_url, tz_aware=True)
     recorded_runs: dict[str, list[float]] = {"sdk rate": [], "raw rate": [], "sdk cpu": []}
@@ -168,37 +157,32 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         return value
 
     async def sdk_stalled_memory() -> float:
-        held: list[asyncio.StreamWriter] = []
-        server, port = await _stalled_port(held)
-        settings = NexusSettings.load(
-            mongo={
-                "url": f"mongodb://127.0.0.1:{port}",
-                "database": env.mongo_database,
-                "server_selection_timeout": 0.5,
-                "connect_timeout": 0.5,
-            },
-            events={
-                "flush_at": BATCH,
-                "max_queue_size": STALL_QUEUE,
-                "on_full": "drop",
-                "close_timeout": 0.1,
-            },
-            log={"level": "error"},
-        )
-        store = NexusStore(settings)
-        tracemalloc.start()
-        try:
-            for name, user_id, properties in payloads:
-                await store.events.track(name, user_id=user_id, properties=properties)
-            _, peak = tracemalloc.get_traced_memory()
-            stats = store.events.stats()
-            assert stats.queued <= STALL_QUEUE and stats.dropped >= EVENTS - STALL_QUEUE
-        finally:
-            tracemalloc.stop()
-            await store.close()
-            for writer in held:
-                writer.close()
-            server.close()
+        with silent_port() as port:
+            settings = env.only("mongo").settings(
+                mongo={
+                    "url": f"mongodb://127.0.0.1:{port}",
+                    "server_selection_timeout": 0.5,
+                    "connect_timeout": 0.5,
+                },
+                events={
+                    "flush_at": BATCH,
+                    "max_queue_size": STALL_QUEUE,
+                    "on_full": "drop",
+                    "close_timeout": 0.1,
+                },
+                log={"level": "error"},
+            )
+            store = NexusStore(settings)
+            tracemalloc.start()
+            try:
+                for name, user_id, properties in payloads:
+                    await store.events.track(name, user_id=user_id, properties=properties)
+                _, peak = tracemalloc.get_traced_memory()
+                stats = store.events.stats()
+                assert stats.queued <= STALL_QUEUE and stats.dropped >= EVENTS - STALL_QUEUE
+            finally:
+                tracemalloc.stop()
+                await store.close()
         return peak / 2**20
 
     async def raw_unbounded_memory() -> float:

@@ -14,23 +14,23 @@ import time
 import uuid
 from decimal import Decimal
 
-from bench.env import BenchEnv
 from bench.harness import Pair
+from devstack.stack import Stack
 from nexus_store import NexusStore
 
 UPDATES = 500
 RELAY_ROWS = 500
 
 
-async def scenarios(env: BenchEnv) -> list[Pair]:
+async def scenarios(env: Stack) -> list[Pair]:
     from nexus_store.mongo.schema import ensure_schema
     from nexus_store.outbox.changes import Change, emit
     from nexus_store.postgres import migrate
     from nexus_store.postgres.models import Organization, Project
 
-    store = NexusStore(env.settings)
-    await migrate.upgrade(env.settings)
-    await ensure_schema(store.backends.mongo, env.settings)
+    store = NexusStore(env.settings())
+    await migrate.upgrade(env.settings())
+    await ensure_schema(store.backends.mongo, env.settings())
     org = await store.entities.create(Organization, name="bench", slug=f"b-{uuid.uuid4().hex}")
     project = await store.entities.create(Project, organization_id=org.id, name="bench")
     counter = iter(range(10**9))

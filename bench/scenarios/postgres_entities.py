@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import insert
 
-from bench.env import BenchEnv
 from bench.harness import Pair
+from devstack.stack import Stack
 from nexus_store.postgres import migrate
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import User
@@ -63,9 +63,9 @@ def _rows(count: int) -> list[dict[str, Any]]:
     ]
 
 
-async def scenarios(env: BenchEnv) -> list[Pair]:
-    await migrate.upgrade(env.settings)
-    backend = PostgresBackend(env.settings.postgres)
+async def scenarios(env: Stack) -> list[Pair]:
+    await migrate.upgrade(env.settings())
+    backend = PostgresBackend(env.settings().postgres)
     repo = EntityRepository(backend)
     raw = await psycopg.AsyncConnection.connect(env.postgres_url, autocommit=True)
     ids: list[uuid.UUID] = []

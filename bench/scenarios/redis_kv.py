@@ -18,16 +18,14 @@ process interrupted says nothing about either side.
 
 from __future__ import annotations
 
-import statistics
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
 import redis.asyncio
 
-from bench.env import BenchEnv
-from bench.harness import Pair
+from bench.harness import Measure, Pair, median_seconds
+from devstack.stack import Stack
 from nexus_store import NexusStore
 from nexus_store.redis._scripts import lua
 
@@ -38,26 +36,18 @@ VALUE = {"id": 42, "name": "Ada Lovelace", "roles": ["admin", "author"], "score"
 Call = Callable[[], Awaitable[object]]
 
 
-async def _latency_us(call: Call) -> float:
-    """Median microseconds per call of the fastest burst."""
-    best = float("inf")
-    for _ in range(BURSTS):
-        samples = []
-        for _ in range(CALLS):
-            started = time.perf_counter()
-            await call()
-            samples.append(time.perf_counter() - started)
-        best = min(best, statistics.median(samples))
-    return best * 1_000_000
+def _measure(call: Call) -> Measure:
+    """One burst: the median microseconds per call."""
+
+    async def latency_us() -> float:
+        return await median_seconds(call, CALLS) * 1_000_000
+
+    return latency_us
 
 
-def _measure(call: Call) -> Callable[[], Awaitable[float]]:
-    return lambda: _latency_us(call)
-
-
-async def scenarios(env: BenchEnv) -> list[Pair]:
-    store = NexusStore(env.settings)
-    databases = env.settings.redis.databases
+async def scenarios(env: Stack) -> list[Pair]:
+    store = NexusStore(env.settings())
+    databases = env.settings().redis.databases
     raw_cache = redis.asyncio.Redis.from_url(env.redis_url, db=databases.cache)
     raw_sessions = redis.asyncio.Redis.from_url(env.redis_url, db=databases.sessions)
     raw_queue = redis.asyncio.Redis.from_url(env.redis_url, db=databases.queue)
@@ -107,58 +97,42 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         stream = f"{env.redis_namespace}:raw-stream:{tag}"
         return await raw_queue.xadd(stream, {"p": orjson.dumps(VALUE)})
 
-    return [
-        Pair(
+    def pair(name: str, sdk: Call, raw: Call, raw_label: str, target: str = "report") -> Pair:
+        return Pair(
+            name,
+            "us/call",
+            sdk=_measure(sdk),
+            raw=_measure(raw),
+            higher_is_better=False,
+            bursts=BURSTS,
+            target=target,
+            setup=setup,
+            raw_label=raw_label,
+        )
+
+    def raw_publish() -> Awaitable[object]:
+        return raw_cache.publish(f"{env.redis_namespace}:raw:{tag}", orjson.dumps(VALUE))
+
+    def session_get() -> Awaitable[object]:
+        return store.sessions.get(state["token"])
+
+    pairs = [
+        pair(
             "cache get hit (async, 1 task)",
-            "us/call",
-            sdk=_measure(lambda: store.cache.get(cache_key)),
-            raw=_measure(raw_get),
-            higher_is_better=False,
+            lambda: store.cache.get(cache_key),
+            raw_get,
+            "GET + orjson.loads",
             target="<= 1.2x raw GET",
-            setup=setup,
-            raw_label="GET + orjson.loads",
         ),
-        Pair(
-            "session get (async, 1 task)",
-            "us/call",
-            sdk=_measure(lambda: store.sessions.get(state["token"])),
-            raw=_measure(raw_session_script),
-            higher_is_better=False,
-            target="report",
-            raw_label="EVALSHA same script",
-            setup=setup,
-        ),
-        Pair(
-            "session get vs read-only HGETALL",
-            "us/call",
-            sdk=_measure(lambda: store.sessions.get(state["token"])),
-            raw=_measure(raw_session),
-            higher_is_better=False,
-            target="report",
-            raw_label="HGETALL (no slide)",
-            setup=setup,
-        ),
-        Pair(
-            "queue enqueue (async, 1 task)",
-            "us/call",
-            sdk=_measure(enqueue),
-            raw=_measure(raw_xadd),
-            higher_is_better=False,
-            target="report",
-            raw_label="XADD",
-            setup=setup,
-        ),
-        Pair(
+        pair("session get (async, 1 task)", session_get, raw_session_script, "EVALSHA same script"),
+        pair("session get vs read-only HGETALL", session_get, raw_session, "HGETALL (no slide)"),
+        pair("queue enqueue (async, 1 task)", enqueue, raw_xadd, "XADD"),
+        pair(
             "realtime publish (async, 1 task)",
-            "us/call",
-            sdk=_measure(lambda: store.realtime.publish(f"bench{tag}", VALUE)),
-            raw=_measure(
-                lambda: raw_cache.publish(f"{env.redis_namespace}:raw:{tag}", orjson.dumps(VALUE))
-            ),
-            higher_is_better=False,
-            target="report",
-            raw_label="PUBLISH",
-            setup=setup,
-            teardown=teardown,
+            lambda: store.realtime.publish(f"bench{tag}", VALUE),
+            raw_publish,
+            "PUBLISH",
         ),
     ]
+    pairs[-1].teardown = teardown
+    return pairs

@@ -8,13 +8,11 @@ server: the floor for any limiter on redis-py.
 Every check passes (the limit is far above the load), so each one writes, as a real check
 does. Sync runs use one client and one connection; async runs use 32 tasks on one pool.
 The two sides of a pair run in alternating short bursts and each reports its best burst,
-because the machine is shared with other work (see ``_Duel``).
+because the machine is shared with other work (see ``bench.harness``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio
@@ -30,8 +28,8 @@ from limits.storage import RedisStorage as LimitsStorage
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 import redis
-from bench.env import BenchEnv
-from bench.harness import Pair
+from bench.harness import Burst, Pair, async_rate, sync_rate
+from devstack.stack import Stack
 from nexus_store import NexusStore
 
 BURSTS = 40
@@ -59,64 +57,18 @@ return {1, math.floor((now - allow_at) / interval), math.ceil(new_tat - now), 0}
 """
 
 
-Burst = Callable[[], Awaitable[float]]
+def _sync(check: Callable[[], object]) -> Burst:
+    return sync_rate(check, SYNC_CALLS)
 
 
-def _sync_burst(check: Callable[[], object]) -> Burst:
-    async def burst() -> float:
-        started = time.perf_counter()
-        for _ in range(SYNC_CALLS):
-            check()
-        return SYNC_CALLS / (time.perf_counter() - started)
-
-    return burst
+def _async(check: Callable[[int], Awaitable[object]]) -> Burst:
+    return async_rate(check, ASYNC_CALLS, TASKS)
 
 
-def _async_burst(check: Callable[[int], Awaitable[object]]) -> Burst:
-    per_task = ASYNC_CALLS // TASKS
-
-    async def worker(task: int) -> None:
-        for _ in range(per_task):
-            await check(task)
-
-    async def burst() -> float:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(task) for task in range(TASKS)))
-        return per_task * TASKS / (time.perf_counter() - started)
-
-    return burst
-
-
-class _Duel:
-    """Both sides of a pair in alternating short bursts, so that load from other processes
-    on this shared machine hits both alike. Each side reports its best burst. The harness
-    asks for each side in turn; the first request runs the duel, the second reads it."""
-
-    def __init__(self, sdk: Burst, raw: Burst) -> None:
-        self._bursts = {"sdk": sdk, "raw": raw}
-        self._pending: dict[str, float] = {}
-
-    async def _side(self, side: str) -> float:
-        if side not in self._pending:
-            best = {"sdk": 0.0, "raw": 0.0}
-            for index in range(BURSTS):
-                order = ("sdk", "raw") if index % 2 == 0 else ("raw", "sdk")
-                for name in order:
-                    best[name] = max(best[name], await self._bursts[name]())
-            self._pending = best
-        return self._pending.pop(side)
-
-    async def sdk(self) -> float:
-        return await self._side("sdk")
-
-    async def raw(self) -> float:
-        return await self._side("raw")
-
-
-async def scenarios(env: BenchEnv) -> list[Pair]:
-    store = NexusStore(env.settings)
+async def scenarios(env: Stack) -> list[Pair]:
+    store = NexusStore(env.settings())
     limiter = store.limiter
-    database = env.settings.redis.databases.ratelimit
+    database = env.settings().redis.databases.ratelimit
     raw_sync = redis.Redis.from_url(env.redis_url, db=database)
     raw_async = redis.asyncio.Redis.from_url(env.redis_url, db=database, max_connections=TASKS)
     sha = raw_sync.script_load(RAW_GCRA)
@@ -141,13 +93,13 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         return None
 
     def sdk_sync(strategy: str | None = None) -> Burst:
-        return _sync_burst(lambda: limiter.hit_sync("sync", LIMIT, strategy=strategy))
+        return _sync(lambda: limiter.hit_sync("sync", LIMIT, strategy=strategy))
 
     def sdk_async(strategy: str | None = None) -> Burst:
-        return _async_burst(lambda task: limiter.hit(f"a{task}", LIMIT, strategy=strategy))
+        return _async(lambda task: limiter.hit(f"a{task}", LIMIT, strategy=strategy))
 
     store_client = store.backends.redis.sync_client("ratelimit")
-    raw_evalsha_sync = _sync_burst(lambda: raw_sync.evalsha(sha, 1, raw_key, *raw_args))
+    raw_evalsha_sync = _sync(lambda: raw_sync.evalsha(sha, 1, raw_key, *raw_args))
     raw_pool = raw_sync.connection_pool
 
     def raw_on_connection() -> object:
@@ -160,7 +112,7 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         finally:
             raw_pool.release(connection)
 
-    raw_evalsha_async = _async_burst(
+    raw_evalsha_async = _async(
         lambda task: raw_async.evalsha(sha, 1, f"{raw_key}{task}", *raw_args)
     )
 
@@ -178,19 +130,18 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
         await raw_async.aclose()
 
     def pair(name: str, sdk: Burst, raw: Burst, raw_label: str, target: str) -> Pair:
-        duel = _Duel(sdk, raw)
-        return Pair(name, "checks/s", duel.sdk, duel.raw, target=target, raw_label=raw_label)
+        return Pair(name, "checks/s", sdk, raw, target=target, raw_label=raw_label, bursts=BURSTS)
 
-    moving_sync = _sync_burst(lambda: moving.hit(item, "sync"))
-    sliding_sync = _sync_burst(lambda: sliding.hit(item, "sync"))
-    moving_tasks = _async_burst(lambda task: moving_async.hit(item, f"t{task}"))
-    sliding_tasks = _async_burst(lambda task: sliding_async.hit(item, f"t{task}"))
+    moving_sync = _sync(lambda: moving.hit(item, "sync"))
+    sliding_sync = _sync(lambda: sliding.hit(item, "sync"))
+    moving_tasks = _async(lambda task: moving_async.hit(item, f"t{task}"))
+    sliding_tasks = _async(lambda task: sliding_async.hit(item, f"t{task}"))
     pairs = [
         pair("ratelimit check, sync, 1 client", sdk_sync(), raw_evalsha_sync,
              "raw EVALSHA GCRA", ">= 0.85x raw EVALSHA"),
         pair("ratelimit check, async, 32 tasks", sdk_async(), raw_evalsha_async,
              "raw EVALSHA GCRA", ">= 0.85x raw EVALSHA"),
-        pair("ratelimit @decorator, sync, 1 client", _sync_burst(decorated), raw_evalsha_sync,
+        pair("ratelimit @decorator, sync, 1 client", _sync(decorated), raw_evalsha_sync,
              "raw EVALSHA GCRA", "report"),
         pair("ratelimit sync vs limits moving window", sdk_sync(), moving_sync,
              "limits MovingWindow", "> 1x (beat it)"),
@@ -202,11 +153,11 @@ async def scenarios(env: BenchEnv) -> list[Pair]:
              "limits.aio SlidingWindowCounter", "> 1x (beat it)"),
         # What the store's connection pool (BlockingConnectionPool, bounded) costs by itself:
         # the raw script through the limiter's client against a default redis-py client.
-        pair("ratelimit raw EVALSHA via the store's pool", _sync_burst(
+        pair("ratelimit raw EVALSHA via the store's pool", _sync(
             lambda: store_client.evalsha(sha, 1, raw_key, *raw_args)), raw_evalsha_sync,
              "raw EVALSHA GCRA", "report"),
         pair("ratelimit check, sync, vs raw EVALSHA on a pooled connection", sdk_sync(),
-             _sync_burst(raw_on_connection), "raw GCRA, connection API", "report"),
+             _sync(raw_on_connection), "raw GCRA, connection API", "report"),
         # The same algorithm on both sides: nexus-store's sliding_window strategy.
         pair("ratelimit sync sliding_window vs limits sliding window",
              sdk_sync(strategy="sliding_window"), sliding_sync,

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from tests.cli.conftest import run_cli, start_cli
+from tests.support import run_cli, start_cli
 
 
 def test_help_lists_every_command() -> None:

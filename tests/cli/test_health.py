@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import pytest
 
 import redis as redis_lib
+from devstack.servers import closed_port
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.health import HealthReport
 from nexus_store.redis.health import eviction_risk
-from tests.cli.conftest import assert_camel_case_keys, closed_port, run_cli
+from tests.support import assert_camel_case_keys, assert_health_json, run_cli
 
-CHECK_FIELDS = {"componentType", "observedValue", "status", "time", "output"}
 DATASTORE_KEYS = {
     "postgres:responseTime",
     "postgres:version",
@@ -31,32 +30,6 @@ DATASTORE_KEYS = {
     "redis:memory",
     "redis:connections",
 }
-
-
-def assert_health_json(body: dict[str, Any]) -> None:
-    """The draft-inadarei-api-health-check shape."""
-    assert body["status"] in ("pass", "warn", "fail")
-    assert isinstance(body["checks"], dict) and body["checks"]
-    for key, results in body["checks"].items():
-        assert ":" in key, key
-        assert isinstance(results, list) and results, key
-        for result in results:
-            assert set(result) >= CHECK_FIELDS, (key, result)
-            assert result["status"] in ("pass", "warn", "fail")
-            datetime.fromisoformat(result["time"])
-    worst = max(
-        (r["status"] for results in body["checks"].values() for r in results),
-        key=["pass", "warn", "fail"].index,
-    )
-    assert body["status"] == worst
-
-
-@pytest.fixture
-def initialised_env(fresh_env: Callable[[], dict[str, str]]) -> dict[str, str]:
-    env = fresh_env()
-    result = run_cli("init", env=env)
-    assert result.returncode == 0, result.output
-    return env
 
 
 def test_health_json_passes_on_every_backend_after_init(

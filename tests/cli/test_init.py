@@ -5,29 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from pymongo import MongoClient
 
-from tests.cli.conftest import closed_port, run_cli, start_cli
-
-
-def postgres_state(url: str) -> dict[str, Any]:
-    """Tables, indexes and the Alembic revision rows of a database."""
-    with psycopg.connect(url) as conn:
-        tables = sorted(
-            row[0]
-            for row in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-            )
-        )
-        indexes = sorted(
-            row[0]
-            for row in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
-        )
-        revisions: list[str] = []
-        if "alembic_version" in tables:
-            revisions = [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
-    return {"tables": tables, "indexes": indexes, "revisions": revisions}
+from devstack.servers import closed_port
+from tests.support import postgres_state, run_cli, start_cli
 
 
 def mongo_state(url: str, database: str) -> dict[str, Any]:

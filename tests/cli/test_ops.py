@@ -10,26 +10,10 @@ import pytest
 import typer
 from pymongo import MongoClient
 
-from nexus_store import NexusSettings, NexusStore
+from devstack.stack import Stack
+from nexus_store import NexusStore
 from nexus_store.cli.ops import parse_since
-from tests.cli.conftest import run_cli
-from tests.cli.test_health import assert_health_json
-from tests.cli.test_init import postgres_state
-
-
-def settings_for(env: dict[str, str]) -> NexusSettings:
-    return NexusSettings.load(
-        postgres={"url": env["NEXUS_POSTGRES_URL"]},
-        mongo={"url": env["NEXUS_MONGO_URL"], "database": env["NEXUS_MONGO__DATABASE"]},
-        redis={"url": env["NEXUS_REDIS_URL"], "namespace": env["NEXUS_REDIS__NAMESPACE"]},
-    )
-
-
-@pytest.fixture
-def initialised_env(fresh_env: Callable[[], dict[str, str]]) -> dict[str, str]:
-    env = fresh_env()
-    assert run_cli("init", env=env).returncode == 0
-    return env
+from tests.support import assert_health_json, postgres_state, run_cli
 
 
 def test_migrate_current_history_downgrade_upgrade(
@@ -65,8 +49,10 @@ def test_migrate_current_history_downgrade_upgrade(
     assert "migrate upgrade" in unknown.stderr
 
 
-async def test_audit_verify_names_the_first_broken_seq(initialised_env: dict[str, str]) -> None:
-    async with NexusStore(settings_for(initialised_env)) as store:
+async def test_audit_verify_names_the_first_broken_seq(
+    initialised_stack: Stack, initialised_env: dict[str, str]
+) -> None:
+    async with NexusStore(initialised_stack.settings()) as store:
         entries = [await store.audit.record("ops", "update", "user", str(i)) for i in range(5)]
     seqs = [entry.seq for entry in entries]
 
@@ -104,9 +90,9 @@ async def test_audit_verify_names_the_first_broken_seq(initialised_env: dict[str
 
 
 async def test_events_stats_counts_stored_events(
-    initialised_env: dict[str, str], real_mongodb: bool
+    initialised_stack: Stack, initialised_env: dict[str, str], real_mongodb: bool
 ) -> None:
-    async with NexusStore(settings_for(initialised_env)) as store:
+    async with NexusStore(initialised_stack.settings()) as store:
         for user in ("ada", "bob", "cy"):
             await store.events.track("login", user_id=user)
         await store.events.track("export", user_id="ada", wait=True)

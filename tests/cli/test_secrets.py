@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.cli.conftest import PASSWORD, closed_port, run_cli_many, with_password
+from devstack.servers import closed_port
+from tests.support import PASSWORD, run_cli_many, with_password
 
 COMMANDS: list[tuple[str, ...]] = [
     ("--help",),

@@ -3,41 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 from nexus_store import NexusStore
 from nexus_store.postgres.models import User
-from tests.crossstore.conftest import environment_for
+from tests.support import run_cli
 
 
-def cli(urls: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    inherited = {key: value for key, value in os.environ.items() if not key.startswith("NEXUS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "nexus_store.cli", *args],
-        env={**inherited, **environment_for(urls)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-async def test_relay_once_and_export(xstore: NexusStore, crossstore_urls: dict[str, str]) -> None:
+async def test_relay_once_and_export(store: NexusStore, crossstore_env: dict[str, str]) -> None:
     tag = uuid.uuid4().hex[:10]
-    user = await xstore.entities.create(
+    user = await store.entities.create(
         User, email=f"{tag}@example.com", username=f"u{tag}", password_hash="$h$cli-secret"
     )
-    relayed = cli(crossstore_urls, "outbox", "relay", "--once")
+    relayed = run_cli("outbox", "relay", "--once", env=crossstore_env)
     assert relayed.returncode == 0, relayed.stderr
     assert "1 row(s) delivered" in relayed.stderr
-    assert [e.action for e in (await xstore.audit.by_resource("users", str(user.id))).entries] == [
+    assert [e.action for e in (await store.audit.by_resource("users", str(user.id))).entries] == [
         "create"
     ]
 
-    exported = cli(crossstore_urls, "privacy", "export", str(user.id))
+    exported = run_cli("privacy", "export", str(user.id), env=crossstore_env)
     assert exported.returncode == 0, exported.stderr
     document = json.loads(exported.stdout)  # stdout is the document and nothing else
     assert document["postgres"]["users"][0]["email"] == user.email
@@ -46,10 +31,10 @@ async def test_relay_once_and_export(xstore: NexusStore, crossstore_urls: dict[s
     assert "export users" in exported.stderr and "bytes written" in exported.stderr
 
 
-async def test_export_refuses_bad_and_unknown_ids(crossstore_urls: dict[str, str]) -> None:
-    bad = cli(crossstore_urls, "privacy", "export", "42; DROP TABLE users")
+async def test_export_refuses_bad_and_unknown_ids(crossstore_env: dict[str, str]) -> None:
+    bad = run_cli("privacy", "export", "42; DROP TABLE users", env=crossstore_env)
     assert bad.returncode == 2 and bad.stdout == ""
     assert "must be a UUID" in bad.stderr
-    unknown = cli(crossstore_urls, "privacy", "export", str(uuid.uuid4()))
+    unknown = run_cli("privacy", "export", str(uuid.uuid4()), env=crossstore_env)
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert "not found" in unknown.stderr

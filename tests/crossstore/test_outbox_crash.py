@@ -21,16 +21,15 @@ from sqlalchemy import func, select
 
 from nexus_store import NexusStore
 from nexus_store.postgres.models import Organization, Outbox, Project
-from tests.crossstore.conftest import environment_for
 
 KILLS = 6
 pytestmark = pytest.mark.slow
 
 
-def start_relay(urls: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_relay(crossstore_env: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        **environment_for(urls),
+        **crossstore_env,
         "NEXUS_OUTBOX__BATCH_SIZE": "5",
         "NEXUS_OUTBOX__POLL_INTERVAL": "0.05",
     }
@@ -43,13 +42,13 @@ def start_relay(urls: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 async def test_sigkilled_relays_lose_and_duplicate_nothing(
-    xstore: NexusStore, crossstore_urls: dict[str, str]
+    store: NexusStore, crossstore_env: dict[str, str]
 ) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
-    org = await xstore.entities.create(Organization, name="Crash", slug=f"c-{uuid.uuid4().hex}")
+    org = await store.entities.create(Organization, name="Crash", slug=f"c-{uuid.uuid4().hex}")
     projects = [
-        await xstore.entities.create(Project, organization_id=org.id, name=f"c{i}", audit=True)
+        await store.entities.create(Project, organization_id=org.id, name=f"c{i}", audit=True)
         for i in range(5)
     ]
     writing = asyncio.Event()
@@ -62,16 +61,14 @@ async def test_sigkilled_relays_lose_and_duplicate_nothing(
             if writes % 7 == 3:  # changes that roll back must never reach the audit log
                 name = f"rolled-back-{uuid.uuid4().hex}"
                 with pytest.raises(RuntimeError):
-                    async with xstore.entities.transaction():
-                        created = await xstore.entities.create(
+                    async with store.entities.transaction():
+                        created = await store.entities.create(
                             Project, organization_id=org.id, name=name, audit=True
                         )
                         rolled_back.append(str(created.id))
                         raise RuntimeError("roll back")
             else:
-                await xstore.entities.update(
-                    Project, project.id, budget=Decimal(writes), audit=True
-                )
+                await store.entities.update(Project, project.id, budget=Decimal(writes), audit=True)
             writes += 1
             await asyncio.sleep(0.002)
         return writes
@@ -79,7 +76,7 @@ async def test_sigkilled_relays_lose_and_duplicate_nothing(
     table = Outbox.__table__
 
     async def delivered() -> int:
-        async with xstore.backends.postgres.engine.connect() as conn:
+        async with store.backends.postgres.engine.connect() as conn:
             query = select(func.count()).where(table.c.delivered_at.is_not(None))
             return int((await conn.execute(query)).scalar_one())
 
@@ -87,7 +84,7 @@ async def test_sigkilled_relays_lose_and_duplicate_nothing(
     try:
         for _ in range(KILLS):
             before = await delivered()
-            process = start_relay(crossstore_urls)
+            process = start_relay(crossstore_env)
             for _ in range(300):  # wait (15 s at most) until it is delivering, then kill it
                 if await delivered() > before:
                     break
@@ -102,23 +99,23 @@ async def test_sigkilled_relays_lose_and_duplicate_nothing(
     assert writes > 50
     assert await delivered() > 0  # the killed relays did deliver between kills
 
-    await xstore.outbox.relay_once()  # what the last kill left behind
-    assert (await xstore.outbox.lag()).pending == 0
-    async with xstore.backends.postgres.engine.connect() as conn:
+    await store.outbox.relay_once()  # what the last kill left behind
+    assert (await store.outbox.lag()).pending == 0
+    async with store.backends.postgres.engine.connect() as conn:
         committed = (await conn.execute(select(table.c.event_id, table.c.aggregate_id))).all()
-    collection = xstore.backends.mongo.db[xstore.settings.audit.collection]
+    collection = store.backends.mongo.db[store.settings.audit.collection]
     documents = [doc async for doc in collection.find({}, {"_id": 0})]
     keys = Counter(doc.get("idempotency_key") for doc in documents)
     expected = {f"outbox:{row.event_id}" for row in committed}
     assert [key for key, count in keys.items() if count > 1] == [], f"seed {seed}"
     assert set(keys) == expected, f"seed {seed}"  # every committed change, nothing else
     assert not {doc["resource_id"] for doc in documents} & set(rolled_back)
-    verified = await xstore.audit.verify()
+    verified = await store.audit.verify()
     assert verified.ok, (seed, verified)
     assert verified.checked == len(committed)
     # Per project, the audit log holds every version once, in commit order.
     for project in projects:
-        current = await xstore.entities.get(Project, project.id)
+        current = await store.entities.get(Project, project.id)
         versions = [
             doc["after"]["version"]
             for doc in sorted(documents, key=lambda doc: doc["seq"])

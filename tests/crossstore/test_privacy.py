@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -16,6 +15,8 @@ from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 import redis as redis_lib
+from devstack import servers
+from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import BackendUnavailableError, NotFoundError, ValidationError
 from nexus_store.outbox import audit_context
@@ -34,8 +35,6 @@ from nexus_store.postgres.models import (
     UserRole,
 )
 from nexus_store.privacy import ErasurePolicy
-from tests import _servers
-from tests.crossstore.conftest import settings_for
 
 
 class Invoice(Entity):
@@ -51,17 +50,12 @@ class Invoice(Entity):
 
 
 @pytest.fixture(scope="module")
-async def privacy_settings(crossstore_settings: NexusSettings) -> NexusSettings:
-    store = NexusStore(crossstore_settings)
+async def settings(settings: NexusSettings) -> NexusSettings:
+    """The module's stores with an application table that keeps scrubbed rows."""
+    store = NexusStore(settings)
     async with store, store.backends.postgres.engine.begin() as conn:
         await conn.run_sync(Invoice.__table__.create)
-    return crossstore_settings
-
-
-@pytest.fixture
-async def pstore(privacy_settings: NexusSettings) -> AsyncIterator[NexusStore]:
-    async with NexusStore(privacy_settings) as opened:
-        yield opened
+    return settings
 
 
 @dataclass
@@ -172,10 +166,10 @@ async def export(store: NexusStore, user_id: Any) -> tuple[dict[str, Any], bytes
     return orjson.loads(raw), raw
 
 
-async def test_export_has_every_store_and_no_secrets(pstore: NexusStore) -> None:
-    person = await make_person(pstore)
+async def test_export_has_every_store_and_no_secrets(store: NexusStore) -> None:
+    person = await make_person(store)
     uid = str(person.user.id)
-    document, raw = await export(pstore, person.user.id)
+    document, raw = await export(store, person.user.id)
     assert document["user_id"] == uid
     tables = document["postgres"]
     assert tables["users"][0]["email"] == person.user.email
@@ -211,14 +205,14 @@ async def test_export_has_every_store_and_no_secrets(pstore: NexusStore) -> None
     assert str(person.other.email).encode() not in raw
 
 
-async def test_export_of_unknown_user(pstore: NexusStore) -> None:
+async def test_export_of_unknown_user(store: NexusStore) -> None:
     chunks: list[bytes] = []
     with pytest.raises(NotFoundError):
-        async for chunk in pstore.privacy.export_user(uuid.uuid4()):
+        async for chunk in store.privacy.export_user(uuid.uuid4()):
             chunks.append(chunk)
     assert chunks == []  # nothing written before the error
     with pytest.raises(ValidationError) as caught:
-        await export(pstore, "1 OR 1=1")
+        await export(store, "1 OR 1=1")
     assert caught.value.field == "user_id"
 
 
@@ -263,52 +257,45 @@ async def assert_erased(store: NexusStore, person: Person) -> None:
         assert str(personal).encode() not in raw
 
 
-async def test_erase_user_everywhere_then_a_rerun_is_a_no_op(pstore: NexusStore) -> None:
-    person = await make_person(pstore)
+async def test_erase_user_everywhere_then_a_rerun_is_a_no_op(store: NexusStore) -> None:
+    person = await make_person(store)
     uid = str(person.user.id)
     with audit_context("admin:7", reason="GDPR request 42"):
-        report = await pstore.privacy.erase_user(person.user.id)
+        report = await store.privacy.erase_user(person.user.id)
     assert report.changed_anything
     assert report.events == 3 and report.sessions == 1 and report.cache_entries == 1
     assert report.postgres["users"] == 1
     assert report.postgres["api_keys.user_id"] == 1
     assert report.postgres["user_roles.granted_by_id"] == 1
     assert report.postgres["xs_invoices.customer_id"] == 1
-    await assert_erased(pstore, person)
+    await assert_erased(store, person)
     # Someone else's data is untouched.
-    assert (await pstore.entities.get(User, person.other.id)).email == person.other.email
-    assert [e["name"] async for e in pstore.events.export_user(str(person.other.id))] == ["visit"]
-    assert await pstore.cache.get(f"profile:{person.other.id}") == {"name": "Bob"}
+    assert (await store.entities.get(User, person.other.id)).email == person.other.email
+    assert [e["name"] async for e in store.events.export_user(str(person.other.id))] == ["visit"]
+    assert await store.cache.get(f"profile:{person.other.id}") == {"name": "Bob"}
 
-    erasures = (await pstore.audit.by_resource("users", uid)).entries
+    erasures = (await store.audit.by_resource("users", uid)).entries
     assert [entry.action for entry in erasures] == ["erase", "create"]
     assert erasures[0].actor == "admin:7" and erasures[0].reason == "GDPR request 42"
     assert erasures[0].after is not None and erasures[0].after["events"] == 3
-    head = (await pstore.audit.verify()).checked
+    head = (await store.audit.verify()).checked
 
-    again = await pstore.privacy.erase_user(uid)
+    again = await store.privacy.erase_user(uid)
     assert not again.changed_anything
     assert again.audit_seq == report.audit_seq
-    assert (await pstore.audit.verify()).checked == head  # no second erasure entry
-    assert (await pstore.outbox.lag()).pending == 0  # erasure writes no outbox rows
-    await assert_erased(pstore, person)
+    assert (await store.audit.verify()).checked == head  # no second erasure entry
+    assert (await store.outbox.lag()).pending == 0  # erasure writes no outbox rows
+    await assert_erased(store, person)
 
 
 @pytest.mark.redis_server
 async def test_erasure_interrupted_between_stores_completes_on_rerun(
-    privacy_settings: NexusSettings, crossstore_urls: dict[str, str]
+    settings: NexusSettings, crossstore_stack: Stack
 ) -> None:
-    redis = _servers.RedisProcess().start()  # a private Redis this test may freeze
+    redis = servers.RedisProcess().start()  # a private Redis this test may freeze
     try:
-        urls = {**crossstore_urls, "redis": redis.url}
-        settings = settings_for(
-            urls,
-            redis={
-                "url": redis.url,
-                "namespace": urls["namespace"],
-                "socket_timeout": 0.3,
-                "retries": 0,
-            },
+        settings = crossstore_stack.settings(
+            redis={"url": redis.url, "socket_timeout": 0.3, "retries": 0}
         )
         async with NexusStore(settings) as store:
             person = await make_person(store)
@@ -342,8 +329,8 @@ async def test_erasure_interrupted_between_stores_completes_on_rerun(
         redis.cleanup()
 
 
-async def test_erase_unknown_user(pstore: NexusStore) -> None:
+async def test_erase_unknown_user(store: NexusStore) -> None:
     with pytest.raises(NotFoundError):
-        await pstore.privacy.erase_user(uuid.uuid4())
+        await store.privacy.erase_user(uuid.uuid4())
     with pytest.raises(ValidationError):
-        await pstore.privacy.erase_user("not-a-uuid")
+        await store.privacy.erase_user("not-a-uuid")
