@@ -27,9 +27,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio
+import redis.asyncio.connection
 import redis.exceptions
 
 import redis
@@ -44,6 +45,26 @@ __all__ = ["LuaRunner", "LuaScript", "SyncLuaRunner", "load_lua"]
 # out after it was handed over (redis-py has already dropped it).
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 Arg = str | int | float | bytes
+
+
+# The parts of redis-py the runners use whose signatures redis-py leaves unannotated, as
+# the runners call them (a client, pool or connection matches these structurally).
+class _AsyncCommands(Protocol):
+    async def execute_command(self, *args: Arg) -> Any: ...
+
+
+class _AsyncPool(Protocol):
+    async def get_connection(self) -> redis.asyncio.connection.AbstractConnection: ...
+
+    async def release(self, connection: redis.asyncio.connection.AbstractConnection) -> None: ...
+
+
+class _Commands(Protocol):
+    def execute_command(self, *args: Arg) -> Any: ...
+
+
+class _Sender(Protocol):
+    def send_command(self, *args: Arg) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +98,7 @@ class LuaRunner:
         self._backend = backend
         self._area = area
         self._client: redis.asyncio.Redis | None = None
-        self._pool: redis.asyncio.ConnectionPool | None = None  # None on a cluster
+        self._pool: _AsyncPool | None = None  # None on a cluster
 
     @property
     def client(self) -> redis.asyncio.Redis:
@@ -103,10 +124,10 @@ class LuaRunner:
         except self._backend.errors as exc:
             raise self._backend.translate(exc) from exc
 
-    async def _send(self, client: redis.asyncio.Redis, *command: Arg) -> Any:
+    async def _send(self, client: _AsyncCommands, *command: Arg) -> Any:
         pool = self._pool
         if pool is not None:
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            connection = await pool.get_connection()
             try:
                 await connection.send_command(*command)
                 return await connection.read_response()
@@ -114,7 +135,7 @@ class LuaRunner:
                 pass
             finally:
                 await pool.release(connection)
-        return await client.execute_command(*command)  # type: ignore[no-untyped-call]
+        return await client.execute_command(*command)
 
 
 class SyncLuaRunner:
@@ -150,15 +171,16 @@ class SyncLuaRunner:
         except self._backend.errors as exc:
             raise self._backend.translate(exc) from exc
 
-    def _send(self, client: redis.Redis, *command: Arg) -> Any:
+    def _send(self, client: _Commands, *command: Arg) -> Any:
         pool = self._pool
         if pool is not None:
             connection = pool.get_connection()
             try:
-                connection.send_command(*command)  # type: ignore[no-untyped-call]
+                sender: _Sender = connection
+                sender.send_command(*command)
                 return connection.read_response()
             except _RETRYABLE:
                 pass
             finally:
                 pool.release(connection)
-        return client.execute_command(*command)  # type: ignore[no-untyped-call]
+        return client.execute_command(*command)
