@@ -15,6 +15,7 @@ import redis as redis_lib
 from nexus_store import NexusStore
 from nexus_store.errors import RateLimitExceeded, ValidationError
 from nexus_store.redis import close_default_store
+from nexus_store.redis.names import STRATEGY_NAMES
 from nexus_store.redis.ratelimit import (
     RateLimiter,
     RateLimitHit,
@@ -24,7 +25,7 @@ from nexus_store.redis.ratelimit import (
 )
 from tests.keyvalue.ratelimit_support import limiter_settings
 
-STRATEGIES = ["gcra", "sliding_window", "fixed_window"]
+STRATEGIES = list(STRATEGY_NAMES)
 
 
 @pytest.fixture

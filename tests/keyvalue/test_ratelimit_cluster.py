@@ -14,6 +14,7 @@ import redis.cluster
 
 from nexus_store import NexusStore
 from nexus_store.errors import RateLimitExceeded
+from nexus_store.redis.names import STRATEGY_NAMES
 from tests.keyvalue.ratelimit_support import limiter_settings
 
 pytestmark = pytest.mark.redis_server
@@ -33,7 +34,7 @@ async def cluster_store(redis_cluster: str) -> AsyncIterator[NexusStore]:
 async def test_checks_and_reset_on_a_cluster(cluster_store: NexusStore, redis_cluster: str) -> None:
     limiter = cluster_store.limiter
     names = [f"user-{index}-{uuid.uuid4().hex[:6]}" for index in range(12)]
-    for strategy in ("gcra", "sliding_window", "fixed_window"):
+    for strategy in STRATEGY_NAMES:
         for name in names:
             assert (await limiter.hit(name, "2/hour;10/day", strategy=strategy)).allowed
             assert (await limiter.hit(name, "2/hour;10/day", strategy=strategy)).remaining == 0

@@ -22,9 +22,10 @@ import pytest
 
 from nexus_store import NexusStore
 from nexus_store.errors import RateLimitExceeded
+from nexus_store.redis.names import STRATEGY_NAMES
 from tests.keyvalue.ratelimit_support import limiter_settings
 
-STRATEGIES = ["gcra", "sliding_window", "fixed_window"]
+STRATEGIES = list(STRATEGY_NAMES)
 CLIENTS, CALLS, LIMIT = 50, 10, "100/hour"
 ROOT = Path(__file__).resolve().parents[2]
 
