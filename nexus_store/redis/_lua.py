@@ -105,6 +105,10 @@ class LuaRunner:
         """The area's asyncio client, for the commands of the caller that are not scripts."""
         return self._client or self._connect()
 
+    @property
+    def _commands(self) -> _AsyncCommands:
+        return self.client
+
     def _connect(self) -> redis.asyncio.Redis:
         client = self._backend.client(self._area)
         if isinstance(client, redis.asyncio.Redis):
@@ -114,28 +118,25 @@ class LuaRunner:
 
     async def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """The reply of ``script`` run with ``keys`` and ``args``."""
-        client = self._client or self._connect()
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
-                return await self._send(client, "EVALSHA", script.sha, len(keys), *keys, *args)
+                pool = self._pool
+                if pool is not None:  # the fast path, inline: this is every script's hot path
+                    connection = await pool.get_connection()
+                    try:
+                        await connection.send_command(*command)
+                        return await connection.read_response()
+                    except _RETRYABLE:
+                        pass  # sent again below, under the client's retry policy
+                    finally:
+                        await pool.release(connection)
+                return await self._commands.execute_command(*command)
             except redis.exceptions.NoScriptError:
-                await client.script_load(script.source)
-                return await self._send(client, "EVALSHA", script.sha, len(keys), *keys, *args)
+                await self.client.script_load(script.source)
+                return await self._commands.execute_command(*command)
         except self._backend.errors as exc:
             raise self._backend.translate(exc) from exc
-
-    async def _send(self, client: _AsyncCommands, *command: Arg) -> Any:
-        pool = self._pool
-        if pool is not None:
-            connection = await pool.get_connection()
-            try:
-                await connection.send_command(*command)
-                return await connection.read_response()
-            except _RETRYABLE:
-                pass
-            finally:
-                await pool.release(connection)
-        return await client.execute_command(*command)
 
 
 class SyncLuaRunner:
@@ -152,6 +153,10 @@ class SyncLuaRunner:
         """The area's blocking client, for the commands of the caller that are not scripts."""
         return self._client or self._connect()
 
+    @property
+    def _commands(self) -> _Commands:
+        return self.client
+
     def _connect(self) -> redis.Redis:
         client = self._backend.sync_client(self._area)
         if isinstance(client, redis.Redis):
@@ -161,26 +166,23 @@ class SyncLuaRunner:
 
     def run(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """The reply of ``script`` run with ``keys`` and ``args``."""
-        client = self._client or self._connect()
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
-                return self._send(client, "EVALSHA", script.sha, len(keys), *keys, *args)
+                pool = self._pool
+                if pool is not None:  # the fast path, inline: this is every script's hot path
+                    connection = pool.get_connection()
+                    try:
+                        sender: _Sender = connection
+                        sender.send_command(*command)
+                        return connection.read_response()
+                    except _RETRYABLE:
+                        pass  # sent again below, under the client's retry policy
+                    finally:
+                        pool.release(connection)
+                return self._commands.execute_command(*command)
             except redis.exceptions.NoScriptError:
-                client.script_load(script.source)
-                return self._send(client, "EVALSHA", script.sha, len(keys), *keys, *args)
+                self.client.script_load(script.source)
+                return self._commands.execute_command(*command)
         except self._backend.errors as exc:
             raise self._backend.translate(exc) from exc
-
-    def _send(self, client: _Commands, *command: Arg) -> Any:
-        pool = self._pool
-        if pool is not None:
-            connection = pool.get_connection()
-            try:
-                sender: _Sender = connection
-                sender.send_command(*command)
-                return connection.read_response()
-            except _RETRYABLE:
-                pass
-            finally:
-                pool.release(connection)
-        return client.execute_command(*command)
