@@ -12,8 +12,8 @@ the original chained as ``__cause__`` (and with secrets masked in the message).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 __all__ = [
     "BackendUnavailableError",
@@ -130,6 +130,11 @@ class RateLimitExceeded(NexusStoreError):
     until this call would pass. :meth:`headers` renders them for an HTTP response.
     """
 
+    #: Renders :meth:`headers` from the exception's data. The rendering rules live with the
+    #: rate limiter (``nexus_store.redis.ratelimit.headers``), which installs them when it is
+    #: imported, as everything that raises this exception does: this module stays a leaf.
+    header_renderer: ClassVar[Callable[[RateLimitExceeded, str], Mapping[str, str]]]
+
     def __init__(
         self,
         key: str,
@@ -152,13 +157,4 @@ class RateLimitExceeded(NexusStoreError):
 
     def headers(self, *, policy_name: str = "default") -> Mapping[str, str]:
         """HTTP headers for a 429 response: IETF draft, legacy set and ``Retry-After``."""
-        from nexus_store.redis.ratelimit.headers import rate_limit_headers
-
-        return rate_limit_headers(
-            limit=self.amount,
-            window_seconds=self.window_seconds,
-            remaining=self.remaining,
-            reset_after=self.reset_after,
-            retry_after=self.retry_after,
-            policy_name=policy_name,
-        )
+        return RateLimitExceeded.header_renderer(self, policy_name)

@@ -27,10 +27,18 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -40,6 +48,7 @@ from pydantic_settings import (
 
 from nexus_store._secrets import SecretURL
 from nexus_store.errors import ConfigurationError
+from nexus_store.redis.names import DEFAULT_DATABASES, StrategyName
 
 __all__ = [
     "AuditSettings",
@@ -133,15 +142,24 @@ class MongoSettings(_Section):
         return url
 
 
-class RedisDatabases(_Section):
-    """Logical database index of each Redis area (standalone servers only)."""
+_DATABASES_DOC = "Logical database index of each Redis area (standalone servers only)."
 
-    sessions: int = Field(0, ge=0, le=15)
-    cache: int = Field(1, ge=0, le=15)
-    ratelimit: int = Field(2, ge=0, le=15)
-    realtime: int = Field(3, ge=0, le=15)
-    queue: int = Field(4, ge=0, le=15)
-    analytics_cache: int = Field(5, ge=0, le=15)
+if TYPE_CHECKING:
+
+    class RedisDatabases(_Section):
+        """One ``int`` field per Redis area (built below from the area table)."""
+
+        def __getattr__(self, area: str) -> int: ...
+
+else:
+    # One field per area of nexus_store.redis.names, defaulting to its position there.
+    RedisDatabases = create_model(
+        "RedisDatabases",
+        __base__=_Section,
+        __doc__=_DATABASES_DOC,
+        __module__=__name__,
+        **{area: (int, Field(index, ge=0, le=15)) for area, index in DEFAULT_DATABASES.items()},
+    )
 
 
 class RedisSettings(_Section):
@@ -266,9 +284,7 @@ class CacheSettings(_Section):
 class RateLimitSettings(_Section):
     """Rate limiting (Redis area ``ratelimit``): ``store.limiter`` and ``@rate_limit``."""
 
-    strategy: Literal["gcra", "sliding_window", "fixed_window"] = Field(
-        "gcra", description="Algorithm when a limit does not name one."
-    )
+    strategy: StrategyName = Field("gcra", description="Algorithm when a limit does not name one.")
     fail_mode: Literal["fail_open", "fail_closed", "local"] = Field(
         "fail_closed",
         description=(

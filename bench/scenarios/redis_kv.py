@@ -27,7 +27,7 @@ import redis.asyncio
 from bench.harness import Measure, Pair, median_seconds
 from devstack.stack import Stack
 from nexus_store import NexusStore
-from nexus_store.redis._scripts import lua
+from nexus_store.redis._lua import load_lua
 
 BURSTS = 7
 CALLS = 300  # per burst
@@ -68,7 +68,7 @@ async def scenarios(env: Stack) -> list[Pair]:
             name async for name in raw_sessions.scan_iter(match=f"{env.redis_namespace}:session:*")
         ]
         state["session_key"] = names[0].decode()
-        state["sha"] = await raw_sessions.script_load(lua("session_get"))
+        state["sha"] = await raw_sessions.script_load(load_lua("session_get").source)
 
     async def teardown() -> None:
         await store.sessions.revoke_all(f"bench-{tag}")

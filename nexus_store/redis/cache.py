@@ -30,7 +30,6 @@ import functools
 import hashlib
 import inspect
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,7 +40,8 @@ import orjson
 from nexus_store.errors import BackendUnavailableError, NexusStoreError, ValidationError
 from nexus_store.log import get_logger, observe
 from nexus_store.redis._codec import DecodeError, codec_for
-from nexus_store.redis._scripts import lua
+from nexus_store.redis._default_store import default_store
+from nexus_store.redis._lua import LuaRunner, LuaScript, SyncLuaRunner, load_lua
 from nexus_store.redis.keys import escape_part
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ _MISSING: Any = object()
 _LOAD: Any = object()  # flow step: "call the loader now"
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.1
+_UNLOCK = load_lua("cache_unlock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,15 @@ class CacheStats:
 @dataclass(frozen=True, slots=True)
 class _Sleep:
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    """A flow step: run ``script`` through the driver's Lua runner."""
+
+    script: LuaScript
+    keys: list[str]
+    args: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +139,9 @@ class Cache:
         self._keys = self._redis.keyspace("cache")
         self._entry_prefix = self._keys.key("c") + ":"
         self._codec = codec_for(self._settings.serializer)
-        self._client = self._redis.client("cache")
-        self._unlock_source = lua("cache_unlock")
+        self._lua = LuaRunner(self._redis, "cache")
+        self._lua_sync = SyncLuaRunner(self._redis, "cache")
+        self._client = self._lua.client
         self._stats = CacheStats()
         self._degraded = False
         self._inflight: dict[str, asyncio.Future[Any]] = {}
@@ -218,8 +229,8 @@ class Cache:
             self._degraded = False
             _log.info("cache_recovered")
 
-    async def _run(self, operation: str, step: _Step) -> Any:
-        """Run one Redis step; a failure becomes ``_MISSING`` (or raises when strict)."""
+    async def _call_or_miss(self, operation: str, step: _Step) -> Any:
+        """Call one Redis step; a failure becomes ``_MISSING`` (or raises when strict)."""
         started = time.perf_counter()
         try:
             with self._redis.unavailable():
@@ -274,7 +285,7 @@ class Cache:
         step = self._write_step(
             self._entry_key(key), self._encode(value, fresh_ms), px, self._tag_keys(tags)
         )
-        if await self._run("cache.set", step) is _MISSING:
+        if await self._call_or_miss("cache.set", step) is _MISSING:
             return False
         self._stats.sets += 1
         return True
@@ -285,7 +296,9 @@ class Cache:
             return 0
         entry_keys = [self._entry_key(key) for key in keys]
         # RedisCluster.delete splits keys per slot itself.
-        deleted = await self._run("cache.delete", lambda client: client.delete(*entry_keys))
+        deleted = await self._call_or_miss(
+            "cache.delete", lambda client: client.delete(*entry_keys)
+        )
         return 0 if deleted is _MISSING else int(deleted)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
@@ -296,7 +309,7 @@ class Cache:
             return {}
         entry_keys = [self._entry_key(key) for key in keys]
         command = "mget_nonatomic" if self._cluster else "mget"
-        raws = await self._run(
+        raws = await self._call_or_miss(
             "cache.get_many", lambda client: getattr(client, command)(entry_keys)
         )
         if raws is _MISSING:
@@ -332,7 +345,7 @@ class Cache:
                 pipe.set(entry_key, raw, px=px)
             return pipe.execute()
 
-        if await self._run("cache.set_many", write) is _MISSING:
+        if await self._call_or_miss("cache.set_many", write) is _MISSING:
             return False
         self._stats.sets += len(encoded)
         return True
@@ -340,7 +353,9 @@ class Cache:
     async def invalidate_tag(self, tag: str) -> int:
         """Delete every entry set with ``tag``; return how many existed."""
         (tag_key,) = self._tag_keys([tag])
-        members = await self._run("cache.tag_members", lambda client: client.smembers(tag_key))
+        members = await self._call_or_miss(
+            "cache.tag_members", lambda client: client.smembers(tag_key)
+        )
         if members is _MISSING or not members:
             return 0
         names = sorted(members)
@@ -351,12 +366,14 @@ class Cache:
             def drop(client: Any, chunk: list[bytes] = chunk) -> Any:
                 return client.delete(*chunk)
 
-            removed = await self._run("cache.invalidate_tag", drop)
+            removed = await self._call_or_miss("cache.invalidate_tag", drop)
             if removed is _MISSING:
                 return deleted
             deleted += int(removed)
         # SREM, not DEL: entries tagged while we were deleting stay reachable by the tag.
-        await self._run("cache.invalidate_tag", lambda client: client.srem(tag_key, *names))
+        await self._call_or_miss(
+            "cache.invalidate_tag", lambda client: client.srem(tag_key, *names)
+        )
         return deleted
 
     def stats(self) -> CacheStats:
@@ -425,7 +442,7 @@ class Cache:
         """:meth:`get_or_set` for synchronous code (threads, sync frameworks), on the blocking
         client: the same lock, refresh and stale rules."""
         flow = self._flow(key, ttl, tags, early_refresh, stale_ttl)
-        client = self._redis.sync_client("cache")
+        client = self._lua_sync.client
         result: Any = None
         error: BaseException | None = None
         while True:
@@ -439,6 +456,8 @@ class Cache:
                     result = loader()
                 elif isinstance(step, _Sleep):
                     time.sleep(step.seconds)
+                elif isinstance(step, _Script):
+                    result = self._lua_sync.run(step.script, step.keys, step.args)
                 else:
                     with self._redis.unavailable():
                         result = step(client)
@@ -461,6 +480,8 @@ class Cache:
                         result = await result
                 elif isinstance(step, _Sleep):
                     await asyncio.sleep(step.seconds)
+                elif isinstance(step, _Script):
+                    result = await self._lua.run(step.script, step.keys, step.args)
                 else:
                     with self._redis.unavailable():
                         result = await step(self._client)
@@ -477,8 +498,8 @@ class Cache:
     ) -> _Flow:
         """The get_or_set algorithm as a generator of steps, run by an async or a sync driver.
 
-        It yields Redis steps (callables taking a client), ``_LOAD`` and ``_Sleep``; the
-        driver sends back results and throws back exceptions.
+        It yields Redis steps (callables taking a client), ``_Script``, ``_LOAD`` and
+        ``_Sleep``; the driver sends back results and throws back exceptions.
         """
         entry_key = self._entry_key(key)
         lock_key = self._keys.key("l", key)
@@ -499,9 +520,7 @@ class Cache:
         def read(client: Any) -> Any:
             return client.get(entry_key)
 
-        def unlock(client: Any) -> Any:
-            return client.eval(self._unlock_source, 1, lock_key, token)
-
+        unlock = _Script(_UNLOCK, [lock_key], [token])
         found: tuple[int, Any] | None = None
         locked = False
         try:
@@ -553,7 +572,7 @@ class Cache:
         self._stats.sets += 1
         return value
 
-    def _quietly(self, step: _Step) -> _Flow:
+    def _quietly(self, step: _Step | _Script) -> _Flow:
         """Run a Redis step whose failure must not lose a loaded value (strict re-raises)."""
         try:
             yield step
@@ -570,22 +589,6 @@ class Cache:
 
 
 # -- the decorator ---------------------------------------------------------------------------
-
-_standalone: dict[str, Cache] = {}
-_standalone_lock = threading.Lock()
-
-
-def _standalone_cache() -> Cache:
-    """A process-wide cache configured from the environment, built on first use."""
-    with _standalone_lock:
-        found = _standalone.get("cache")
-        if found is None:
-            from nexus_store.connections import Backends
-            from nexus_store.settings import NexusSettings
-
-            found = Cache(Backends(NexusSettings.load()))
-            _standalone["cache"] = found
-        return found
 
 
 def _key_part(value: Any) -> Any:
@@ -619,7 +622,9 @@ def cached(
     ``key`` receives the call's arguments and returns the cache key; by default it is the
     function's qualified name plus a hash of its JSON-encoded arguments (``self``/``cls``
     skipped). ``tags`` is a list or a callable of the arguments. Works on sync and async
-    functions and methods; without ``cache`` it uses a cache configured from the environment.
+    functions and methods; without ``cache`` it uses the cache of the default store that it
+    shares with standalone ``@rate_limit`` (configured from the environment on first use,
+    closed by ``nexus_store.redis.close_default_store()``).
 
         @cached(ttl=30, tags=lambda user_id: [f"user:{user_id}"])
         async def profile(user_id: int) -> dict: ...
@@ -631,7 +636,7 @@ def cached(
         make_key = key or _default_key(name, bool(params) and params[0] in ("self", "cls"))
 
         def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Cache, str, Any]:
-            target = cache if cache is not None else _standalone_cache()
+            target = cache if cache is not None else default_store.get(Cache)
             chosen = tags(*args, **kwargs) if callable(tags) else tags
             return target, make_key(*args, **kwargs), chosen
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio
@@ -25,16 +25,13 @@ from nexus_store.errors import (
     ValidationError,
 )
 from nexus_store.redis.keys import Keyspace
+from nexus_store.redis.names import AREAS, CACHE_AREAS, Area
 
 if TYPE_CHECKING:
     from nexus_store.settings import RedisSettings
 
 __all__ = ["AREAS", "CACHE_AREAS", "Area", "RedisBackend"]
 
-Area = Literal["sessions", "cache", "ratelimit", "realtime", "queue", "analytics_cache"]
-AREAS: tuple[Area, ...] = ("sessions", "cache", "ratelimit", "realtime", "queue", "analytics_cache")
-#: Areas that move to ``redis.cache_url`` when it is set: they may be evicted, the rest not.
-CACHE_AREAS: tuple[Area, ...] = ("cache", "analytics_cache")
 _UNAVAILABLE = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
-from nexus_store.errors import QueueError, ValidationError
+from nexus_store.errors import NexusStoreError, QueueError, ValidationError
 from nexus_store.log import observe
 from nexus_store.redis._codec import JSON
-from nexus_store.redis._scripts import lua
+from nexus_store.redis._lua import LuaRunner, load_lua
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -35,6 +35,8 @@ __all__ = ["DeadLetter", "Delivery", "GroupStats", "Queue", "QueueMessage", "Que
 
 _MAX_NAME = 200
 _MAX_BATCH = 1000
+_CONSUME = load_lua("queue_consume")
+_ACK = load_lua("queue_ack")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,8 @@ class Queue:
         self._redis = backends.redis
         self._settings = backends.settings.queue
         self._keys = self._redis.keyspace("queue")
-        self._client = self._redis.client("queue")
-        self._consume = self._client.register_script(lua("queue_consume"))
-        self._ack = self._client.register_script(lua("queue_ack"))
+        self._lua = LuaRunner(self._redis, "queue")
+        self._client = self._lua.client
         self._groups: set[tuple[str, str]] = set()
 
     def _stream(self, queue: str) -> str:
@@ -184,13 +185,16 @@ class Queue:
                 "1" if self._settings.delete_acked else "0",
             ]
             try:
-                flat = await self._consume(keys=[stream, dead], args=args)
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise QueueError(f"consume from {queue!r} failed: {exc}") from exc
+                flat = await self._lua.run(_CONSUME, [stream, dead], args)
+            except NexusStoreError as exc:
+                refusal = exc.__cause__
+                if not isinstance(refusal, redis.exceptions.ResponseError):
+                    raise
+                if "NOGROUP" not in str(refusal):
+                    raise QueueError(f"consume from {queue!r} failed: {refusal}") from refusal
                 self._groups.discard((stream, group))  # the stream was deleted meanwhile
                 await self._ensure_group(stream, group)
-                flat = await self._consume(keys=[stream, dead], args=args)
+                flat = await self._lua.run(_CONSUME, [stream, dead], args)
             deliveries = [
                 Delivery(
                     queue,
@@ -222,11 +226,9 @@ class Queue:
         if not ids:
             return 0
         started = time.perf_counter()
-        with self._redis.unavailable():
-            acked = await self._ack(
-                keys=[stream],
-                args=[group, "1" if self._settings.delete_acked else "0", *ids],
-            )
+        acked = await self._lua.run(
+            _ACK, [stream], [group, "1" if self._settings.delete_acked else "0", *ids]
+        )
         observe("redis", "queue.ack", started, queue=queue)
         return int(acked)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from nexus_store.errors import NotFoundError, ValidationError
 from nexus_store.log import observe
 from nexus_store.redis._codec import JSON
-from nexus_store.redis._scripts import lua
+from nexus_store.redis._lua import LuaRunner, load_lua
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -37,6 +37,12 @@ __all__ = ["NewSession", "Session", "SessionInfo", "SessionStore"]
 
 _TOKEN = re.compile(r"[0-9a-f]{4}\.[A-Za-z0-9_-]{43}")
 _MAX_USER_ID = 256
+_CREATE = load_lua("session_create")
+_GET = load_lua("session_get")
+_UPDATE = load_lua("session_update")
+_REVOKE = load_lua("session_revoke")
+_REVOKE_ALL = load_lua("session_revoke_all")
+_LIST = load_lua("session_list")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +105,7 @@ class SessionStore:
         self._settings = backends.settings.sessions
         self._keys = self._redis.keyspace("sessions")
         self._slide = "1" if self._settings.sliding else "0"
-        client = self._redis.client("sessions")
-        self._create = client.register_script(lua("session_create"))
-        self._get = client.register_script(lua("session_get"))
-        self._update = client.register_script(lua("session_update"))
-        self._revoke = client.register_script(lua("session_revoke"))
-        self._revoke_all = client.register_script(lua("session_revoke_all"))
-        self._list = client.register_script(lua("session_list"))
+        self._lua = LuaRunner(self._redis, "sessions")
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -168,19 +168,19 @@ class SessionStore:
         prefix = self._session_prefix(tag)
         max_lifetime = self._settings.max_lifetime
         started = time.perf_counter()
-        with self._redis.unavailable():
-            await self._create(
-                keys=[prefix + member, self._index_key(user, tag)],
-                args=[
-                    user,
-                    encoded,
-                    secrets.token_hex(8),
-                    ttl_ms,
-                    (max_lifetime or 0) * 1000,
-                    member,
-                    prefix,
-                ],
-            )
+        await self._lua.run(
+            _CREATE,
+            [prefix + member, self._index_key(user, tag)],
+            [
+                user,
+                encoded,
+                secrets.token_hex(8),
+                ttl_ms,
+                (max_lifetime or 0) * 1000,
+                member,
+                prefix,
+            ],
+        )
         observe("redis", "sessions.create", started)
         return token
 
@@ -198,10 +198,7 @@ class SessionStore:
         if located is None:
             return None
         started = time.perf_counter()
-        try:  # the hot path: no context manager
-            row = await self._get(keys=[located[0]], args=[self._slide])
-        except self._redis.errors as exc:
-            raise self._redis.translate(exc) from exc
+        row = await self._lua.run(_GET, [located[0]], [self._slide])
         observe("redis", "sessions.get", started)
         if not row:
             return None
@@ -222,8 +219,7 @@ class SessionStore:
         updated = 0
         if located is not None:
             started = time.perf_counter()
-            with self._redis.unavailable():
-                updated = await self._update(keys=[located[0]], args=[encoded])
+            updated = await self._lua.run(_UPDATE, [located[0]], [encoded])
             observe("redis", "sessions.update", started)
         if not updated:
             raise NotFoundError("session", "for this token")
@@ -234,8 +230,7 @@ class SessionStore:
         if located is None:
             return False
         started = time.perf_counter()
-        with self._redis.unavailable():
-            removed = await self._revoke(keys=[located[0]], args=[located[1]])
+        removed = await self._lua.run(_REVOKE, [located[0]], [located[1]])
         observe("redis", "sessions.revoke", started)
         return bool(removed)
 
@@ -244,10 +239,9 @@ class SessionStore:
         user = _user_id(user_id)
         tag = _user_tag(user)
         started = time.perf_counter()
-        with self._redis.unavailable():
-            removed = await self._revoke_all(
-                keys=[self._index_key(user, tag)], args=[self._session_prefix(tag)]
-            )
+        removed = await self._lua.run(
+            _REVOKE_ALL, [self._index_key(user, tag)], [self._session_prefix(tag)]
+        )
         observe("redis", "sessions.revoke_all", started)
         return int(removed)
 
@@ -256,10 +250,7 @@ class SessionStore:
         user = _user_id(user_id)
         tag = _user_tag(user)
         started = time.perf_counter()
-        with self._redis.unavailable():
-            flat = await self._list(
-                keys=[self._index_key(user, tag)], args=[self._session_prefix(tag)]
-            )
+        flat = await self._lua.run(_LIST, [self._index_key(user, tag)], [self._session_prefix(tag)])
         observe("redis", "sessions.list", started)
         infos = [
             SessionInfo(

@@ -17,8 +17,9 @@ import redis as redis_lib
 from devstack.stack import Stack
 from nexus_store import NexusStore
 from nexus_store.errors import ValidationError
-from nexus_store.redis import cache as cache_module
-from nexus_store.redis.cache import CacheEntry, cached
+from nexus_store.redis import close_default_store
+from nexus_store.redis._default_store import default_store
+from nexus_store.redis.cache import Cache, CacheEntry, cached
 from tests.support import REPO_ROOT
 
 
@@ -277,7 +278,7 @@ async def test_standalone_decorator_reads_the_environment(
 ) -> None:
     monkeypatch.setenv("NEXUS_REDIS_URL", redis_url)
     monkeypatch.setenv("NEXUS_REDIS__NAMESPACE", redis_namespace)
-    monkeypatch.setattr(cache_module, "_standalone", {})
+    await close_default_store()  # the next standalone call reads the environment afresh
     runs = []
 
     @cached(ttl=30, key=lambda n: f"{unique}:standalone:{n}")
@@ -286,9 +287,9 @@ async def test_standalone_decorator_reads_the_environment(
         return n + 1
 
     assert compute(1) == 2 and compute(1) == 2 and runs == [1]
-    standalone = cache_module._standalone["cache"]
+    standalone = default_store.get(Cache)
     assert await standalone.get(f"{unique}:standalone:1") == 2
-    await standalone._redis.close()
+    await close_default_store()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,11 @@ __all__ = ["LocalLimiter"]
 _SLACK = 1.0  # microsecond, as in gcra.lua
 
 
+def _monotonic_us() -> float:
+    """Now in microseconds on the monotonic clock (the tests substitute a fixed clock)."""
+    return time.monotonic() * 1_000_000
+
+
 class LocalLimiter:
     """Thread-safe GCRA over a dict; answers in the same shape as the Lua scripts."""
 
@@ -34,7 +39,7 @@ class LocalLimiter:
         self, key: str, limits: RateLimits, cost: int, *, consume: bool
     ) -> tuple[int, int, int, int, int]:
         """``(allowed, deciding limit 1-based, remaining, reset_after us, retry_after us)``."""
-        now = time.monotonic() * 1_000_000
+        now = _monotonic_us()
         with self._lock:
             tats = self._tats.get(key)
             if tats is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from nexus_store.errors import ValidationError
+from nexus_store.errors import RateLimitExceeded, ValidationError
 
 __all__ = ["rate_limit_headers"]
 
@@ -55,3 +55,19 @@ def rate_limit_headers(
     if retry_after > 0:
         headers["Retry-After"] = str(max(1, _seconds(retry_after)))
     return headers
+
+
+def _exception_headers(exc: RateLimitExceeded, policy_name: str) -> dict[str, str]:
+    return rate_limit_headers(
+        limit=exc.amount,
+        window_seconds=exc.window_seconds,
+        remaining=exc.remaining,
+        reset_after=exc.reset_after,
+        retry_after=exc.retry_after,
+        policy_name=policy_name,
+    )
+
+
+# errors.py imports nothing from the package, so its RateLimitExceeded.headers() is
+# rendered from here.
+RateLimitExceeded.header_renderer = _exception_headers

@@ -9,30 +9,35 @@
     await store.limiter.peek("user:42", "10/second")    # the current state
     await store.limiter.reset("user:42")                # forget every limit of this key
 
-Every method has a blocking twin with a ``_sync`` suffix. A check evaluates all of its limits
-in one Lua script on the server's clock, sent with EVALSHA (after NOSCRIPT, from a new or
-restarted server, it is loaded and the call retried once), and consumes only when every limit
-passes. Everything about a check but its key is worked out once per (limits, cost, strategy)
-and reused (:class:`_Plan`). When Redis is unreachable, ``ratelimit.fail_mode``
-decides: ``fail_open`` lets calls through, ``fail_closed`` refuses them (``check`` raises
-:class:`BackendUnavailableError`), ``local`` limits in this process. Outages are logged once
-when they start and once when they end, and counted in :meth:`RateLimiter.stats`.
+Every method has a blocking twin with a ``_sync`` suffix; both drive one core
+(:meth:`RateLimiter._evaluation`). A check evaluates all of its limits in one Lua script on
+the server's clock (run by :mod:`nexus_store.redis._lua`: EVALSHA on a pooled connection)
+and consumes only when every limit passes. Everything about a check but its key is worked
+out once per (limits, cost, strategy) and reused (:class:`_Plan`). When Redis is
+unreachable, ``ratelimit.fail_mode`` decides: ``fail_open`` lets calls through,
+``fail_closed`` refuses them (``check`` raises :class:`BackendUnavailableError`), ``local``
+limits in this process. Outages are logged once when they start and once when they end, and
+counted in :meth:`RateLimiter.stats`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypeVar, cast
 
-import redis.asyncio
-import redis.exceptions
-
-from nexus_store._errors import describe
-from nexus_store.errors import BackendUnavailableError, RateLimitExceeded, ValidationError
+from nexus_store.errors import (
+    BackendUnavailableError,
+    NexusStoreError,
+    RateLimitExceeded,
+    ValidationError,
+)
 from nexus_store.log import get_logger, observe
+from nexus_store.redis._lua import LuaRunner, SyncLuaRunner
 from nexus_store.redis.ratelimit._local import LocalLimiter
 from nexus_store.redis.ratelimit.headers import rate_limit_headers
 from nexus_store.redis.ratelimit.limits import RateLimitItem, RateLimits
@@ -41,7 +46,6 @@ from nexus_store.redis.ratelimit.strategies import STRATEGIES, Strategy, get_str
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
-    from nexus_store.redis.keys import Keyspace
 
 __all__ = ["RateLimitHit", "RateLimitResult", "RateLimiter", "Source"]
 
@@ -52,12 +56,12 @@ Limits = str | RateLimits
 StrategyChoice = str | Strategy | None
 
 _log = get_logger("nexus_store.ratelimit")
-# Anything Redis answers with instead of a decision: refused connections, timeouts, a cluster
-# without quorum, a read-only replica after failover, OOM...
-_BACKEND_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
-# What the client's retry policy (``redis.retries``) covers: a connection that broke or timed
-# out after it was handed over (redis-py has already dropped it).
-_RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# An evaluation yields the Redis key to run its script on, is sent the script's reply or
+# thrown what Redis answered instead of one (refused connections, timeouts, a cluster without
+# quorum, a read-only replica after failover, OOM... as the SDK's errors), and then yields
+# its decision. During an outage it yields the decision at once. (Yielding the decision
+# rather than returning it spares each check a StopIteration.)
+_Evaluation = Generator["str | RateLimitResult", Any, None]
 _CONSUME, _LOOK = "1", "0"
 _KEY_CACHE_SIZE = 10_000  # escaped keys kept per strategy
 _PLAN_CACHE_SIZE = 1_024  # (limits, cost, strategy, mode) combinations kept
@@ -134,24 +138,21 @@ class RateLimiter:
     """Rate limits for one :class:`NexusStore` (``store.limiter``); see the module docs."""
 
     def __init__(self, backends: Backends) -> None:
-        self._backends = backends
         self.settings = backends.settings.ratelimit
         self.strategy = get_strategy(self.settings.strategy)
-        self._keyspace: Keyspace | None = None
+        self._redis = backends.redis
+        self._keys = backends.redis.keyspace("ratelimit")
+        self._lua = LuaRunner(backends.redis, "ratelimit")
+        self._lua_sync = SyncLuaRunner(backends.redis, "ratelimit")
         self._plans: dict[tuple[object, ...], _Plan] = {}
         self._redis_keys: dict[str, dict[str, str]] = {name: {} for name in STRATEGIES}
-        self._async_client: redis.asyncio.Redis | None = None
-        self._sync_client: redis.Redis | None = None
-        # The pools of a standalone server's clients (None on a cluster): see _send.
-        self._async_pool: redis.asyncio.ConnectionPool | None = None
-        self._sync_pool: redis.ConnectionPool | None = None
         self._local = LocalLimiter(self.settings.local_max_keys)
         self._lock = threading.Lock()
         self._counts = {"allowed": 0, "refused": 0}
         self._backend_errors = {"fail_open": 0, "fail_closed": 0, "local": 0}
         self._outages = 0
         self._down_since: float | None = None
-        self._last_error: BaseException | None = None
+        self._last_error: NexusStoreError | None = None
         self._recheck_at = 0.0
 
     def __repr__(self) -> str:
@@ -171,7 +172,7 @@ class RateLimiter:
     ) -> RateLimitResult:
         """Consume ``cost`` from every limit if all of them allow it. Never raises for a
         refusal or an outage (see ``source``); bad input raises :class:`ValidationError`."""
-        return await self._run(key, self._plan(limits, cost, strategy, _CONSUME))
+        return await self._evaluate(key, self._plan(limits, cost, strategy, _CONSUME))
 
     async def check(
         self,
@@ -183,7 +184,7 @@ class RateLimiter:
     ) -> RateLimitResult:
         """:meth:`hit` that raises :class:`RateLimitExceeded` on refusal, or
         :class:`BackendUnavailableError` when failing closed during an outage."""
-        result = await self._run(key, self._plan(limits, cost, strategy, _CONSUME))
+        result = await self._evaluate(key, self._plan(limits, cost, strategy, _CONSUME))
         if not result.allowed:
             raise self._refusal(result)
         return result
@@ -197,21 +198,21 @@ class RateLimiter:
         strategy: StrategyChoice = None,
     ) -> RateLimitResult:
         """Would a hit of ``cost`` pass now? Consumes nothing."""
-        return await self._run(key, self._plan(limits, cost, strategy, _LOOK))
+        return await self._evaluate(key, self._plan(limits, cost, strategy, _LOOK))
 
     async def peek(
         self, key: str, limits: Limits = "10/second", *, strategy: StrategyChoice = None
     ) -> RateLimitResult:
         """The current state of ``key`` under ``limits``. Consumes nothing."""
-        return await self._run(key, self._plan(limits, 0, strategy, _LOOK))
+        return await self._evaluate(key, self._plan(limits, 0, strategy, _LOOK))
 
     async def reset(self, key: str) -> None:
         """Forget every limit of ``key``, under every strategy (one DEL). Raises
         :class:`BackendUnavailableError` when Redis is unreachable: no fail mode applies."""
         keys = self._state_keys(key)
         self._local.reset(key)
-        with self._backends.redis.unavailable():
-            await (self._async_client or self._connect_async()).delete(*keys)
+        with self._redis.unavailable():
+            await self._lua.client.delete(*keys)
 
     async def put(self, hit: RateLimitHit) -> RateLimitResult:
         """Route target of ``store.put(RateLimitHit(...))``: the same as :meth:`hit`."""
@@ -228,7 +229,7 @@ class RateLimiter:
         strategy: StrategyChoice = None,
     ) -> RateLimitResult:
         """Blocking :meth:`hit`, for threads and sync code."""
-        return self._run_sync(key, self._plan(limits, cost, strategy, _CONSUME))
+        return self._evaluate_sync(key, self._plan(limits, cost, strategy, _CONSUME))
 
     def check_sync(
         self,
@@ -239,7 +240,7 @@ class RateLimiter:
         strategy: StrategyChoice = None,
     ) -> RateLimitResult:
         """Blocking :meth:`check`."""
-        result = self._run_sync(key, self._plan(limits, cost, strategy, _CONSUME))
+        result = self._evaluate_sync(key, self._plan(limits, cost, strategy, _CONSUME))
         if not result.allowed:
             raise self._refusal(result)
         return result
@@ -253,20 +254,20 @@ class RateLimiter:
         strategy: StrategyChoice = None,
     ) -> RateLimitResult:
         """Blocking :meth:`test`."""
-        return self._run_sync(key, self._plan(limits, cost, strategy, _LOOK))
+        return self._evaluate_sync(key, self._plan(limits, cost, strategy, _LOOK))
 
     def peek_sync(
         self, key: str, limits: Limits = "10/second", *, strategy: StrategyChoice = None
     ) -> RateLimitResult:
         """Blocking :meth:`peek`."""
-        return self._run_sync(key, self._plan(limits, 0, strategy, _LOOK))
+        return self._evaluate_sync(key, self._plan(limits, 0, strategy, _LOOK))
 
     def reset_sync(self, key: str) -> None:
         """Blocking :meth:`reset`."""
         keys = self._state_keys(key)
         self._local.reset(key)
-        with self._backends.redis.unavailable():
-            (self._sync_client or self._connect_sync()).delete(*keys)
+        with self._redis.unavailable():
+            self._lua_sync.client.delete(*keys)
 
     # -- decorator and statistics ---------------------------------------------------------
 
@@ -280,9 +281,7 @@ class RateLimiter:
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """``@store.limiter.limit("10/second", key=lambda user: user.id)``: see
         :func:`nexus_store.redis.ratelimit.decorator.rate_limit`."""
-        from nexus_store.redis.ratelimit.decorator import rate_limit
-
-        return rate_limit(limits, key=key, cost=cost, limiter=self, strategy=strategy)
+        return limit_calls(lambda: self, limits, key=key, cost=cost, strategy=strategy)
 
     def stats(self) -> dict[str, Any]:
         """Counters since creation: hits ``allowed`` and ``refused`` (whoever decided),
@@ -300,12 +299,6 @@ class RateLimiter:
 
     # -- internals ------------------------------------------------------------------------
 
-    @property
-    def _keys(self) -> Keyspace:
-        if self._keyspace is None:
-            self._keyspace = self._backends.redis.keyspace("ratelimit")
-        return self._keyspace
-
     def _state_keys(self, key: str) -> list[str]:
         return [self._keys.tagged(name, key) for name in STRATEGIES]
 
@@ -318,16 +311,15 @@ class RateLimiter:
         return self._new_plan(limits, cost, strategy, mode)
 
     def _new_plan(self, limits: Limits, cost: int, strategy: StrategyChoice, mode: str) -> _Plan:
-        parsed = limits if type(limits) is RateLimits else parse_limits(limits)  # type: ignore[arg-type]
+        parsed = limits if isinstance(limits, RateLimits) else parse_limits(limits)
         chosen = (
             self.strategy
             if strategy is None
             else strategy
-            if type(strategy) is Strategy
-            else get_strategy(strategy)  # type: ignore[arg-type]
+            if isinstance(strategy, Strategy)
+            else get_strategy(strategy)
         )
-        if type(cost) is not int or not _MIN_COST[mode] <= cost <= parsed.smallest_amount:
-            raise _bad_cost(cost, parsed)
+        _check_cost(cost, parsed, least=_MIN_COST[mode])
         plan = _Plan(
             parsed,
             chosen,
@@ -350,89 +342,44 @@ class RateLimiter:
         plan.redis_keys[key] = found
         return found
 
-    def _connect_async(self) -> redis.asyncio.Redis:
-        client = self._backends.redis.client("ratelimit")
-        if isinstance(client, redis.asyncio.Redis):
-            self._async_pool = client.connection_pool
-        self._async_client = client
-        return client
-
-    def _connect_sync(self) -> redis.Redis:
-        client = self._backends.redis.sync_client("ratelimit")
-        if isinstance(client, redis.Redis):
-            self._sync_pool = client.connection_pool
-        self._sync_client = client
-        return client
-
-    # A check is one command on one connection. On a standalone server it is sent with
-    # redis-py's connection API (borrow from the area's pool, send, read, give back), which
-    # skips the client's per-command machinery: retry closures, OpenTelemetry hooks and
-    # command dispatch, 7-8 us of a 60 us check. redis-py drops a connection whose reply
-    # was not read, whatever the error; a connection that broke or timed out hands the
-    # command to the client, whose retry policy (redis.retries) applies as for any command.
-    # A cluster client routes the command itself.
-
-    async def _send(self, client: redis.asyncio.Redis, *command: str | int) -> Any:
-        pool = self._async_pool
-        if pool is not None:
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
-                await connection.send_command(*command)
-                return await connection.read_response()
-            except _RETRYABLE:
-                pass
-            finally:
-                await pool.release(connection)
-        return await client.execute_command(*command)  # type: ignore[no-untyped-call]
-
-    def _send_sync(self, client: redis.Redis, *command: str | int) -> Any:
-        pool = self._sync_pool
-        if pool is not None:
-            connection = pool.get_connection()
-            try:
-                connection.send_command(*command)  # type: ignore[no-untyped-call]
-                return connection.read_response()
-            except _RETRYABLE:
-                pass
-            finally:
-                pool.release(connection)
-        return client.execute_command(*command)  # type: ignore[no-untyped-call]
-
-    async def _run(self, key: str, plan: _Plan) -> RateLimitResult:
+    def _evaluation(self, key: str, plan: _Plan) -> _Evaluation:
+        """One decision, whoever drives it: Redis's answer, or the fail mode's while Redis is
+        (or was just found) unreachable. :meth:`_evaluate` and :meth:`_evaluate_sync` run the
+        yielded script on Redis and send back the reply or throw back the error."""
         if self._down_since is not None and time.monotonic() < self._recheck_at:
-            return self._fallback(key, plan, None)
+            yield self._fallback(key, plan, None)
+            return
         redis_key = plan.redis_keys.get(key) or self._redis_key(plan, key)
-        client = self._async_client or self._connect_async()
-        strategy = plan.strategy
         started = time.perf_counter()
         try:
-            try:
-                raw = await self._send(client, "EVALSHA", strategy.sha, 1, redis_key, *plan.args)
-            except redis.exceptions.NoScriptError:  # a new or restarted server
-                await client.script_load(strategy.source)
-                raw = await self._send(client, "EVALSHA", strategy.sha, 1, redis_key, *plan.args)
-        except _BACKEND_ERRORS as exc:
-            return self._fallback(key, plan, exc)
+            reply = yield redis_key
+        except NexusStoreError as exc:
+            yield self._fallback(key, plan, exc)
+            return
         observe("redis", "ratelimit", started)
-        return self._decide(key, plan, raw, "redis")
+        yield self._decide(key, plan, reply, "redis")
 
-    def _run_sync(self, key: str, plan: _Plan) -> RateLimitResult:
-        if self._down_since is not None and time.monotonic() < self._recheck_at:
-            return self._fallback(key, plan, None)
-        redis_key = plan.redis_keys.get(key) or self._redis_key(plan, key)
-        client = self._sync_client or self._connect_sync()
-        strategy = plan.strategy
-        started = time.perf_counter()
+    async def _evaluate(self, key: str, plan: _Plan) -> RateLimitResult:
+        evaluation = self._evaluation(key, plan)
+        redis_key = next(evaluation)
+        if isinstance(redis_key, RateLimitResult):
+            return redis_key
         try:
-            try:
-                raw = self._send_sync(client, "EVALSHA", strategy.sha, 1, redis_key, *plan.args)
-            except redis.exceptions.NoScriptError:  # a new or restarted server
-                client.script_load(strategy.source)
-                raw = self._send_sync(client, "EVALSHA", strategy.sha, 1, redis_key, *plan.args)
-        except _BACKEND_ERRORS as exc:
-            return self._fallback(key, plan, exc)
-        observe("redis", "ratelimit", started)
-        return self._decide(key, plan, raw, "redis")
+            reply = await self._lua.run(plan.strategy.script, (redis_key,), plan.args)
+        except NexusStoreError as exc:
+            return cast(RateLimitResult, evaluation.throw(exc))
+        return cast(RateLimitResult, evaluation.send(reply))
+
+    def _evaluate_sync(self, key: str, plan: _Plan) -> RateLimitResult:
+        evaluation = self._evaluation(key, plan)
+        redis_key = next(evaluation)
+        if isinstance(redis_key, RateLimitResult):
+            return redis_key
+        try:
+            reply = self._lua_sync.run(plan.strategy.script, (redis_key,), plan.args)
+        except NexusStoreError as exc:
+            return cast(RateLimitResult, evaluation.throw(exc))
+        return cast(RateLimitResult, evaluation.send(reply))
 
     def _decide(self, key: str, plan: _Plan, raw: Any, source: Source) -> RateLimitResult:
         allowed, index, remaining, reset_us, retry_us = raw
@@ -453,7 +400,7 @@ class RateLimiter:
                     self._recovered()
         return result
 
-    def _fallback(self, key: str, plan: _Plan, error: BaseException | None) -> RateLimitResult:
+    def _fallback(self, key: str, plan: _Plan, error: NexusStoreError | None) -> RateLimitResult:
         """Decide by ``fail_mode``; ``error`` is set when Redis just failed this call."""
         mode = self.settings.fail_mode
         with self._lock:
@@ -466,7 +413,7 @@ class RateLimiter:
                     _log.warning(
                         "ratelimit_backend_unavailable",
                         fail_mode=mode,
-                        error=describe(error),
+                        error=str(error),
                         recheck_interval=self.settings.recheck_interval,
                     )
             self._backend_errors[mode] += 1
@@ -498,16 +445,63 @@ class RateLimiter:
             error = BackendUnavailableError(
                 "redis",
                 "rate limiter cannot reach Redis and ratelimit.fail_mode is fail_closed"
-                + (f" ({describe(self._last_error)})" if self._last_error is not None else ""),
+                + (f" ({self._last_error})" if self._last_error is not None else ""),
             )
             error.__cause__ = self._last_error
             return error
         return result.exceeded()
 
 
-def _bad_cost(cost: object, limits: RateLimits) -> ValidationError:
-    if type(cost) is not int or cost < 0:
-        return ValidationError("cost", f"must be a positive integer, not {cost!r}")
-    return ValidationError(
-        "cost", f"{cost} exceeds the smallest limit of {limits.text!r}; it could never pass"
-    )
+def _check_cost(cost: object, limits: RateLimits, *, least: int) -> None:
+    """Refuse a ``cost`` that is not an integer from ``least`` to the smallest limit."""
+    if type(cost) is not int or cost < least:
+        raise ValidationError("cost", f"must be an integer of at least {least}, not {cost!r}")
+    if cost > limits.smallest_amount:
+        raise ValidationError(
+            "cost", f"{cost} exceeds the smallest limit of {limits.text!r}; it could never pass"
+        )
+
+
+def limit_calls(
+    limiter: Callable[[], RateLimiter],
+    limits: str,
+    *,
+    key: Callable[..., str] | None = None,
+    cost: int = 1,
+    strategy: str | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The decorator behind :func:`~nexus_store.redis.ratelimit.decorator.rate_limit` and
+    :meth:`RateLimiter.limit`: each call checks with ``limiter()``. Bad limits, cost,
+    strategy or key raise :class:`ValidationError` here, at decoration time."""
+    _check_cost(cost, parse_limits(limits), least=1)
+    if strategy is not None:
+        get_strategy(strategy)
+    if key is not None and not callable(key):
+        raise ValidationError("key", "must be a callable taking the function's arguments")
+
+    # Validated above; a call passes the same limit string, cost and strategy name, which the
+    # limiter maps to its prepared check with one dictionary lookup.
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        shared_key = f"{func.__module__}.{func.__qualname__}"
+
+        def key_of(args: Any, kwargs: Any) -> str:
+            return shared_key if key is None else key(*args, **kwargs)
+
+        if inspect.iscoroutinefunction(func):
+            async_func = cast("Callable[P, Awaitable[Any]]", func)
+
+            @functools.wraps(func)
+            async def limited_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                await limiter().check(key_of(args, kwargs), limits, cost=cost, strategy=strategy)
+                return await async_func(*args, **kwargs)
+
+            return cast("Callable[P, R]", limited_async)
+
+        @functools.wraps(func)
+        def limited(*args: P.args, **kwargs: P.kwargs) -> R:
+            limiter().check_sync(key_of(args, kwargs), limits, cost=cost, strategy=strategy)
+            return func(*args, **kwargs)
+
+        return limited
+
+    return decorate

@@ -14,6 +14,7 @@ import redis.cluster
 from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import RateLimitExceeded
+from nexus_store.redis.names import STRATEGY_NAMES
 
 pytestmark = pytest.mark.redis_server
 
@@ -29,7 +30,7 @@ def settings(redis_cluster: str) -> NexusSettings:
 async def test_checks_and_reset_on_a_cluster(store: NexusStore, redis_cluster: str) -> None:
     limiter = store.limiter
     names = [f"user-{index}-{uuid.uuid4().hex[:6]}" for index in range(12)]
-    for strategy in ("gcra", "sliding_window", "fixed_window"):
+    for strategy in STRATEGY_NAMES:
         for name in names:
             assert (await limiter.hit(name, "2/hour;10/day", strategy=strategy)).allowed
             assert (await limiter.hit(name, "2/hour;10/day", strategy=strategy)).remaining == 0

@@ -21,9 +21,10 @@ import pytest
 from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import RateLimitExceeded
+from nexus_store.redis.names import STRATEGY_NAMES
 from tests.support import REPO_ROOT
 
-STRATEGIES = ["gcra", "sliding_window", "fixed_window"]
+STRATEGIES = list(STRATEGY_NAMES)
 CLIENTS, CALLS, LIMIT = 50, 10, "100/hour"
 
 

@@ -15,10 +15,17 @@ import redis as redis_lib
 from devstack.stack import Stack
 from nexus_store import NexusStore
 from nexus_store.errors import RateLimitExceeded, ValidationError
-from nexus_store.redis.ratelimit import RateLimiter, RateLimitHit, RateLimitResult, rate_limit
-from nexus_store.redis.ratelimit import decorator as decorator_module
+from nexus_store.redis import close_default_store
+from nexus_store.redis.names import STRATEGY_NAMES
+from nexus_store.redis.ratelimit import (
+    RateLimiter,
+    RateLimitHit,
+    RateLimitResult,
+    default_limiter,
+    rate_limit,
+)
 
-STRATEGIES = ["gcra", "sliding_window", "fixed_window"]
+STRATEGIES = list(STRATEGY_NAMES)
 
 
 @pytest.fixture
@@ -315,7 +322,7 @@ async def test_standalone_decorator_configures_itself_from_the_environment(
     for name, value in redis_stack.environment().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("NEXUS_RATELIMIT__STRATEGY", "sliding_window")
-    monkeypatch.setattr(decorator_module, "_standalone", decorator_module._Standalone())
+    await close_default_store()  # the next standalone call reads the environment afresh
 
     @rate_limit("1/hour", key=lambda: key)
     async def once() -> str:
@@ -331,13 +338,13 @@ async def test_standalone_decorator_configures_itself_from_the_environment(
     assert once_sync() == "ok"
     with pytest.raises(RateLimitExceeded):
         once_sync()
-    limiter = decorator_module.default_limiter()
+    limiter = default_limiter()
     assert limiter.strategy.name == "sliding_window"
     assert limiter.stats()["refused"] == 2
     async with NexusStore(redis_stack.settings()) as other:
         peeked = await other.limiter.peek(key, "1/hour", strategy="sliding_window")
     assert peeked.remaining == 0  # the standalone decorator used the same Redis keys
-    await limiter._backends.close()
+    await close_default_store()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nexus_store.errors import RateLimitExceeded, ValidationError
+from nexus_store.redis.names import STRATEGY_NAMES
 from nexus_store.redis.ratelimit import (
     get_strategy,
     parse_limit,
@@ -90,11 +91,11 @@ def test_decorator_refuses_bad_arguments_at_decoration_time() -> None:
 
 
 def test_strategies_are_lua_files_with_the_shared_driver() -> None:
-    for name in ("gcra", "sliding_window", "fixed_window"):
+    for name in STRATEGY_NAMES:
         strategy = get_strategy(name)
-        assert "local function evaluate(" in strategy.source
-        assert "redis.call('TIME')" in strategy.source
-        assert len(strategy.sha) == 40
+        assert "local function evaluate(" in strategy.script.source
+        assert "redis.call('TIME')" in strategy.script.source
+        assert len(strategy.script.sha) == 40
 
 
 def test_headers_render_ietf_draft_legacy_and_retry_after() -> None:
