@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from nexus_store.health import HealthReport
     from nexus_store.mongo.audit.log import AuditLog
-    from nexus_store.mongo.events.writer import EventStore
+    from nexus_store.mongo.events.service import Events
     from nexus_store.outbox.relay import OutboxRelay
     from nexus_store.postgres.repository import EntityRepository
     from nexus_store.privacy.service import Privacy
@@ -38,7 +38,7 @@ _log = get_logger("nexus_store.store")
 # sub-API attribute -> class path; each class takes a ``Backends`` and may define ``aclose()``.
 _SUBAPIS: dict[str, str] = {
     "entities": "nexus_store.postgres.repository:EntityRepository",
-    "events": "nexus_store.mongo.events.writer:EventStore",
+    "events": "nexus_store.mongo.events.service:Events",
     "audit": "nexus_store.mongo.audit.log:AuditLog",
     "sessions": "nexus_store.redis.sessions:SessionStore",
     "cache": "nexus_store.redis.cache:Cache",
@@ -156,7 +156,7 @@ class NexusStore:
         return self._api("entities")  # type: ignore[no-any-return]
 
     @property
-    def events(self) -> EventStore:
+    def events(self) -> Events:
         return self._api("events")  # type: ignore[no-any-return]
 
     @property

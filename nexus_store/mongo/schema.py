@@ -25,6 +25,8 @@ from pymongo.errors import OperationFailure
 
 from nexus_store._errors import describe
 from nexus_store.log import get_logger, observe
+from nexus_store.mongo.audit.model import ENTRY_FIELDS, AuditEntry, checkpoint_collection
+from nexus_store.mongo.events.model import ID_MAX_LENGTH, NAME_MAX_LENGTH
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -38,7 +40,6 @@ __all__ = [
     "SchemaChange",
     "SchemaProblem",
     "audit_role_privileges",
-    "checkpoint_collection",
     "collection_specs",
     "ensure_schema",
     "inspect_schema",
@@ -104,20 +105,11 @@ class CollectionSpec:
     expire_after_seconds: int | None = None  # collection-level, time-series only
 
 
-def checkpoint_collection(settings: NexusSettings) -> str:
-    """Name of the collection of signed audit checkpoints (``<audit>_checkpoints``)."""
-    return f"{settings.audit.collection}_checkpoints"
-
-
 def _string(max_length: int | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"bsonType": "string"}
     if max_length is not None:
         spec["maxLength"] = max_length
     return spec
-
-
-_HASH = {"bsonType": "string", "pattern": "^[0-9a-f]{64}$"}
-_SEQ = {"bsonType": ["int", "long"], "minimum": 1}
 
 
 def _events_spec(settings: NexusSettings) -> CollectionSpec:
@@ -129,11 +121,11 @@ def _events_spec(settings: NexusSettings) -> CollectionSpec:
             "required": ["event_id", "name", "ts", "properties", "context"],
             "anyOf": [{"required": ["user_id"]}, {"required": ["anonymous_id"]}],
             "properties": {
-                "event_id": _string(128),
-                "name": {"bsonType": "string", "minLength": 1, "maxLength": 200},
-                "user_id": _string(128),
-                "anonymous_id": _string(128),
-                "session_id": _string(128),
+                "event_id": _string(ID_MAX_LENGTH),
+                "name": {"bsonType": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
+                "user_id": _string(ID_MAX_LENGTH),
+                "anonymous_id": _string(ID_MAX_LENGTH),
+                "session_id": _string(ID_MAX_LENGTH),
                 "ts": {"bsonType": "date"},
                 "properties": {"bsonType": "object"},
                 "context": {"bsonType": "object"},
@@ -172,33 +164,9 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
         "$jsonSchema": {
             "bsonType": "object",
             "required": [
-                "seq",
-                "ts",
-                "actor",
-                "action",
-                "resource_type",
-                "resource_id",
-                "prev_hash",
-                "hash",
+                field for field in ENTRY_FIELDS if AuditEntry.model_fields[field].is_required()
             ],
-            "properties": {
-                "seq": _SEQ,
-                "ts": {"bsonType": "date"},
-                "actor": _string(256),
-                "action": _string(128),
-                "resource_type": _string(128),
-                "resource_id": _string(256),
-                "before": {"bsonType": ["object", "null"]},
-                "after": {"bsonType": ["object", "null"]},
-                "ip": {"bsonType": ["string", "null"]},
-                "user_agent": {"bsonType": ["string", "null"]},
-                "reason": {"bsonType": ["string", "null"]},
-                "idempotency_key": _string(256),
-                "expires_at": {"bsonType": "date"},
-                "prev_expires_at": {"bsonType": "date"},
-                "prev_hash": _HASH,
-                "hash": _HASH,
-            },
+            "properties": ENTRY_FIELDS,
         }
     }
     ttl = IndexSpec(("expires_at",), expire_after_seconds=0)
@@ -226,12 +194,10 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
             "$jsonSchema": {
                 "bsonType": "object",
                 "required": ["seq", "hash", "ts", "signature"],
+                # a checkpoint copies these from its entry and signs them
                 "properties": {
-                    "seq": _SEQ,
-                    "hash": _HASH,
-                    "ts": {"bsonType": "date"},
-                    "expires_at": {"bsonType": "date"},
-                    "signature": _HASH,
+                    **{field: ENTRY_FIELDS[field] for field in ("seq", "hash", "ts", "expires_at")},
+                    "signature": ENTRY_FIELDS["hash"],
                 },
             }
         },
