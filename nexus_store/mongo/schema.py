@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pymongo.errors import OperationFailure
 
@@ -249,6 +249,37 @@ def _ttl_of(found: Mapping[str, Any]) -> int | None:
     return None if value is None else int(value)
 
 
+@dataclass(frozen=True, slots=True)
+class _IndexDrift:
+    """How the server's index on ``index.keys`` differs from the declared ``index``."""
+
+    # missing; options: unique/partial differ (needs a rebuild); ttl: expireAfterSeconds
+    # differs; unwanted_ttl: a TTL index that retention switched off forbids
+    kind: Literal["missing", "options", "ttl", "unwanted_ttl"]
+    index: IndexSpec
+    found: Mapping[str, Any]  # the server's index ({} when missing)
+
+
+def _index_drift(
+    spec: CollectionSpec, found: dict[tuple[str, ...], dict[str, Any]]
+) -> list[_IndexDrift]:
+    """Every index of ``spec`` that the server lacks or holds differently, in spec order."""
+    drift = []
+    for index in spec.indexes:
+        present = found.get(index.keys)
+        if present is None:
+            drift.append(_IndexDrift("missing", index, {}))
+        elif not _same_options(index, present):
+            drift.append(_IndexDrift("options", index, present))
+        elif _ttl_of(present) != index.expire_after_seconds:
+            drift.append(_IndexDrift("ttl", index, present))
+    for keys in spec.forbidden_ttl:
+        present = found.get(keys)
+        if present is not None and _ttl_of(present) is not None:
+            drift.append(_IndexDrift("unwanted_ttl", IndexSpec(keys), present))
+    return drift
+
+
 # -- ensure ---------------------------------------------------------------------------------
 
 
@@ -341,11 +372,12 @@ def _index_changes(
 ) -> list[SchemaChange]:
     changes = []
     missing = []
-    for index in spec.indexes:
-        present = found.get(index.keys)
-        if present is None:
+    drops = []
+    for drift in _index_drift(spec, found):
+        index, present = drift.index, drift.found
+        if drift.kind == "missing":
             missing.append(index)
-        elif not _same_options(index, present):
+        elif drift.kind == "options":
             # Changing uniqueness needs a rebuild; init never drops data-bearing indexes.
             _log.warning(
                 "mongo_index_conflict",
@@ -353,7 +385,7 @@ def _index_changes(
                 index=index.name,
                 found=describe(RuntimeError(str(present))),
             )
-        elif _ttl_of(present) != index.expire_after_seconds:
+        elif drift.kind == "ttl":
             command: dict[str, Any] = {
                 "collMod": spec.name,
                 "index": {
@@ -366,17 +398,15 @@ def _index_changes(
                 f"{index.expire_after_seconds}"
             )
             changes.append(SchemaChange(spec.name, "update_ttl", detail, command))
+        else:
+            command = {"dropIndexes": spec.name, "index": present["name"]}
+            detail = f"{present['name']} (retention is off)"
+            drops.append(SchemaChange(spec.name, "drop_ttl_index", detail, command))
     if missing:
         command = {"createIndexes": spec.name, "indexes": [index.document() for index in missing]}
         names = ", ".join(index.name for index in missing)
         changes.append(SchemaChange(spec.name, "create_indexes", names, command))
-    for keys in spec.forbidden_ttl:
-        present = found.get(keys)
-        if present is not None and _ttl_of(present) is not None:
-            command = {"dropIndexes": spec.name, "index": present["name"]}
-            detail = f"{present['name']} (retention is off)"
-            changes.append(SchemaChange(spec.name, "drop_ttl_index", detail, command))
-    return changes
+    return changes + drops
 
 
 async def _roles_info(db: AsyncDatabase[dict[str, Any]], role: str) -> list[dict[str, Any]] | None:
@@ -480,33 +510,18 @@ def _index_problems(
     spec: CollectionSpec, found: dict[tuple[str, ...], dict[str, Any]]
 ) -> list[SchemaProblem]:
     problems = []
-    for index in spec.indexes:
-        present = found.get(index.keys)
-        if present is None:
-            problems.append(SchemaProblem(spec.name, "missing_index", index.name))
-        elif not _same_options(index, present):
-            problems.append(
-                SchemaProblem(
-                    spec.name, "index_options", f"{index.name}: unique/partial options differ"
-                )
+    for drift in _index_drift(spec, found):
+        index, present = drift.index, drift.found
+        if drift.kind == "missing":
+            problem, detail = "missing_index", index.name
+        elif drift.kind == "options":
+            problem, detail = "index_options", f"{index.name}: unique/partial options differ"
+        elif drift.kind == "ttl":
+            problem = "ttl_mismatch"
+            detail = (
+                f"{index.name}: server {_ttl_of(present)}s, settings {index.expire_after_seconds}s"
             )
-        elif _ttl_of(present) != index.expire_after_seconds:
-            problems.append(
-                SchemaProblem(
-                    spec.name,
-                    "ttl_mismatch",
-                    f"{index.name}: server {_ttl_of(present)}s, settings "
-                    f"{index.expire_after_seconds}s",
-                )
-            )
-    for keys in spec.forbidden_ttl:
-        present = found.get(keys)
-        if present is not None and _ttl_of(present) is not None:
-            problems.append(
-                SchemaProblem(
-                    spec.name,
-                    "ttl_mismatch",
-                    f"{present['name']} expires entries; retention is off",
-                )
-            )
+        else:
+            problem, detail = "ttl_mismatch", f"{present['name']} expires entries; retention is off"
+        problems.append(SchemaProblem(spec.name, problem, detail))
     return problems
