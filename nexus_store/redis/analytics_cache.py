@@ -40,7 +40,10 @@ class AnalyticsCache:
         self._ttl = ttl
 
     async def rows(
-        self, scope: Sequence[str], pipeline: Rows, run: Callable[[], Awaitable[Rows]]
+        self,
+        scope: Sequence[str],
+        pipeline: list[dict[str, Any]],
+        run: Callable[[], Awaitable[Rows]],
     ) -> Rows:
         """The cached rows of ``pipeline`` in ``scope``, else ``run()``'s, then cached.
 

@@ -48,7 +48,10 @@ class ResultCache(Protocol):
     """Where query results may be kept for a while (:mod:`nexus_store.redis.analytics_cache`)."""
 
     async def rows(
-        self, scope: Sequence[str], pipeline: Rows, run: Callable[[], Awaitable[Rows]]
+        self,
+        scope: Sequence[str],
+        pipeline: list[dict[str, Any]],
+        run: Callable[[], Awaitable[Rows]],
     ) -> Rows:
         """The rows of ``pipeline`` (in ``scope``): kept ones, else those of ``run()``."""
         ...
@@ -125,7 +128,9 @@ class EventQueries:
         self._cache = cache
         self._cache_scope = ("events", collection.name)
 
-    async def _aggregate(self, operation: str, pipeline: Rows, *, cache: bool = True) -> Rows:
+    async def _aggregate(
+        self, operation: str, pipeline: list[dict[str, Any]], *, cache: bool = True
+    ) -> Rows:
         async def run() -> Rows:
             started = time.perf_counter()
             with self._mongo.unavailable():
