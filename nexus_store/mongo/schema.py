@@ -25,8 +25,12 @@ from pymongo.errors import OperationFailure
 
 from nexus_store._errors import describe
 from nexus_store.log import get_logger, observe
-from nexus_store.mongo.audit.model import ENTRY_FIELDS, AuditEntry, checkpoint_collection
-from nexus_store.mongo.events.model import ID_MAX_LENGTH, NAME_MAX_LENGTH
+from nexus_store.mongo._layout import (
+    AUDIT_ENTRY_FIELDS,
+    EVENT_ID_MAX_LENGTH,
+    EVENT_NAME_MAX_LENGTH,
+    checkpoint_collection,
+)
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -121,11 +125,11 @@ def _events_spec(settings: NexusSettings) -> CollectionSpec:
             "required": ["event_id", "name", "ts", "properties", "context"],
             "anyOf": [{"required": ["user_id"]}, {"required": ["anonymous_id"]}],
             "properties": {
-                "event_id": _string(ID_MAX_LENGTH),
-                "name": {"bsonType": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
-                "user_id": _string(ID_MAX_LENGTH),
-                "anonymous_id": _string(ID_MAX_LENGTH),
-                "session_id": _string(ID_MAX_LENGTH),
+                "event_id": _string(EVENT_ID_MAX_LENGTH),
+                "name": {"bsonType": "string", "minLength": 1, "maxLength": EVENT_NAME_MAX_LENGTH},
+                "user_id": _string(EVENT_ID_MAX_LENGTH),
+                "anonymous_id": _string(EVENT_ID_MAX_LENGTH),
+                "session_id": _string(EVENT_ID_MAX_LENGTH),
                 "ts": {"bsonType": "date"},
                 "properties": {"bsonType": "object"},
                 "context": {"bsonType": "object"},
@@ -163,10 +167,8 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
     entry_validator = {
         "$jsonSchema": {
             "bsonType": "object",
-            "required": [
-                field for field in ENTRY_FIELDS if AuditEntry.model_fields[field].is_required()
-            ],
-            "properties": ENTRY_FIELDS,
+            "required": [name for name, field in AUDIT_ENTRY_FIELDS.items() if field.required],
+            "properties": {name: field.schema for name, field in AUDIT_ENTRY_FIELDS.items()},
         }
     }
     ttl = IndexSpec(("expires_at",), expire_after_seconds=0)
@@ -196,8 +198,11 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
                 "required": ["seq", "hash", "ts", "signature"],
                 # a checkpoint copies these from its entry and signs them
                 "properties": {
-                    **{field: ENTRY_FIELDS[field] for field in ("seq", "hash", "ts", "expires_at")},
-                    "signature": ENTRY_FIELDS["hash"],
+                    **{
+                        name: AUDIT_ENTRY_FIELDS[name].schema
+                        for name in ("seq", "hash", "ts", "expires_at")
+                    },
+                    "signature": AUDIT_ENTRY_FIELDS["hash"].schema,
                 },
             }
         },

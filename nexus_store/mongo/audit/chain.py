@@ -15,13 +15,13 @@ from typing import Any
 
 import orjson
 
-from nexus_store.mongo.audit.model import CHAIN_LINKS, ENTRY_FIELDS
+from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS
 
 __all__ = ["GENESIS", "HASHED_FIELDS", "canonical_json", "checkpoint_signature", "entry_hash"]
 
 GENESIS = "0" * 64
 #: What an entry's hash covers: its content, every stored field but the chain links.
-HASHED_FIELDS = tuple(field for field in ENTRY_FIELDS if field not in CHAIN_LINKS)
+HASHED_FIELDS = tuple(field for field in AUDIT_ENTRY_FIELDS if field not in AUDIT_CHAIN_LINKS)
 
 
 def _datetime(value: Any) -> str:

@@ -36,13 +36,9 @@ from pymongo.errors import DuplicateKeyError
 from nexus_store.errors import ConflictError, TamperDetected, ValidationError
 from nexus_store.log import get_logger, observe
 from nexus_store.mongo._documents import page_limit, query_text, time_range, utc_millis
+from nexus_store.mongo._layout import audit_max_length, checkpoint_collection
 from nexus_store.mongo.audit.chain import GENESIS, checkpoint_signature, entry_hash
-from nexus_store.mongo.audit.model import (
-    AuditEntry,
-    AuditRecord,
-    checkpoint_collection,
-    max_length,
-)
+from nexus_store.mongo.audit.model import AuditEntry, AuditRecord
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -53,7 +49,7 @@ __all__ = ["AuditLog", "AuditPage", "VerifyResult"]
 
 _log = get_logger("nexus_store.audit")
 _MAX_APPEND_ATTEMPTS = 200
-_IDEMPOTENCY_KEY_MAX = max_length("idempotency_key")
+_IDEMPOTENCY_KEY_MAX = audit_max_length("idempotency_key")
 _HEAD_FIELDS = {"_id": 0, "seq": 1, "hash": 1, "ts": 1, "expires_at": 1}
 
 

@@ -31,13 +31,9 @@ from nexus_store.mongo._documents import (
     screen_values,
     utc_millis,
 )
+from nexus_store.mongo._layout import EVENT_ID_MAX_LENGTH, EVENT_NAME_MAX_LENGTH
 
-__all__ = ["ID_MAX_LENGTH", "NAME_MAX_LENGTH", "Event", "encode_event", "new_event_id"]
-
-#: Longest ``event_id``, ``user_id``, ``anonymous_id`` and ``session_id`` (also the validator's).
-ID_MAX_LENGTH = 128
-#: Longest event name (also the validator's).
-NAME_MAX_LENGTH = 200
+__all__ = ["Event", "encode_event", "new_event_id"]
 
 
 class _Clock:
@@ -97,7 +93,7 @@ def _text(value: Any, field: str, max_length: int) -> str:
 
 
 def _optional_id(value: Any, field: str) -> str | None:
-    return None if value is None else _text(value, field, ID_MAX_LENGTH)
+    return None if value is None else _text(value, field, EVENT_ID_MAX_LENGTH)
 
 
 def _identified(user_id: str | None, anonymous_id: str | None) -> None:
@@ -129,12 +125,12 @@ class Event(InputModel):
     @field_validator("name", mode="plain")
     @classmethod
     def _name(cls, value: Any) -> str:
-        return _text(value, "name", NAME_MAX_LENGTH)
+        return _text(value, "name", EVENT_NAME_MAX_LENGTH)
 
     @field_validator("event_id", mode="plain")
     @classmethod
     def _event_id(cls, value: Any) -> str:
-        return _text(value, "event_id", ID_MAX_LENGTH)
+        return _text(value, "event_id", EVENT_ID_MAX_LENGTH)
 
     @field_validator("user_id", "anonymous_id", "session_id", mode="plain")
     @classmethod
@@ -230,7 +226,7 @@ def encode_event(
     BSON encoder's ``check_keys`` as the document is encoded, both in C; only a refusal pays
     for the Python walk that names the path.
     """
-    name = _text(name, "name", NAME_MAX_LENGTH)
+    name = _text(name, "name", EVENT_NAME_MAX_LENGTH)
     user_id = _optional_id(user_id, "user_id")
     anonymous_id = _optional_id(anonymous_id, "anonymous_id")
     session_id = _optional_id(session_id, "session_id")
@@ -247,7 +243,7 @@ def encode_event(
     if event_id is None:
         event_id = stamped_id or new_event_id()
     else:
-        event_id = _text(event_id, "event_id", ID_MAX_LENGTH)
+        event_id = _text(event_id, "event_id", EVENT_ID_MAX_LENGTH)
     document = _document(
         event_id,
         name,
