@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from nexus_store.health import HealthReport
     from nexus_store.mongo.audit.log import AuditLog
-    from nexus_store.mongo.events.writer import EventStore
+    from nexus_store.mongo.events.service import Events
     from nexus_store.outbox.relay import OutboxRelay
     from nexus_store.postgres.repository import EntityRepository
     from nexus_store.privacy.service import Privacy
@@ -159,10 +159,10 @@ class NexusStore:
         return self._start("entities", EntityRepository)
 
     @cached_property
-    def events(self) -> EventStore:
-        from nexus_store.mongo.events.writer import EventStore
+    def events(self) -> Events:
+        from nexus_store.mongo.events.service import Events
 
-        return self._start("events", EventStore)
+        return self._start("events", Events)
 
     @cached_property
     def audit(self) -> AuditLog:

@@ -25,9 +25,11 @@ __all__ = [
     "NO_NUL",
     "InputModel",
     "clean_document",
+    "page_limit",
     "query_text",
     "screen_mapping",
     "screen_values",
+    "time_range",
     "utc_millis",
     "validation_error",
 ]
@@ -37,6 +39,7 @@ NO_NUL = r"^[^\x00]*$"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_DEPTH = 32
+_MAX_PAGE = 1000
 
 
 def utc_millis(value: dt.datetime, field: str) -> dt.datetime:
@@ -45,6 +48,21 @@ def utc_millis(value: dt.datetime, field: str) -> dt.datetime:
         raise ValidationError(field, "naive datetime; give a timezone-aware datetime (UTC)")
     value = value.astimezone(dt.UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def time_range(start: dt.datetime, end: dt.datetime) -> dict[str, dt.datetime]:
+    """The filter ``start <= value < end``, both ends as BSON keeps them; empty ranges refused."""
+    start, end = utc_millis(start, "start"), utc_millis(end, "end")
+    if start >= end:
+        raise ValidationError("end", "must be later than start")
+    return {"$gte": start, "$lt": end}
+
+
+def page_limit(limit: int) -> int:
+    """``limit`` if it is a page size a query may ask for (1 to 1000)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_PAGE:
+        raise ValidationError("limit", f"must be an integer from 1 to {_MAX_PAGE}")
+    return limit
 
 
 def _join(parent: str, key: str | int) -> str:

@@ -78,10 +78,10 @@ def event_writer_checks(target: HealthTarget) -> list[Check]:
     events = target.started("events")
     if events is None:
         return []
-    from nexus_store.mongo.events.writer import EventStore  # already loaded: it started
+    from nexus_store.mongo.events.service import Events  # already loaded: it started
 
-    if not isinstance(events, EventStore):
-        raise TypeError(f"the events sub-API is a {type(events).__name__}, not an EventStore")
+    if not isinstance(events, Events):
+        raise TypeError(f"the events sub-API is a {type(events).__name__}, not Events")
 
     async def writer() -> list[CheckResult]:
         stats = events.stats()

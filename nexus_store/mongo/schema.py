@@ -19,12 +19,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pymongo.errors import OperationFailure
 
 from nexus_store._errors import describe
 from nexus_store.log import get_logger, observe
+from nexus_store.mongo._layout import (
+    AUDIT_ENTRY_FIELDS,
+    EVENT_ID_MAX_LENGTH,
+    EVENT_NAME_MAX_LENGTH,
+    checkpoint_collection,
+)
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -38,7 +44,6 @@ __all__ = [
     "SchemaChange",
     "SchemaProblem",
     "audit_role_privileges",
-    "checkpoint_collection",
     "collection_specs",
     "ensure_schema",
     "inspect_schema",
@@ -104,20 +109,11 @@ class CollectionSpec:
     expire_after_seconds: int | None = None  # collection-level, time-series only
 
 
-def checkpoint_collection(settings: NexusSettings) -> str:
-    """Name of the collection of signed audit checkpoints (``<audit>_checkpoints``)."""
-    return f"{settings.audit.collection}_checkpoints"
-
-
 def _string(max_length: int | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"bsonType": "string"}
     if max_length is not None:
         spec["maxLength"] = max_length
     return spec
-
-
-_HASH = {"bsonType": "string", "pattern": "^[0-9a-f]{64}$"}
-_SEQ = {"bsonType": ["int", "long"], "minimum": 1}
 
 
 def _events_spec(settings: NexusSettings) -> CollectionSpec:
@@ -129,11 +125,11 @@ def _events_spec(settings: NexusSettings) -> CollectionSpec:
             "required": ["event_id", "name", "ts", "properties", "context"],
             "anyOf": [{"required": ["user_id"]}, {"required": ["anonymous_id"]}],
             "properties": {
-                "event_id": _string(128),
-                "name": {"bsonType": "string", "minLength": 1, "maxLength": 200},
-                "user_id": _string(128),
-                "anonymous_id": _string(128),
-                "session_id": _string(128),
+                "event_id": _string(EVENT_ID_MAX_LENGTH),
+                "name": {"bsonType": "string", "minLength": 1, "maxLength": EVENT_NAME_MAX_LENGTH},
+                "user_id": _string(EVENT_ID_MAX_LENGTH),
+                "anonymous_id": _string(EVENT_ID_MAX_LENGTH),
+                "session_id": _string(EVENT_ID_MAX_LENGTH),
                 "ts": {"bsonType": "date"},
                 "properties": {"bsonType": "object"},
                 "context": {"bsonType": "object"},
@@ -171,34 +167,8 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
     entry_validator = {
         "$jsonSchema": {
             "bsonType": "object",
-            "required": [
-                "seq",
-                "ts",
-                "actor",
-                "action",
-                "resource_type",
-                "resource_id",
-                "prev_hash",
-                "hash",
-            ],
-            "properties": {
-                "seq": _SEQ,
-                "ts": {"bsonType": "date"},
-                "actor": _string(256),
-                "action": _string(128),
-                "resource_type": _string(128),
-                "resource_id": _string(256),
-                "before": {"bsonType": ["object", "null"]},
-                "after": {"bsonType": ["object", "null"]},
-                "ip": {"bsonType": ["string", "null"]},
-                "user_agent": {"bsonType": ["string", "null"]},
-                "reason": {"bsonType": ["string", "null"]},
-                "idempotency_key": _string(256),
-                "expires_at": {"bsonType": "date"},
-                "prev_expires_at": {"bsonType": "date"},
-                "prev_hash": _HASH,
-                "hash": _HASH,
-            },
+            "required": [name for name, field in AUDIT_ENTRY_FIELDS.items() if field.required],
+            "properties": {name: field.schema for name, field in AUDIT_ENTRY_FIELDS.items()},
         }
     }
     ttl = IndexSpec(("expires_at",), expire_after_seconds=0)
@@ -226,12 +196,13 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
             "$jsonSchema": {
                 "bsonType": "object",
                 "required": ["seq", "hash", "ts", "signature"],
+                # a checkpoint copies these from its entry and signs them
                 "properties": {
-                    "seq": _SEQ,
-                    "hash": _HASH,
-                    "ts": {"bsonType": "date"},
-                    "expires_at": {"bsonType": "date"},
-                    "signature": _HASH,
+                    **{
+                        name: AUDIT_ENTRY_FIELDS[name].schema
+                        for name in ("seq", "hash", "ts", "expires_at")
+                    },
+                    "signature": AUDIT_ENTRY_FIELDS["hash"].schema,
                 },
             }
         },
@@ -281,6 +252,37 @@ def _same_options(spec: IndexSpec, found: Mapping[str, Any]) -> bool:
 def _ttl_of(found: Mapping[str, Any]) -> int | None:
     value = found.get("expireAfterSeconds")
     return None if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _IndexDrift:
+    """How the server's index on ``index.keys`` differs from the declared ``index``."""
+
+    # missing; options: unique/partial differ (needs a rebuild); ttl: expireAfterSeconds
+    # differs; unwanted_ttl: a TTL index that retention switched off forbids
+    kind: Literal["missing", "options", "ttl", "unwanted_ttl"]
+    index: IndexSpec
+    found: Mapping[str, Any]  # the server's index ({} when missing)
+
+
+def _index_drift(
+    spec: CollectionSpec, found: dict[tuple[str, ...], dict[str, Any]]
+) -> list[_IndexDrift]:
+    """Every index of ``spec`` that the server lacks or holds differently, in spec order."""
+    drift = []
+    for index in spec.indexes:
+        present = found.get(index.keys)
+        if present is None:
+            drift.append(_IndexDrift("missing", index, {}))
+        elif not _same_options(index, present):
+            drift.append(_IndexDrift("options", index, present))
+        elif _ttl_of(present) != index.expire_after_seconds:
+            drift.append(_IndexDrift("ttl", index, present))
+    for keys in spec.forbidden_ttl:
+        present = found.get(keys)
+        if present is not None and _ttl_of(present) is not None:
+            drift.append(_IndexDrift("unwanted_ttl", IndexSpec(keys), present))
+    return drift
 
 
 # -- ensure ---------------------------------------------------------------------------------
@@ -375,11 +377,12 @@ def _index_changes(
 ) -> list[SchemaChange]:
     changes = []
     missing = []
-    for index in spec.indexes:
-        present = found.get(index.keys)
-        if present is None:
+    drops = []
+    for drift in _index_drift(spec, found):
+        index, present = drift.index, drift.found
+        if drift.kind == "missing":
             missing.append(index)
-        elif not _same_options(index, present):
+        elif drift.kind == "options":
             # Changing uniqueness needs a rebuild; init never drops data-bearing indexes.
             _log.warning(
                 "mongo_index_conflict",
@@ -387,7 +390,7 @@ def _index_changes(
                 index=index.name,
                 found=describe(RuntimeError(str(present))),
             )
-        elif _ttl_of(present) != index.expire_after_seconds:
+        elif drift.kind == "ttl":
             command: dict[str, Any] = {
                 "collMod": spec.name,
                 "index": {
@@ -400,17 +403,15 @@ def _index_changes(
                 f"{index.expire_after_seconds}"
             )
             changes.append(SchemaChange(spec.name, "update_ttl", detail, command))
+        else:
+            command = {"dropIndexes": spec.name, "index": present["name"]}
+            detail = f"{present['name']} (retention is off)"
+            drops.append(SchemaChange(spec.name, "drop_ttl_index", detail, command))
     if missing:
         command = {"createIndexes": spec.name, "indexes": [index.document() for index in missing]}
         names = ", ".join(index.name for index in missing)
         changes.append(SchemaChange(spec.name, "create_indexes", names, command))
-    for keys in spec.forbidden_ttl:
-        present = found.get(keys)
-        if present is not None and _ttl_of(present) is not None:
-            command = {"dropIndexes": spec.name, "index": present["name"]}
-            detail = f"{present['name']} (retention is off)"
-            changes.append(SchemaChange(spec.name, "drop_ttl_index", detail, command))
-    return changes
+    return changes + drops
 
 
 async def _roles_info(db: AsyncDatabase[dict[str, Any]], role: str) -> list[dict[str, Any]] | None:
@@ -514,33 +515,18 @@ def _index_problems(
     spec: CollectionSpec, found: dict[tuple[str, ...], dict[str, Any]]
 ) -> list[SchemaProblem]:
     problems = []
-    for index in spec.indexes:
-        present = found.get(index.keys)
-        if present is None:
-            problems.append(SchemaProblem(spec.name, "missing_index", index.name))
-        elif not _same_options(index, present):
-            problems.append(
-                SchemaProblem(
-                    spec.name, "index_options", f"{index.name}: unique/partial options differ"
-                )
+    for drift in _index_drift(spec, found):
+        index, present = drift.index, drift.found
+        if drift.kind == "missing":
+            problem, detail = "missing_index", index.name
+        elif drift.kind == "options":
+            problem, detail = "index_options", f"{index.name}: unique/partial options differ"
+        elif drift.kind == "ttl":
+            problem = "ttl_mismatch"
+            detail = (
+                f"{index.name}: server {_ttl_of(present)}s, settings {index.expire_after_seconds}s"
             )
-        elif _ttl_of(present) != index.expire_after_seconds:
-            problems.append(
-                SchemaProblem(
-                    spec.name,
-                    "ttl_mismatch",
-                    f"{index.name}: server {_ttl_of(present)}s, settings "
-                    f"{index.expire_after_seconds}s",
-                )
-            )
-    for keys in spec.forbidden_ttl:
-        present = found.get(keys)
-        if present is not None and _ttl_of(present) is not None:
-            problems.append(
-                SchemaProblem(
-                    spec.name,
-                    "ttl_mismatch",
-                    f"{present['name']} expires entries; retention is off",
-                )
-            )
+        else:
+            problem, detail = "ttl_mismatch", f"{present['name']} expires entries; retention is off"
+        problems.append(SchemaProblem(spec.name, problem, detail))
     return problems

@@ -45,7 +45,7 @@ from nexus_store.outbox.changes import AUDIT_TOPIC, outbox_table
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
     from nexus_store.mongo.audit.log import AuditLog
-    from nexus_store.mongo.events.writer import EventStore
+    from nexus_store.mongo.events.service import Events
 
 __all__ = ["OutboxLag", "OutboxRelay"]
 
@@ -76,7 +76,7 @@ class OutboxRelay:
         self._backends = backends
         self._settings = backends.settings.outbox
         self._audit_log: AuditLog | None = None
-        self._events: EventStore | None = None
+        self._events: Events | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._delivered = 0
@@ -160,10 +160,10 @@ class OutboxRelay:
 
     async def _track(self, row: Row[Any]) -> None:
         """The change as an analytics event; its id makes a redelivery a no-op."""
-        from nexus_store.mongo.events.writer import EventStore
+        from nexus_store.mongo.events.service import Events
 
         if self._events is None:
-            self._events = EventStore(self._backends)
+            self._events = Events(self._backends)
         payload = row.payload
         tracked = self._events.track(
             f"{row.aggregate_type}.{payload['action']}",

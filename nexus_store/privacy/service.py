@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from nexus_store.connections import Backends
     from nexus_store.mongo.audit.log import AuditLog, AuditPage
-    from nexus_store.mongo.events.writer import EventStore
+    from nexus_store.mongo.events.service import Events
     from nexus_store.redis.cache import Cache
     from nexus_store.redis.sessions import SessionStore
 
@@ -88,10 +88,10 @@ class Privacy:
         return cast(T, api)
 
     @property
-    def _events(self) -> EventStore:
-        from nexus_store.mongo.events.writer import EventStore
+    def _events(self) -> Events:
+        from nexus_store.mongo.events.service import Events
 
-        return self._own(EventStore)
+        return self._own(Events)
 
     @property
     def _audit(self) -> AuditLog:

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from pymongo.errors import WriteError
 
+from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS
+from nexus_store.mongo.audit.chain import HASHED_FIELDS
+from nexus_store.mongo.audit.model import AuditEntry
 from nexus_store.mongo.schema import ensure_schema, inspect_schema
 from tests.support import CommandRecorder
 
@@ -20,6 +23,14 @@ def _indexes(recorder: CommandRecorder, collection: str) -> list[dict[str, Any]]
         if body["createIndexes"] == collection
         for index in body["indexes"]
     ]
+
+
+def test_audit_fields_are_listed_once_for_model_hash_and_validator() -> None:
+    model = AuditEntry.model_fields
+    assert {name: field.required for name, field in AUDIT_ENTRY_FIELDS.items()} == {
+        name: model[name].is_required() for name in model
+    }
+    assert set(HASHED_FIELDS) == set(AUDIT_ENTRY_FIELDS) - set(AUDIT_CHAIN_LINKS)
 
 
 async def test_first_run_creates_validated_collections_and_indexes(

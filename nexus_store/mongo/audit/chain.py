@@ -15,25 +15,13 @@ from typing import Any
 
 import orjson
 
+from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS
+
 __all__ = ["GENESIS", "HASHED_FIELDS", "canonical_json", "checkpoint_signature", "entry_hash"]
 
 GENESIS = "0" * 64
-HASHED_FIELDS = (
-    "seq",
-    "ts",
-    "actor",
-    "action",
-    "resource_type",
-    "resource_id",
-    "before",
-    "after",
-    "ip",
-    "user_agent",
-    "reason",
-    "idempotency_key",
-    "expires_at",
-    "prev_expires_at",
-)
+#: What an entry's hash covers: its content, every stored field but the chain links.
+HASHED_FIELDS = tuple(field for field in AUDIT_ENTRY_FIELDS if field not in AUDIT_CHAIN_LINKS)
 
 
 def _datetime(value: Any) -> str:

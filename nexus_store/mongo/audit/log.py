@@ -35,10 +35,10 @@ from pymongo.errors import DuplicateKeyError
 
 from nexus_store.errors import ConflictError, TamperDetected, ValidationError
 from nexus_store.log import get_logger, observe
-from nexus_store.mongo._documents import query_text, utc_millis
+from nexus_store.mongo._documents import page_limit, query_text, time_range, utc_millis
+from nexus_store.mongo._layout import audit_max_length, checkpoint_collection
 from nexus_store.mongo.audit.chain import GENESIS, checkpoint_signature, entry_hash
 from nexus_store.mongo.audit.model import AuditEntry, AuditRecord
-from nexus_store.mongo.schema import checkpoint_collection
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -49,7 +49,7 @@ __all__ = ["AuditLog", "AuditPage", "VerifyResult"]
 
 _log = get_logger("nexus_store.audit")
 _MAX_APPEND_ATTEMPTS = 200
-_MAX_LIMIT = 1000
+_IDEMPOTENCY_KEY_MAX = audit_max_length("idempotency_key")
 _HEAD_FIELDS = {"_id": 0, "seq": 1, "hash": 1, "ts": 1, "expires_at": 1}
 
 
@@ -144,7 +144,7 @@ class AuditLog:
         key = (
             None
             if idempotency_key is None
-            else query_text(idempotency_key, "idempotency_key", max_length=256)
+            else query_text(idempotency_key, "idempotency_key", max_length=_IDEMPOTENCY_KEY_MAX)
         )
         return await self._append(record, key)
 
@@ -361,14 +361,10 @@ class AuditLog:
         self, start: dt.datetime, end: dt.datetime, *, limit: int = 50, cursor: int | None = None
     ) -> AuditPage:
         """Entries with ``start <= ts < end``, newest first."""
-        start, end = utc_millis(start, "start"), utc_millis(end, "end")
-        if start >= end:
-            raise ValidationError("end", "must be later than start")
-        return await self._page({"ts": {"$gte": start, "$lt": end}}, limit, cursor)
+        return await self._page({"ts": time_range(start, end)}, limit, cursor)
 
     async def _page(self, match: dict[str, Any], limit: int, cursor: int | None) -> AuditPage:
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-            raise ValidationError("limit", f"must be an integer from 1 to {_MAX_LIMIT}")
+        limit = page_limit(limit)
         if cursor is not None:
             if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 1:
                 raise ValidationError("cursor", "not a cursor returned by this query")

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from nexus_store.errors import ValidationError
 from nexus_store.mongo._documents import NO_NUL, InputModel, clean_document
+from nexus_store.mongo._layout import audit_max_length
 
 __all__ = ["AuditEntry", "AuditRecord"]
 
@@ -24,10 +25,14 @@ __all__ = ["AuditEntry", "AuditRecord"]
 class AuditRecord(InputModel):
     """Who did what to which resource, and why. ``before``/``after`` are JSON-like snapshots."""
 
-    actor: str = Field(min_length=1, max_length=256, pattern=NO_NUL)
-    action: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
-    resource_type: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
-    resource_id: str = Field(min_length=1, max_length=256, pattern=NO_NUL)
+    actor: str = Field(min_length=1, max_length=audit_max_length("actor"), pattern=NO_NUL)
+    action: str = Field(min_length=1, max_length=audit_max_length("action"), pattern=NO_NUL)
+    resource_type: str = Field(
+        min_length=1, max_length=audit_max_length("resource_type"), pattern=NO_NUL
+    )
+    resource_id: str = Field(
+        min_length=1, max_length=audit_max_length("resource_id"), pattern=NO_NUL
+    )
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     ip: str | None = Field(None, max_length=64)
@@ -68,7 +73,7 @@ class AuditEntry(AuditRecord):
     ts: dt.datetime
     prev_hash: str
     hash: str
-    idempotency_key: str | None = None
+    idempotency_key: str | None = Field(None, max_length=audit_max_length("idempotency_key"))
     expires_at: dt.datetime | None = None
     prev_expires_at: dt.datetime | None = None
 

@@ -31,11 +31,9 @@ from nexus_store.mongo._documents import (
     screen_values,
     utc_millis,
 )
+from nexus_store.mongo._layout import EVENT_ID_MAX_LENGTH, EVENT_NAME_MAX_LENGTH
 
 __all__ = ["Event", "encode_event", "new_event_id"]
-
-_ID_MAX = 128
-_NAME_MAX = 200
 
 
 class _Clock:
@@ -95,7 +93,7 @@ def _text(value: Any, field: str, max_length: int) -> str:
 
 
 def _optional_id(value: Any, field: str) -> str | None:
-    return None if value is None else _text(value, field, _ID_MAX)
+    return None if value is None else _text(value, field, EVENT_ID_MAX_LENGTH)
 
 
 def _identified(user_id: str | None, anonymous_id: str | None) -> None:
@@ -127,12 +125,12 @@ class Event(InputModel):
     @field_validator("name", mode="plain")
     @classmethod
     def _name(cls, value: Any) -> str:
-        return _text(value, "name", _NAME_MAX)
+        return _text(value, "name", EVENT_NAME_MAX_LENGTH)
 
     @field_validator("event_id", mode="plain")
     @classmethod
     def _event_id(cls, value: Any) -> str:
-        return _text(value, "event_id", _ID_MAX)
+        return _text(value, "event_id", EVENT_ID_MAX_LENGTH)
 
     @field_validator("user_id", "anonymous_id", "session_id", mode="plain")
     @classmethod
@@ -156,16 +154,14 @@ class Event(InputModel):
 
     def to_document(self) -> dict[str, Any]:
         """The BSON document stored for this event (absent ids are left out)."""
-        document: dict[str, Any] = {"event_id": self.event_id, "name": self.name, "ts": self.ts}
-        if self.user_id is not None:
-            document["user_id"] = self.user_id
-        if self.anonymous_id is not None:
-            document["anonymous_id"] = self.anonymous_id
-        if self.session_id is not None:
-            document["session_id"] = self.session_id
-        document["properties"] = self.properties
-        document["context"] = self.context
-        return document
+        return _document(
+            self.event_id,
+            self.name,
+            self.ts,
+            (self.user_id, self.anonymous_id, self.session_id),
+            properties=self.properties,
+            context=self.context,
+        )
 
     def to_bson(self) -> bytes:
         """:meth:`to_document` encoded as BSON, checked again (the model's dicts can change)."""
@@ -189,6 +185,30 @@ class Event(InputModel):
 _NO_MAPPING: dict[str, Any] = {}  # encoded only, never handed out
 
 
+def _document(
+    event_id: str,
+    name: str,
+    ts: dt.datetime,
+    ids: tuple[str | None, str | None, str | None],
+    *,
+    properties: dict[str, Any],
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """The stored layout of an event. ``ids`` are the user, anonymous and session ids; absent
+    ones are left out (the validator allows a missing field, not a null one)."""
+    document: dict[str, Any] = {"event_id": event_id, "name": name, "ts": ts}
+    user_id, anonymous_id, session_id = ids
+    if user_id is not None:
+        document["user_id"] = user_id
+    if anonymous_id is not None:
+        document["anonymous_id"] = anonymous_id
+    if session_id is not None:
+        document["session_id"] = session_id
+    document["properties"] = properties
+    document["context"] = context
+    return document
+
+
 def encode_event(
     name: Any,
     *,
@@ -206,7 +226,7 @@ def encode_event(
     BSON encoder's ``check_keys`` as the document is encoded, both in C; only a refusal pays
     for the Python walk that names the path.
     """
-    name = _text(name, "name", _NAME_MAX)
+    name = _text(name, "name", EVENT_NAME_MAX_LENGTH)
     user_id = _optional_id(user_id, "user_id")
     anonymous_id = _optional_id(anonymous_id, "anonymous_id")
     session_id = _optional_id(session_id, "session_id")
@@ -223,18 +243,15 @@ def encode_event(
     if event_id is None:
         event_id = stamped_id or new_event_id()
     else:
-        event_id = _text(event_id, "event_id", _ID_MAX)
-    document: dict[str, Any] = {"event_id": event_id, "name": name, "ts": ts}
-    if user_id is not None:
-        document["user_id"] = user_id
-    if anonymous_id is not None:
-        document["anonymous_id"] = anonymous_id
-    if session_id is not None:
-        document["session_id"] = session_id
-    document["properties"] = (
-        _NO_MAPPING if properties is None else screen_values(properties, "properties")
+        event_id = _text(event_id, "event_id", EVENT_ID_MAX_LENGTH)
+    document = _document(
+        event_id,
+        name,
+        ts,
+        (user_id, anonymous_id, session_id),
+        properties=_NO_MAPPING if properties is None else screen_values(properties, "properties"),
+        context=_NO_MAPPING if context is None else screen_values(context, "context"),
     )
-    document["context"] = _NO_MAPPING if context is None else screen_values(context, "context")
     try:
         return event_id, bson.encode(document, check_keys=True)
     except (InvalidDocument, OverflowError) as exc:

@@ -16,32 +16,45 @@ event name such as ``"$where"`` is matched as text, never read as a field path o
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import bson
-from bson.codec_options import CodecOptions
-
-from nexus_store._errors import describe
 from nexus_store.errors import ValidationError
-from nexus_store.log import get_logger, observe
-from nexus_store.mongo._documents import query_text, utc_millis
+from nexus_store.log import observe
+from nexus_store.mongo._documents import page_limit, query_text, time_range
 from nexus_store.mongo.events.model import Event
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
 
-    from nexus_store.connections import Backends
+    from nexus_store.mongo.client import MongoBackend
 
-__all__ = ["EventCount", "EventQueries", "FunnelStep", "IntervalCount", "TimelinePage"]
+__all__ = [
+    "EventCount",
+    "EventQueries",
+    "FunnelStep",
+    "IntervalCount",
+    "ResultCache",
+    "TimelinePage",
+]
 
 Interval = Literal["minute", "hour", "day"]
-_log = get_logger("nexus_store.events")
-_CACHE_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
-_MAX_LIMIT = 1000
+Rows = list[dict[str, Any]]
+
+
+class ResultCache(Protocol):
+    """Where query results may be kept for a while (:mod:`nexus_store.redis.analytics_cache`)."""
+
+    async def rows(
+        self,
+        scope: Sequence[str],
+        pipeline: list[dict[str, Any]],
+        run: Callable[[], Awaitable[Rows]],
+    ) -> Rows:
+        """The rows of ``pipeline`` (in ``scope``): kept ones, else those of ``run()``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +90,6 @@ class TimelinePage:
     next_cursor: str | None
 
 
-def _range(start: dt.datetime, end: dt.datetime) -> dict[str, dt.datetime]:
-    start, end = utc_millis(start, "start"), utc_millis(end, "end")
-    if start >= end:
-        raise ValidationError("end", "must be later than start")
-    return {"$gte": start, "$lt": end}
-
-
-def _limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-        raise ValidationError("limit", f"must be an integer from 1 to {_MAX_LIMIT}")
-    return limit
-
-
 def _names(names: str | Sequence[str], field: str) -> list[str]:
     if isinstance(names, str):
         names = [names]
@@ -111,53 +111,37 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
 
 
 class EventQueries:
-    """The query half of :class:`~nexus_store.mongo.events.writer.EventStore`.
+    """Aggregations over the events collection (part of ``store.events``).
 
-    With ``events.query_cache_ttl`` set and Redis configured, the results of ``counts``,
-    ``unique_users``, ``funnel`` and ``top_events`` are cached in the ``analytics_cache``
-    area (Redis DB 5), as BSON, keyed by a hash of the pipeline, for that many seconds. A
-    Redis failure is logged and the query goes to MongoDB.
+    With a ``cache``, the results of ``counts``, ``unique_users``, ``funnel`` and
+    ``top_events`` are kept there (``timeline`` pages always come from MongoDB).
     """
 
-    def __init__(self, collection: AsyncCollection[dict[str, Any]], backends: Backends) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        mongo: MongoBackend,
+        cache: ResultCache | None = None,
+    ) -> None:
         self._collection = collection
-        self._backends = backends
-        settings = backends.settings
-        self._cache_ttl = settings.events.query_cache_ttl if settings.redis.url else None
+        self._mongo = mongo
+        self._cache = cache
+        self._cache_scope = ("events", collection.name)
 
     async def _aggregate(
         self, operation: str, pipeline: list[dict[str, Any]], *, cache: bool = True
-    ) -> list[dict[str, Any]]:
-        if self._cache_ttl is None or not cache:
-            return await self._run_pipeline(operation, pipeline)
-        redis = self._backends.redis
-        digest = hashlib.sha256(bson.encode({"pipeline": pipeline})).hexdigest()
-        key = redis.keyspace("analytics_cache").key("events", self._collection.name, digest)
-        client = redis.client("analytics_cache")
-        try:
-            cached = await client.get(key)
-        except redis.errors as exc:
-            _log.warning("analytics_cache_unavailable", error=describe(exc))
-            return await self._run_pipeline(operation, pipeline)
-        if isinstance(cached, bytes):
-            rows: list[dict[str, Any]] = bson.decode(cached, _CACHE_CODEC)["rows"]
+    ) -> Rows:
+        async def run() -> Rows:
+            started = time.perf_counter()
+            with self._mongo.unavailable():
+                cursor = await self._collection.aggregate(pipeline)
+                rows = await cursor.to_list()
+            observe("mongo", f"events.{operation}", started, rows=len(rows))
             return rows
-        rows = await self._run_pipeline(operation, pipeline)
-        try:
-            await client.set(key, bson.encode({"rows": rows}), ex=self._cache_ttl)
-        except redis.errors as exc:
-            _log.warning("analytics_cache_unavailable", error=describe(exc))
-        return rows
 
-    async def _run_pipeline(
-        self, operation: str, pipeline: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        started = time.perf_counter()
-        with self._backends.mongo.unavailable():
-            cursor = await self._collection.aggregate(pipeline)
-            rows = await cursor.to_list()
-        observe("mongo", f"events.{operation}", started, rows=len(rows))
-        return rows
+        if self._cache is None or not cache:
+            return await run()
+        return await self._cache.rows(self._cache_scope, pipeline, run)
 
     async def counts(
         self,
@@ -174,7 +158,7 @@ class EventQueries:
         if interval not in ("minute", "hour", "day"):
             raise ValidationError("interval", "must be minute, hour or day")
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"ts": _range(start, end), "name": {"$in": _names(names, "names")}}},
+            {"$match": {"ts": time_range(start, end), "name": {"$in": _names(names, "names")}}},
             {
                 "$group": {
                     "_id": {
@@ -203,7 +187,7 @@ class EventQueries:
 
         Anonymous events (no ``user_id``) are not counted.
         """
-        match: dict[str, Any] = {"ts": _range(start, end), "user_id": {"$type": "string"}}
+        match: dict[str, Any] = {"ts": time_range(start, end), "user_id": {"$type": "string"}}
         if names is not None:
             match["name"] = {"$in": _names(names, "names")}
         pipeline: list[dict[str, Any]] = [
@@ -254,7 +238,7 @@ class EventQueries:
         pipeline: list[dict[str, Any]] = [
             {
                 "$match": {
-                    "ts": _range(start, end),
+                    "ts": time_range(start, end),
                     "name": {"$in": checked},
                     "user_id": {"$type": "string"},
                 }
@@ -291,7 +275,7 @@ class EventQueries:
         if cursor is not None:
             ts, event_id = _decode_cursor(cursor)
             match["$or"] = [{"ts": {"$lt": ts}}, {"ts": ts, "event_id": {"$lt": event_id}}]
-        limit = _limit(limit)
+        limit = page_limit(limit)
         pipeline: list[dict[str, Any]] = [
             {"$match": match},
             {"$sort": {"ts": -1, "event_id": -1}},
@@ -308,10 +292,10 @@ class EventQueries:
     ) -> list[EventCount]:
         """The ``limit`` most frequent event names in ``[start, end)``, most frequent first."""
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"ts": _range(start, end)}},
+            {"$match": {"ts": time_range(start, end)}},
             {"$group": {"_id": "$name", "count": {"$sum": 1}}},
             {"$sort": {"count": -1, "_id": 1}},
-            {"$limit": _limit(limit)},
+            {"$limit": page_limit(limit)},
         ]
         rows = await self._aggregate("top_events", pipeline)
         return [EventCount(str(row["_id"]), int(row["count"])) for row in rows]

@@ -1,4 +1,4 @@
-"""The buffered analytics event writer (``store.events``).
+"""The buffered analytics event writer (the writing half of ``store.events``).
 
 ``track()`` validates and encodes the event (applying :class:`Event`'s rules without building
 one), then appends it to a bounded in-process buffer; a background task writes
@@ -26,7 +26,7 @@ import datetime as dt
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,16 +36,14 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from nexus_store._errors import describe
 from nexus_store.errors import BackendUnavailableError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger, observe
-from nexus_store.mongo._documents import query_text
 from nexus_store.mongo.events.model import Event, encode_event
-from nexus_store.mongo.events.queries import EventQueries
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
 
-    from nexus_store.connections import Backends
+    from nexus_store.settings import EventsSettings
 
-__all__ = ["EventStore", "WriterStats"]
+__all__ = ["EventWriter", "WriterStats"]
 
 _log = get_logger("nexus_store.events")
 _DUPLICATE_KEY = 11000
@@ -80,18 +78,16 @@ def _already_stored(error: dict[str, Any]) -> bool:
     return "event_id" in str(error.get("errmsg", ""))
 
 
-class EventStore(EventQueries):
-    """Track analytics events into MongoDB and query them. Built by ``NexusStore.events``."""
+class EventWriter:
+    """Buffers tracked events and writes them to ``collection`` in batches."""
 
-    def __init__(self, backends: Backends) -> None:
-        self._settings = backends.settings.events
-        mongo = backends.mongo
-        collection: AsyncCollection[dict[str, Any]] = mongo.db[self._settings.collection]
-        super().__init__(collection, backends)
+    def __init__(
+        self, collection: AsyncCollection[dict[str, Any]], settings: EventsSettings
+    ) -> None:
+        self._settings = settings
         # Events are encoded once, in track(), and sent as raw BSON (the driver re-encodes
         # nothing and adds no _id; the server assigns it).
         self._raw_collection = cast("AsyncCollection[RawBSONDocument]", collection)
-        self._mongo = mongo
         # Encoded events, oldest first. Plain bytes: nothing for the garbage collector to
         # walk, however full the buffer is. Event number n (counting from 0 since start) is
         # at self._buffer[n - self._taken]; track(wait=True) callers wait in self._waiters[n].
@@ -364,26 +360,3 @@ class EventStore(EventQueries):
         if self._close_deadline is None:
             return delay
         return max(0.0, min(delay, self._close_deadline - time.monotonic()))
-
-    # -- privacy ---------------------------------------------------------------------------
-
-    async def delete_user(self, user_id: str) -> int:
-        """Delete every stored event of ``user_id`` (buffered ones are flushed first)."""
-        user_id = query_text(user_id, "user_id")
-        await self.flush()
-        started = time.perf_counter()
-        with self._mongo.unavailable():
-            result = await self._collection.delete_many({"user_id": user_id})
-        observe("mongo", "events.delete_user", started)
-        return result.deleted_count
-
-    async def export_user(self, user_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Yield ``user_id``'s stored events, oldest first, as plain dicts (no ``_id``)."""
-        user_id = query_text(user_id, "user_id")
-        await self.flush()
-        with self._mongo.unavailable():
-            cursor = self._collection.find(
-                {"user_id": user_id}, projection={"_id": False}, sort=[("ts", 1), ("event_id", 1)]
-            )
-            async for document in cursor:
-                yield document

@@ -12,7 +12,7 @@ import pytest
 
 from nexus_store.errors import ValidationError
 from nexus_store.mongo.events.model import Event
-from nexus_store.mongo.events.writer import EventStore
+from nexus_store.mongo.events.service import Events
 from nexus_store.mongo.schema import ensure_schema
 
 UTC = dt.UTC
@@ -93,7 +93,7 @@ def test_anonymous_only_is_enough() -> None:
 
 async def test_refused_input_is_never_stored(mongo_stack, open_backends) -> None:
     backends = await open_backends(mongo_stack.settings())
-    events = EventStore(backends)
+    events = Events(backends)
     with pytest.raises(ValidationError) as caught:
         await events.track("hack", user_id="u1", properties={"$where": "1"}, wait=True)
     assert caught.value.field == "properties.$where"
@@ -108,7 +108,7 @@ async def test_refused_input_is_never_stored(mongo_stack, open_backends) -> None
 
 async def test_size_limit(mongo_stack, open_backends) -> None:
     backends = await open_backends(mongo_stack.settings(events={"max_event_bytes": 1024}))
-    events = EventStore(backends)
+    events = Events(backends)
     with pytest.raises(ValidationError) as caught:
         await events.track("big", user_id="u1", properties={"blob": "x" * 1100})
     assert caught.value.field == "event"
@@ -122,7 +122,7 @@ async def test_size_limit(mongo_stack, open_backends) -> None:
 async def test_track_refuses_what_event_refuses(mongo_stack, open_backends) -> None:
     """track() applies the Event rules without building one: same refusals, same fields."""
     backends = await open_backends(mongo_stack.settings())
-    events = EventStore(backends)
+    events = Events(backends)
     for fields, field in REFUSED:
         with pytest.raises(ValidationError) as caught:
             await events.track(**{"name": "e", "user_id": "u1", **fields}, wait=True)
@@ -134,7 +134,7 @@ async def test_track_refuses_what_event_refuses(mongo_stack, open_backends) -> N
 
 async def test_track_stores_what_event_would(mongo_stack, open_backends) -> None:
     backends = await open_backends(mongo_stack.settings())
-    events = EventStore(backends)
+    events = Events(backends)
     paris = dt.timezone(dt.timedelta(hours=1))
     given = dt.datetime(2026, 1, 1, 13, 0, 0, 123999, paris)
     fields: dict[str, Any] = {
@@ -168,7 +168,7 @@ async def test_track_with_the_same_event_id_stores_once(mongo_stack, open_backen
     settings = mongo_stack.settings()
     backends = await open_backends(settings)
     await ensure_schema(backends.mongo, settings)
-    events = EventStore(backends)
+    events = Events(backends)
     for _ in range(2):
         assert await events.track("paid", user_id="u", event_id="order-1", wait=True) == "order-1"
     assert events.stats().written == 2
@@ -180,7 +180,7 @@ async def test_track_with_the_same_event_id_stores_once(mongo_stack, open_backen
 async def test_put_checks_the_event_again(mongo_stack, open_backends) -> None:
     """An Event is frozen but its dicts are not: what put() buffers is screened again."""
     backends = await open_backends(mongo_stack.settings())
-    events = EventStore(backends)
+    events = Events(backends)
     event = Event(name="e", user_id="u", properties={"fine": 1})
     event.properties["$where"] = "1"
     with pytest.raises(ValidationError) as caught:

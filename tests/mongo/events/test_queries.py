@@ -16,15 +16,15 @@ from structlog.testing import capture_logs
 
 from nexus_store.errors import ValidationError
 from nexus_store.mongo.events.queries import EventCount, FunnelStep, IntervalCount
-from nexus_store.mongo.events.writer import EventStore
+from nexus_store.mongo.events.service import Events
 from tests.support import CommandRecorder
 
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
 
 
-async def _loaded(mongo_stack, open_backends, recorder=None) -> EventStore:
-    events = EventStore(await open_backends(mongo_stack.settings(), recorder))
+async def _loaded(mongo_stack, open_backends, recorder=None) -> Events:
+    events = Events(await open_backends(mongo_stack.settings(), recorder))
     rows = [
         ("view", "u1", 0),
         ("cart", "u1", 5),
@@ -101,7 +101,7 @@ async def test_export_and_delete_user(mongo_stack, open_backends) -> None:
 
 async def test_pipelines_sent_to_the_server(mongo_stack, open_backends) -> None:
     recorder = CommandRecorder()
-    events = EventStore(await open_backends(mongo_stack.settings(), recorder))
+    events = Events(await open_backends(mongo_stack.settings(), recorder))
     end = T0 + dt.timedelta(days=1)
     # the substitute cannot group on a compound key; the pipeline is what matters here
     with contextlib.suppress(Exception):
@@ -164,7 +164,7 @@ async def test_counts_funnel_and_top_events_results(mongo_stack, open_backends) 
 async def test_aggregation_cache_in_redis(mongo_stack, open_backends, redis_url) -> None:
     settings = mongo_stack.settings(events={"query_cache_ttl": 60})
     backends = await open_backends(settings)
-    events = EventStore(backends)
+    events = Events(backends)
     await events.track("view", user_id="first", ts=T0, wait=True)
     end = T0 + dt.timedelta(hours=1)
     assert await events.unique_users(start=T0, end=end) == 1
@@ -174,7 +174,7 @@ async def test_aggregation_cache_in_redis(mongo_stack, open_backends, redis_url)
     keys = [key async for key in client.scan_iter(match=f"{settings.redis.namespace}:*events*")]
     assert len(keys) == 1 and 0 < await client.ttl(keys[0]) <= 60
     assert await client.get(keys[0]) != b""  # BSON, never pickle
-    uncached = EventStore(await open_backends(mongo_stack.settings()))
+    uncached = Events(await open_backends(mongo_stack.settings()))
     assert await uncached.unique_users(start=T0, end=end) == 2
     await client.delete(*keys)
 
@@ -186,7 +186,7 @@ async def test_cache_outage_falls_back_to_mongodb(mongo_stack, open_backends) ->
         events={"query_cache_ttl": 60},
         redis={"url": f"redis://127.0.0.1:{servers.closed_port()}"},
     )
-    events = EventStore(await open_backends(settings))
+    events = Events(await open_backends(settings))
     await events.track("view", user_id="u", ts=T0, wait=True)
     with capture_logs() as logs:
         assert await events.unique_users(start=T0, end=T0 + MINUTE) == 1

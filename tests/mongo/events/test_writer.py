@@ -14,7 +14,7 @@ from devstack.servers import NxProcess, silent_port
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import BackendUnavailableError, ValidationError
 from nexus_store.mongo.events.model import Event
-from nexus_store.mongo.events.writer import EventStore
+from nexus_store.mongo.events.service import Events
 from nexus_store.mongo.schema import ensure_schema
 from tests.support import CommandRecorder
 
@@ -38,7 +38,7 @@ async def test_track_flush_writes_unordered_batches(mongo_stack, open_backends) 
     settings = mongo_stack.settings(events={"flush_at": 40, "flush_interval": 30})
     backends = await open_backends(settings, recorder)
     await ensure_schema(backends.mongo, settings)
-    events = EventStore(backends)
+    events = Events(backends)
     tracked = [
         await events.track("view", user_id=f"u{i % 3}", properties={"i": i}) for i in range(100)
     ]
@@ -56,7 +56,7 @@ async def test_track_flush_writes_unordered_batches(mongo_stack, open_backends) 
 async def test_flush_at_and_interval_trigger_without_flush(mongo_stack, open_backends) -> None:
     settings = mongo_stack.settings(events={"flush_at": 10, "flush_interval": 0.2})
     backends = await open_backends(settings)
-    events = EventStore(backends)
+    events = Events(backends)
     for i in range(10):  # a full batch goes out at once
         await events.track("a", user_id="u", properties={"i": i})
     await _wait_until(lambda: _count(backends, 10))
@@ -74,7 +74,7 @@ async def _count(backends: Any, expected: int) -> bool:
 
 async def test_wait_returns_once_stored(mongo_stack, open_backends) -> None:
     backends = await open_backends(mongo_stack.settings(events={"flush_interval": 30}))
-    events = EventStore(backends)
+    events = Events(backends)
     event_id = await events.track("paid", user_id="u1", properties={"total": 9.5}, wait=True)
     assert [doc["event_id"] for doc in await _stored(backends)] == [event_id]
     await events.aclose()
@@ -84,7 +84,7 @@ async def test_resent_event_is_stored_once(mongo_stack, open_backends) -> None:
     settings = mongo_stack.settings()
     backends = await open_backends(settings)
     await ensure_schema(backends.mongo, settings)
-    events = EventStore(backends)
+    events = Events(backends)
     event = Event(name="signup", user_id="u1", properties={"plan": "pro"})
     for _ in range(3):
         await events.put(event)
@@ -153,7 +153,7 @@ async def test_outage_and_recovery_lose_nothing(mongo_stack, nx_process: NxProce
         assert (stats.queued, stats.dropped, stats.written) == (0, 0, 420)
 
 
-async def _retried(events: EventStore) -> bool:
+async def _retried(events: Events) -> bool:
     return events.stats().retried >= 2
 
 
@@ -232,7 +232,7 @@ async def test_other_write_errors_are_rejected_not_counted_as_written(
     await ensure_schema(backends.mongo, settings)
     collection = backends.mongo.db[settings.events.collection]
     await collection.create_index("session_id", unique=True)  # a constraint events can break
-    events = EventStore(backends)
+    events = Events(backends)
     await events.track("a", user_id="u", session_id="s1", wait=True)
     with capture_logs() as logs, pytest.raises(ValidationError) as caught:
         await events.track("b", user_id="u", session_id="s1", wait=True)
