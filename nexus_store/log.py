@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -48,13 +50,16 @@ _CALLER_STACKLEVEL = 3
 class NexusLogger:
     """A named logger called in structlog's style: ``log.warning("cache_down", error=...)``."""
 
-    __slots__ = ("_app_config", "_app_logger", "_stdlib", "name")
+    __slots__ = ("_app_config", "_app_keeps", "_app_logger", "_stdlib", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._stdlib = logging.getLogger(name)
-        self._app_config: tuple[object, ...] = (None,) * 4
+        # This name's logger in the application's structlog configuration, the level test
+        # of that logger, and the configuration both were built from.
         self._app_logger: Any = None
+        self._app_keeps: Callable[[int], bool] = _keeps_everything
+        self._app_config: tuple[object, ...] = (None,) * 4
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit(logging.DEBUG, event, fields, _CALLER_STACKLEVEL)
@@ -72,13 +77,14 @@ class NexusLogger:
         """Whether an event at ``level`` would be kept by the application's set-up."""
         if not structlog.is_configured():
             return self._stdlib.isEnabledFor(level)
-        return _app_keeps(self._structlog_logger(), level)
+        self._follow_structlog_config()
+        return self._app_keeps(level)
 
     def _emit(self, level: int, event: str, fields: dict[str, Any], stacklevel: int) -> None:
         if structlog.is_configured():
-            app_logger = self._structlog_logger()
-            if _app_keeps(app_logger, level):
-                method = getattr(app_logger, logging.getLevelName(level).lower())
+            self._follow_structlog_config()
+            if self._app_keeps(level):
+                method = getattr(self._app_logger, logging.getLevelName(level).lower())
                 method(event, **scrub_value(fields))
         elif self._stdlib.isEnabledFor(level):
             extra = {
@@ -87,9 +93,9 @@ class NexusLogger:
             }
             self._stdlib.log(level, event, extra=extra, stacklevel=stacklevel)
 
-    def _structlog_logger(self) -> Any:
-        """This name's logger as the application configured structlog, built again only
-        when the application configures structlog again."""
+    def _follow_structlog_config(self) -> None:
+        """Build this name's structlog logger again when the application has configured
+        structlog since the last event (a cached logger would keep the old pipeline)."""
         config = structlog.get_config()
         current = (
             config["processors"],
@@ -97,23 +103,32 @@ class NexusLogger:
             config["logger_factory"],
             config["context_class"],
         )
-        if any(now is not before for now, before in zip(current, self._app_config, strict=True)):
-            self._app_logger = structlog.get_logger(self.name).bind()
+        if any(map(operator.is_not, current, self._app_config)):
+            app_logger = structlog.get_logger(self.name).bind()
+            # Filtering loggers (is_enabled_for) and stdlib-backed ones (isEnabledFor) know
+            # their level; with any other wrapper the application's processors decide.
+            self._app_keeps = (
+                getattr(app_logger, "is_enabled_for", None)
+                or getattr(app_logger, "isEnabledFor", None)
+                or _keeps_everything
+            )
+            self._app_logger = app_logger
             self._app_config = current
-        return self._app_logger
 
 
-def _app_keeps(app_logger: Any, level: int) -> bool:
-    """Ask the application's structlog wrapper: filtering loggers (``is_enabled_for``) and
-    stdlib-backed ones (``isEnabledFor``) know their level; any other keeps everything."""
-    check = getattr(app_logger, "is_enabled_for", None) or getattr(app_logger, "isEnabledFor", None)
-    return check is None or bool(check(level))
+def _keeps_everything(_level: int) -> bool:
+    return True
 
 
 @functools.cache
 def get_logger(name: str = "nexus_store") -> NexusLogger:
     """The logger ``name`` (under ``nexus_store``); one instance per name."""
     return NexusLogger(name)
+
+
+@functools.cache
+def _operations_logger(backend: str) -> NexusLogger:
+    return get_logger(f"nexus_store.{backend}")
 
 
 _slow = {"seconds": LogSettings.model_fields["slow_threshold_ms"].default / 1000.0}
@@ -128,7 +143,7 @@ def set_slow_threshold(threshold_ms: float) -> None:
 def observe(backend: str, operation: str, started: float, **fields: Any) -> float:
     """Report one finished backend operation that began at ``started`` (perf_counter)."""
     elapsed = time.perf_counter() - started
-    log = get_logger(f"nexus_store.{backend}")
+    log = _operations_logger(backend)
     if elapsed >= _slow["seconds"]:
         level, event = logging.WARNING, "slow_operation"
     elif log.is_enabled_for(logging.DEBUG):
