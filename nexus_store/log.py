@@ -43,7 +43,7 @@ __all__ = ["NexusLogger", "get_logger", "observe", "set_slow_threshold"]
 # Fields with these names would make logging.Logger.makeRecord raise: they get a suffix.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # stdlib records name the SDK line that logged, not this module: the frames from that line
-# down to Logger.log are the caller, NexusLogger.<level> and NexusLogger._emit.
+# down to Logger.log are the caller, NexusLogger.<level> (or observe) and NexusLogger._emit.
 _CALLER_STACKLEVEL = 3
 
 
