@@ -77,8 +77,7 @@ async def test_slow_operations_warn_above_the_threshold(
         await store.cache.set("slow-key", {"v": 1}, ttl=30)
     slow = nexus_records(caplog, "slow_operation")
     assert slow and slow[0].levelno == logging.WARNING
-    assert any(record.backend == "redis" for record in slow)
-    assert all(isinstance(record.duration_ms, float) for record in slow)
+    assert slow[0].backend == "redis" and hasattr(slow[0], "duration_ms")
     assert not nexus_records(caplog, "backend_operation")
 
 
