@@ -1,8 +1,23 @@
-"""Structured logging through structlog, configured once per process.
+"""nexus-store's loggers: structured events that go wherever the application sends its logs.
 
-Every backend operation reports through :func:`observe`, which costs one clock read and one
-comparison when debug logging is off: a debug event carries backend, operation and duration,
-and a ``slow_operation`` warning fires above ``log.slow_threshold_ms``.
+A library must not configure logging, so nothing here touches structlog's configuration, the
+root logger or any handler. Each event is routed when it is emitted, so an application may
+set up its logging before or after creating a store:
+
+- the application configured structlog (``structlog.is_configured()``): the event goes
+  through the application's processors, renderer and level filter;
+- otherwise: to the stdlib ``logging`` logger of the same name (``nexus_store.*``), the event
+  as the record's message and each field as a record attribute (``extra``), so the
+  handlers, levels and filters the application set up apply, as they do to SQLAlchemy,
+  redis-py and PyMongo.
+
+Either way every field is scrubbed of secrets (:func:`nexus_store._secrets.scrub_value`)
+before it leaves the SDK.
+
+Every backend operation reports through :func:`observe`, which costs one clock read, one
+comparison and one level check when debug logging is off: a ``backend_operation`` debug
+event carries backend, operation and duration, and a ``slow_operation`` warning fires above
+``log.slow_threshold_ms``. Both go to the logger ``nexus_store.<backend>``.
 
     started = time.perf_counter()
     row = await conn.execute(...)
@@ -11,10 +26,11 @@ and a ``slow_operation`` warning fires above ``log.slow_threshold_ms``.
 
 from __future__ import annotations
 
+import functools
 import logging
-import sys
+import operator
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -22,83 +38,123 @@ import structlog
 from nexus_store._secrets import scrub_value
 from nexus_store.settings import LogSettings
 
-__all__ = ["configure_logging", "get_logger", "observe"]
+__all__ = ["NexusLogger", "get_logger", "observe", "set_slow_threshold"]
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-}
-_state: dict[str, Any] = {"configured": False, "debug": False, "slow_seconds": 0.25}
+# Fields with these names would make logging.Logger.makeRecord raise: they get a suffix.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# stdlib records name the SDK line that logged, not this module: the frames from that line
+# down to Logger.log are the caller, NexusLogger.<level> (or observe) and NexusLogger._emit.
+_CALLER_STACKLEVEL = 3
 
 
-def _scrub_secrets(
-    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
-) -> Mapping[str, Any]:
-    return {key: scrub_value(value) for key, value in event_dict.items()}
+class NexusLogger:
+    """A named logger called in structlog's style: ``log.warning("cache_down", error=...)``."""
+
+    __slots__ = ("_app_config", "_app_keeps", "_app_logger", "_stdlib", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stdlib = logging.getLogger(name)
+        # This name's logger in the application's structlog configuration, the level test
+        # of that logger, and the configuration both were built from.
+        self._app_logger: Any = None
+        self._app_keeps: Callable[[int], bool] = _keeps_everything
+        self._app_config: tuple[object, ...] = (None,) * 4
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit(logging.DEBUG, event, fields, _CALLER_STACKLEVEL)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit(logging.INFO, event, fields, _CALLER_STACKLEVEL)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit(logging.WARNING, event, fields, _CALLER_STACKLEVEL)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields, _CALLER_STACKLEVEL)
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` would be kept by the application's set-up."""
+        if not structlog.is_configured():
+            return self._stdlib.isEnabledFor(level)
+        self._follow_structlog_config()
+        return self._app_keeps(level)
+
+    def _emit(self, level: int, event: str, fields: dict[str, Any], stacklevel: int) -> None:
+        if structlog.is_configured():
+            self._follow_structlog_config()
+            if self._app_keeps(level):
+                method = getattr(self._app_logger, logging.getLevelName(level).lower())
+                method(event, **scrub_value(fields))
+        elif self._stdlib.isEnabledFor(level):
+            extra = {
+                f"{key}_" if key in _RECORD_ATTRIBUTES else key: value
+                for key, value in scrub_value(fields).items()
+            }
+            self._stdlib.log(level, event, extra=extra, stacklevel=stacklevel)
+
+    def _follow_structlog_config(self) -> None:
+        """Build this name's structlog logger again when the application has configured
+        structlog since the last event (a cached logger would keep the old pipeline)."""
+        config = structlog.get_config()
+        current = (
+            config["processors"],
+            config["wrapper_class"],
+            config["logger_factory"],
+            config["context_class"],
+        )
+        if any(map(operator.is_not, current, self._app_config)):
+            app_logger = structlog.get_logger(self.name).bind()
+            # Filtering loggers (is_enabled_for) and stdlib-backed ones (isEnabledFor) know
+            # their level; with any other wrapper the application's processors decide.
+            self._app_keeps = (
+                getattr(app_logger, "is_enabled_for", None)
+                or getattr(app_logger, "isEnabledFor", None)
+                or _keeps_everything
+            )
+            self._app_logger = app_logger
+            self._app_config = current
 
 
-def configure_logging(settings: LogSettings | None = None, *, force: bool = False) -> None:
-    """Configure structlog for nexus-store. Later calls are no-ops unless ``force``.
-
-    An application that configures structlog itself can skip this: nexus-store only calls it
-    when nothing has configured structlog yet.
-    """
-    if _state["configured"] and not force:
-        return
-    settings = settings or LogSettings()
-    level = _LEVELS[settings.level]
-    use_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _scrub_secrets,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-    _state.update(
-        configured=True,
-        debug=level <= logging.DEBUG,
-        slow_seconds=settings.slow_threshold_ms / 1000.0,
-    )
+def _keeps_everything(_level: int) -> bool:
+    return True
 
 
-def get_logger(name: str = "nexus_store") -> Any:
-    return structlog.get_logger(name)
+@functools.cache
+def get_logger(name: str = "nexus_store") -> NexusLogger:
+    """The logger ``name`` (under ``nexus_store``); one instance per name."""
+    return NexusLogger(name)
 
 
-_log = get_logger()
+@functools.cache
+def _operations_logger(backend: str) -> NexusLogger:
+    return get_logger(f"nexus_store.{backend}")
+
+
+_slow = {"seconds": LogSettings.model_fields["slow_threshold_ms"].default / 1000.0}
+
+
+def set_slow_threshold(threshold_ms: float) -> None:
+    """Operations slower than ``threshold_ms`` log ``slow_operation``; the store sets it
+    from ``log.slow_threshold_ms`` (one threshold per process: the last store's)."""
+    _slow["seconds"] = threshold_ms / 1000.0
 
 
 def observe(backend: str, operation: str, started: float, **fields: Any) -> float:
     """Report one finished backend operation that began at ``started`` (perf_counter)."""
     elapsed = time.perf_counter() - started
-    if elapsed >= _state["slow_seconds"]:
-        _log.warning(
-            "slow_operation",
-            backend=backend,
-            operation=operation,
-            duration_ms=round(elapsed * 1000, 3),
-            **fields,
-        )
-    elif _state["debug"]:
-        _log.debug(
-            "backend_operation",
-            backend=backend,
-            operation=operation,
-            duration_ms=round(elapsed * 1000, 3),
-            **fields,
-        )
+    log = _operations_logger(backend)
+    if elapsed >= _slow["seconds"]:
+        level, event = logging.WARNING, "slow_operation"
+    elif log.is_enabled_for(logging.DEBUG):
+        level, event = logging.DEBUG, "backend_operation"
+    else:
+        return elapsed
+    report = {
+        "backend": backend,
+        "operation": operation,
+        "duration_ms": round(elapsed * 1000, 3),
+        **fields,
+    }
+    log._emit(level, event, report, _CALLER_STACKLEVEL)
     return elapsed

@@ -350,11 +350,22 @@ class OutboxSettings(_Section):
 
 
 class LogSettings(_Section):
+    """Logging. The SDK never configures logging: its events go to the application's
+    structlog set-up or to stdlib ``logging`` (``nexus_store.*`` loggers), whose levels and
+    handlers the application sets. ``format`` and ``level`` only shape the CLI's output."""
+
     format: Literal["auto", "json", "console"] = Field(
-        "auto", description="auto: console on a terminal, JSON otherwise."
+        "auto",
+        description="CLI log output: auto is console on a terminal, JSON otherwise.",
     )
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    slow_threshold_ms: float = Field(250.0, ge=0)
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="CLI log level (info shows warnings and up: commands report progress)."
+    )
+    slow_threshold_ms: float = Field(
+        250.0,
+        ge=0,
+        description="The SDK logs a slow_operation warning for backend calls slower than this.",
+    )
 
 
 class HealthSettings(_Section):

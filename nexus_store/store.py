@@ -8,12 +8,10 @@ from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
 
-import structlog
-
 from nexus_store._errors import describe
 from nexus_store.connections import BackendName, Backends
 from nexus_store.errors import StoreClosedError, ValidationError
-from nexus_store.log import configure_logging, get_logger
+from nexus_store.log import get_logger, set_slow_threshold
 from nexus_store.routing import ROUTES, Route, RouteSpec
 from nexus_store.settings import NexusSettings
 
@@ -69,8 +67,7 @@ class NexusStore:
 
     def __init__(self, settings: NexusSettings | None = None) -> None:
         self.settings = settings if settings is not None else NexusSettings.load()
-        if not structlog.is_configured():
-            configure_logging(self.settings.log)
+        set_slow_threshold(self.settings.log.slow_threshold_ms)
         self.backends = Backends(self.settings)
         self._started: dict[str, object] = {}
         self._put_routes: dict[type, RouteSpec] = {}

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 
 from devstack import servers
 from devstack.stack import Stack
@@ -56,6 +57,16 @@ def real_mongodb(mongo_server: tuple[str, bool]) -> bool:
 def mongo_database(mongo_url: str) -> Iterator[str]:
     with servers.scratch_mongo_database(mongo_url, f"nexus_test_{SESSION_TAG}") as name:
         yield name
+
+
+@pytest.fixture(autouse=True)
+def _structlog_unconfigured() -> Iterator[None]:
+    """Each test starts in an application that has not configured structlog, so nexus-store
+    logs through stdlib ``logging``; what a test configures (``capture_logs`` leaves
+    structlog configured) ends with the test."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

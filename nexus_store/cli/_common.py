@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
+import structlog
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +28,7 @@ from rich.text import Text
 from nexus_store._secrets import scrub, scrub_value
 
 if TYPE_CHECKING:
-    from nexus_store.settings import NexusSettings
+    from nexus_store.settings import LogSettings, NexusSettings
     from nexus_store.store import NexusStore
 
 T = TypeVar("T")
@@ -79,20 +80,42 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 def load_settings(config: Path | None, **overrides: Any) -> NexusSettings:
     """Settings from ``--config``, the environment and ``overrides``; exit 2 when invalid."""
     from nexus_store.errors import ConfigurationError
-    from nexus_store.log import configure_logging
     from nexus_store.settings import NexusSettings
 
     try:
         settings = NexusSettings.load(config_file=config, **overrides)
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
-    # Commands report their own progress; SDK info logs would interleave with it. An
-    # explicit debug level is kept.
-    log = settings.log
-    if log.level == "info":
-        log = log.model_copy(update={"level": "warning"})
-    configure_logging(log, force=True)
+    configure_cli_logging(settings.log)
     return settings
+
+
+def configure_cli_logging(log: LogSettings) -> None:
+    """The CLI's own log output, set up the way an application does: structlog prints the
+    SDK's events on stderr, JSON or console lines per ``log.format``, from ``log.level`` up.
+
+    Commands report their own progress, and SDK info events would interleave with it:
+    ``info`` logs from warning up, an explicit ``debug`` is kept. The SDK scrubs secrets
+    from every field before its events reach this pipeline.
+    """
+    level = "warning" if log.level == "info" else log.level
+    use_json = log.format == "json" or (log.format == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
