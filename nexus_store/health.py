@@ -190,28 +190,25 @@ async def _run(check: Check, seconds: float) -> list[CheckResult]:
     # The report never waits for a cancelled check to unwind: a driver that ignores
     # cancellation (PyMongo finishing its server selection, say) would otherwise hold the
     # whole report past its timeout. The check is cancelled and left to end on its own.
-    measuring = asyncio.ensure_future(check.measure())
+    measuring = asyncio.ensure_future(_measure(check))
     try:
         done, _ = await asyncio.wait({measuring}, timeout=seconds)
     except asyncio.CancelledError:
         measuring.cancel()
         raise
-    if not done:
-        measuring.cancel()
-        measuring.add_done_callback(_retrieve)
-        output = f"no answer within {seconds:g}s"
-    elif (error := measuring.exception()) is not None:
-        # a health check reports failures; it never raises them
-        output = describe_failure(error)
-    else:
+    if done:
         return measuring.result()
-    return [CheckResult(check.component_type, "fail", output=output)]
+    measuring.cancel()
+    return [CheckResult(check.component_type, "fail", output=f"no answer within {seconds:g}s")]
 
 
-def _retrieve(task: asyncio.Future[list[CheckResult]]) -> None:
-    """Consume the late end of a timed-out check, so it is never logged as unretrieved."""
-    if not task.cancelled():
-        task.exception()
+async def _measure(check: Check) -> list[CheckResult]:
+    """``check.measure()`` as a task that never ends with an exception: one still running
+    when the event loop shuts down must not be reported there, with a traceback."""
+    try:
+        return await check.measure()
+    except Exception as exc:  # a health check reports failures; it never raises them
+        return [CheckResult(check.component_type, "fail", output=describe_failure(exc))]
 
 
 async def check_health(

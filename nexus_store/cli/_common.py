@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
@@ -112,7 +113,10 @@ def configure_cli_logging(log: LogSettings) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        # A number, not the name: structlog 24.1 (the floor) accepts only numbers here.
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -27,20 +27,29 @@ def mongo_checks(target: HealthTarget) -> list[Check]:
     if "mongo" not in target.backends.configured():
         return []
     prepare(target, "mongo", "nexus_store.mongo.schema")
-    inspection: list[asyncio.Task[list[SchemaProblem]]] = []
+    inspection: list[asyncio.Task[list[SchemaProblem] | Exception]] = []
+
+    async def settled() -> list[SchemaProblem] | Exception:
+        # The failure is returned, not raised: when both checks time out the inspection
+        # outlives them, and a task that ends with an exception is reported, with a
+        # traceback, when the event loop shuts down.
+        from nexus_store.mongo.schema import inspect_schema
+
+        try:
+            return await inspect_schema(target.backends.mongo, target.settings)
+        except Exception as exc:
+            return exc
 
     async def inspect() -> list[SchemaProblem]:
         # Both schema checks of one run share one inspection (one listCollections and a
         # listIndexes per collection).
-        from nexus_store.mongo.schema import inspect_schema
-
         if not inspection:
-            task = asyncio.ensure_future(inspect_schema(target.backends.mongo, target.settings))
-            # When both checks time out nobody awaits it: retrieve its error here instead.
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-            inspection.append(task)
+            inspection.append(asyncio.ensure_future(settled()))
         # Shielded: a check that times out must not cancel the other check's inspection.
-        return await asyncio.shield(inspection[0])
+        outcome = await asyncio.shield(inspection[0])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def schema_check(key: str, validators: bool, ok: str) -> Check:
         async def measure() -> list[CheckResult]:
