@@ -92,7 +92,7 @@ async def _migrations(backend: PostgresBackend) -> CheckResult:
     heads = _migration_heads()
     shown = ", ".join(current) or None
     if current == heads:
-        return CheckResult("datastore", "pass", shown, output=f"at head {shown}")
+        return CheckResult("datastore", "pass", shown, "revision", f"at head {shown}")
     if not current:
         return CheckResult(
             "datastore",
@@ -104,5 +104,6 @@ async def _migrations(backend: PostgresBackend) -> CheckResult:
         "datastore",
         "warn",
         shown,
+        "revision",
         output=f"behind: head is {', '.join(heads)}: run `nexus-store migrate upgrade`",
     )
