@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -171,7 +172,7 @@ def test_registration_is_checked_when_it_is_made() -> None:
         return CheckResult("component", "pass")
 
     checks.add("jobs:depth", measure)
-    refused = {
+    refused: dict[str, tuple[str, Callable[[], None]]] = {
         "jobs": ("key", lambda: checks.add("jobs", measure)),
         "duplicate": ("key", lambda: checks.add("jobs:depth", measure)),
         "reserved": ("key", lambda: checks.add("redis:mine", measure)),
