@@ -163,15 +163,18 @@ def _child_env(env: dict[str, str]) -> dict[str, str]:
     return {**inherited, "NEXUS_LOG__LEVEL": "warning", "COLUMNS": "200", **env}
 
 
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nexus_store.cli", *args]
+def cli_command(*args: str, interpreter: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, *interpreter, "-m", "nexus_store.cli", *args]
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> CliResult:
-    """Run ``nexus-store ARGS`` in a subprocess with only ``env``'s NEXUS_* variables."""
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60, interpreter: tuple[str, ...] = ()
+) -> CliResult:
+    """Run ``nexus-store ARGS`` in a subprocess with only ``env``'s NEXUS_* variables
+    (``interpreter``: options for Python itself, such as ``-X importtime``)."""
     started = time.perf_counter()
     done = subprocess.run(
-        cli_command(*args),
+        cli_command(*args, interpreter=interpreter),
         env=_child_env(env),
         capture_output=True,
         text=True,

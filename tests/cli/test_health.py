@@ -11,9 +11,10 @@ import pytest
 import redis as redis_lib
 from devstack.servers import closed_port
 from nexus_store import NexusSettings, NexusStore
+from nexus_store.cli._probe import ProbeRequest, parse
 from nexus_store.health import HealthReport
 from nexus_store.redis.health import eviction_risk
-from tests.support import assert_camel_case_keys, assert_health_json, run_cli
+from tests.support import CliResult, assert_camel_case_keys, assert_health_json, run_cli
 
 DATASTORE_KEYS = {
     "postgres:responseTime",
@@ -226,3 +227,100 @@ def test_cluster_mode_checks_cluster_state(redis_cluster: str) -> None:
     init = run_cli("init", "-f", "json", env=env)
     assert init.returncode == 0, init.output
     assert [step["status"] for step in init.json()["steps"]] == ["skipped", "skipped", "unchanged"]
+
+
+# --- the exec-probe fast path ------------------------------------------------------------
+
+# Loaded only for a table or by typer; the probe's JSON path must not pay for them.
+HEAVY = {"typer", "click", "rich", "pygments", "structlog", "alembic", "mako"}
+
+
+def imported(result: CliResult) -> set[str]:
+    """Top-level packages a ``-X importtime`` run imported (from its stderr)."""
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["health", "-f", "json"], ProbeRequest()),
+        (["health", "--format=JSON", "--probe", "liveness"], ProbeRequest(probe="liveness")),
+        (
+            ["health", "--probe=readiness", "--timeout", "0.5", "--warn-exit", "0", "-f", "json"],
+            ProbeRequest(timeout=0.5, warn_exit=0),
+        ),
+        (["health", "-c", "nexus.toml", "-f", "json"], ProbeRequest(config="nexus.toml")),
+        # Everything else is typer's: tables, --watch, help, and values typer refuses.
+        (["health"], None),
+        (["health", "-f", "table"], None),
+        (["health", "-f", "json", "--watch", "1"], None),
+        (["health", "-f", "json", "--count", "1"], None),
+        (["health", "-f", "json", "--help"], None),
+        (["health", "-f", "json", "--probe", "startup"], None),
+        (["health", "-f", "json", "--timeout", "0"], None),
+        (["health", "-f", "json", "--timeout", "nan"], None),
+        (["health", "-f", "json", "--warn-exit", "2"], None),
+        (["health", "-f", "json", "-f", "json"], None),
+        (["health", "-f=json"], None),
+        (["health", "-f"], None),
+        (["init", "-f", "json"], None),
+        ([], None),
+    ],
+)
+def test_the_fast_path_takes_exactly_the_probe_form(
+    argv: list[str], expected: ProbeRequest | None
+) -> None:
+    assert parse(argv) == expected
+
+
+def test_the_probe_loads_neither_typer_nor_rich_nor_alembic(session_env: dict[str, str]) -> None:
+    probe = run_cli(
+        "health",
+        "--probe",
+        "readiness",
+        "-f",
+        "json",
+        env=session_env,
+        interpreter=("-X", "importtime"),
+    )
+    assert probe.json()["checks"]["postgres:responseTime"][0]["status"] == "pass"
+    loaded = imported(probe)
+    assert {"sqlalchemy", "psycopg", "pymongo", "redis"} <= loaded  # the checks ran
+    assert not loaded & HEAVY, loaded & HEAVY
+    # The table still goes through typer and rich.
+    table = run_cli(
+        "health", "--probe", "liveness", env=session_env, interpreter=("-X", "importtime")
+    )
+    assert table.returncode == 0 and {"typer", "rich"} <= imported(table)
+
+
+def test_both_paths_give_the_same_answer_and_warn_exit_maps_warn(
+    session_env: dict[str, str],
+) -> None:
+    fast = run_cli("health", "-f", "json", env=session_env)
+    typer_path = run_cli("health", "-f", "json", "--count", "1", env=session_env)  # not parsed
+    assert fast.returncode == typer_path.returncode, (fast.output, typer_path.output)
+    fast_body, typer_body = fast.json(), typer_path.json()
+    assert_health_json(fast_body)
+    assert fast_body["status"] == typer_body["status"]
+    assert set(fast_body["checks"]) == set(typer_body["checks"]) >= DATASTORE_KEYS
+
+    # Nothing configured: nexus:config warns. 1 by default; 0 with --warn-exit 0, as the
+    # HTTP route answers 200.
+    for path in ((), ("--count", "1")):
+        default = run_cli("health", "-f", "json", *path, env={})
+        assert default.returncode == 1 and default.json()["status"] == "warn", default.output
+        agreed = run_cli("health", "-f", "json", "--warn-exit", "0", *path, env={})
+        assert agreed.returncode == 0 and agreed.json()["status"] == "warn", agreed.output
+    failing = {"NEXUS_REDIS_URL": f"redis://127.0.0.1:{closed_port()}"}
+    assert run_cli("health", "-f", "json", "--warn-exit", "0", env=failing).returncode == 2
+
+
+def test_the_probe_reports_bad_settings_as_a_usage_error() -> None:
+    bad = run_cli("health", "-f", "json", env={"NEXUS_HEALTH__TIMEOUT": "-1"})
+    assert bad.returncode == 2 and "health.timeout" in bad.stderr, bad.output
+    assert bad.stdout == "" and "Traceback" not in bad.output
