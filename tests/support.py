@@ -154,7 +154,9 @@ def with_password(url: str) -> str:
     return f"{scheme}://{user}:{PASSWORD}@{rest}"
 
 
-def _child_env(env: dict[str, str]) -> dict[str, str]:
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a CLI subprocess: this one's without NEXUS_* and URL variables,
+    then ``env``."""
     inherited = {
         key: value
         for key, value in os.environ.items()
@@ -175,7 +177,7 @@ def run_cli(
     started = time.perf_counter()
     done = subprocess.run(
         cli_command(*args, interpreter=interpreter),
-        env=_child_env(env),
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -195,7 +197,7 @@ def run_cli_many(
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         cli_command(*args),
-        env=_child_env(env),
+        env=child_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
