@@ -267,10 +267,14 @@ class HealthChecks:
 
         async def measure() -> list[CheckResult]:
             found = await check()
-            results = [found] if isinstance(found, CheckResult) else list(found)
-            if not results or not all(isinstance(r, CheckResult) for r in results):
-                raise ValidationError("check", f"{key!r} must return CheckResult(s)")
-            return results
+            if isinstance(found, CheckResult):
+                return [found]
+            listed = list(found) if isinstance(found, Sequence) else []
+            if listed and all(isinstance(result, CheckResult) for result in listed):
+                return listed
+            raise ValidationError(
+                "check", f"{key!r} returned {type(found).__name__}, not CheckResult(s)"
+            )
 
         self._checks[key] = (probe, Check(key, component_type, measure))
 
