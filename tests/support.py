@@ -154,9 +154,7 @@ def with_password(url: str) -> str:
     return f"{scheme}://{user}:{PASSWORD}@{rest}"
 
 
-def child_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment of a CLI subprocess: this one's without NEXUS_* and URL variables,
-    then ``env``."""
+def _child_env(env: dict[str, str]) -> dict[str, str]:
     inherited = {
         key: value
         for key, value in os.environ.items()
@@ -177,7 +175,7 @@ def run_cli(
     started = time.perf_counter()
     done = subprocess.run(
         cli_command(*args, interpreter=interpreter),
-        env=child_env(env),
+        env=_child_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -197,7 +195,7 @@ def run_cli_many(
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         cli_command(*args),
-        env=child_env(env),
+        env=_child_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
