@@ -369,9 +369,10 @@ def probe_timings(session_env: dict[str, str]) -> dict[str, list[float]]:
 def test_the_probe_costs_little_more_than_importing_the_drivers(
     probe_timings: dict[str, list[float]],
 ) -> None:
-    # Idle, the probe answers in under 0.5 s (bench/scenarios/health.py measures it). On a
-    # shared machine only ratios hold: the fastest probe within 3x the fastest bare import
-    # of the drivers it needs (the whole report: settings, connections, 17 checks, JSON),
-    # and cheaper in CPU than the same report through typer and rich.
-    assert min(probe_timings["probe"]) < 3 * min(probe_timings["bare"]) + 0.3, probe_timings
+    # The target is under 0.5 s on an idle machine (bench/scenarios/health.py reports it). On
+    # a shared machine wall time mostly measures the queue for the cores (and the servers'
+    # own), so CPU time is compared: the probe's (settings, connections, 17 checks, JSON)
+    # within 3x a bare import of the drivers it needs, and below the same report's through
+    # typer and rich.
+    assert min(probe_timings["probe_cpu"]) < 3 * min(probe_timings["bare_cpu"]) + 0.3, probe_timings
     assert min(probe_timings["probe_cpu"]) < min(probe_timings["typer_cpu"]), probe_timings
