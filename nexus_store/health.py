@@ -12,21 +12,37 @@ serve it as is:
 Every check runs concurrently with its own timeout (``health.timeout``, 2 s by default), so a
 backend that hangs costs at most that timeout, never the sum. A check that fails or times out
 says why in ``output``, with any secret masked; it never raises.
+
+The body follows the draft: ``output`` only on checks that do not pass (section 4.8), an
+``observedUnit`` with every ``observedValue``, and the application's own ``serviceId``,
+``version``, ``releaseId`` and ``description`` from ``health.*`` settings (omitted when
+unset: they describe the application, which the SDK cannot guess).
+
+The application adds its own checks; they run beside the built-in ones, under the same
+timeout, and a failure or a timeout in one is reported like any other:
+
+    async def queue_depth() -> CheckResult:
+        depth = await jobs.depth()
+        return CheckResult("component", "warn" if depth > 1000 else "pass", depth, "jobs")
+
+    store.health_checks.add("jobs:depth", queue_depth)                  # readiness only
+    store.health_checks.add("worker:heartbeat", beat, probe="liveness")  # both probes
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
+import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from nexus_store._errors import describe
 from nexus_store._secrets import scrub
-from nexus_store._version import __version__
 from nexus_store.errors import NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 
@@ -38,9 +54,12 @@ if TYPE_CHECKING:
 __all__ = [
     "HIGH_USAGE",
     "PROBES",
+    "RESERVED_COMPONENTS",
     "Check",
+    "CheckFunction",
     "CheckResult",
     "Checks",
+    "HealthChecks",
     "HealthReport",
     "HealthTarget",
     "Probe",
@@ -82,7 +101,13 @@ def _worst(statuses: list[Status]) -> Status:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One measurement of one component (an entry of a ``checks`` list)."""
+    """One measurement of one component (an entry of a ``checks`` list).
+
+    ``observed_unit`` is required with any ``observed_value`` (a value without a unit says
+    nothing to a dashboard). ``output`` says why a check did not pass; on a passing check it
+    is shown in the CLI's table but left out of the ``application/health+json`` body, as the
+    draft asks.
+    """
 
     component_type: str
     status: Status
@@ -92,17 +117,26 @@ class CheckResult:
     component_id: str | None = None
     time: str = field(default_factory=_now)
 
+    def __post_init__(self) -> None:
+        if self.status not in _RANK:
+            raise ValidationError("status", f"must be one of pass, warn, fail, got {self.status!r}")
+        if self.observed_value is not None and not self.observed_unit:
+            raise ValidationError(
+                "observed_unit", f"required with observed_value {self.observed_value!r}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if self.component_id is not None:
             data["componentId"] = self.component_id
         data["componentType"] = self.component_type
-        data["observedValue"] = self.observed_value
-        if self.observed_unit is not None:
+        if self.observed_value is not None:
+            data["observedValue"] = self.observed_value
             data["observedUnit"] = self.observed_unit
         data["status"] = self.status
         data["time"] = self.time
-        data["output"] = scrub(self.output)
+        if self.status != "pass" and self.output:
+            data["output"] = scrub(self.output)
         return data
 
 
@@ -114,6 +148,8 @@ class HealthReport:
     checks: dict[str, list[CheckResult]]
     probe: Probe
     duration: float
+    #: ``serviceId``, ``version``, ``releaseId``, ``description`` (``health.*`` settings).
+    service: dict[str, str] = field(default_factory=dict)
     media_type = "application/health+json"
 
     @property
@@ -126,6 +162,11 @@ class HealthReport:
         """0 pass, 1 warn, 2 fail (the ``nexus-store health`` exit code)."""
         return _RANK[self.status]
 
+    def exit_code_for(self, *, warn: int) -> int:
+        """The exit code with ``warn`` reported as ``warn`` (0 makes a Kubernetes exec probe
+        agree with the HTTP route, which answers 200 on warn)."""
+        return warn if self.status == "warn" else self.exit_code
+
     def failing(self) -> list[str]:
         """Keys of the checks that did not pass, worst first."""
         keys = [
@@ -136,13 +177,7 @@ class HealthReport:
         return sorted(keys, key=lambda key: -_RANK[_worst([r.status for r in self.checks[key]])])
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "status": self.status,
-            "version": __version__.split(".")[0],
-            "releaseId": __version__,
-            "serviceId": "nexus-store",
-            "description": f"nexus-store {self.probe} probe",
-        }
+        body: dict[str, Any] = {"status": self.status, **self.service}
         if self.status != "pass":
             body["output"] = "not passing: " + ", ".join(self.failing())
         body["checks"] = {
@@ -186,6 +221,85 @@ class Check:
 Checks = Callable[[HealthTarget], list[Check]]
 
 
+#: An application's check: returns one result, or several (one per ``componentId``).
+CheckFunction = Callable[[], Awaitable[CheckResult | Sequence[CheckResult]]]
+#: Components the built-in checks report on: an application's check keys use others.
+RESERVED_COMPONENTS = frozenset(
+    {"postgres", "mongo", "redis", "outbox", "events", "process", "nexus"}
+)
+_KEY = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$")
+
+
+class HealthChecks:
+    """The application's own checks (``store.health_checks``), run by ``store.health()``.
+
+    A check is an async function returning a :class:`CheckResult` (or a list of them). It
+    runs concurrently with the built-in checks under ``health.timeout``; one that raises or
+    does not answer in time is reported as ``fail`` with the reason, never raised.
+    ``probe="liveness"`` runs it in both probes (keep it free of I/O on other services, or a
+    slow dependency restarts every pod); ``"readiness"`` (the default) only in readiness.
+    """
+
+    def __init__(self) -> None:
+        self._checks: dict[str, tuple[Probe, Check]] = {}
+
+    def add(
+        self,
+        key: str,
+        check: CheckFunction,
+        *,
+        probe: Probe = "readiness",
+        component_type: str = "component",
+    ) -> None:
+        """Register ``check`` under ``key`` (``"component:measurement"``, e.g. ``"jobs:depth"``)."""
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ValidationError("key", f"must read component:measurement, got {key!r}")
+        if key.split(":", 1)[0] in RESERVED_COMPONENTS:
+            raise ValidationError(
+                "key", f"{key!r}: the component {key.split(':', 1)[0]!r} is nexus-store's own"
+            )
+        if key in self._checks:
+            raise ValidationError("key", f"{key!r} is already registered")
+        if probe not in PROBES:
+            raise ValidationError("probe", f"must be one of {', '.join(PROBES)}, got {probe!r}")
+        if not inspect.iscoroutinefunction(check):
+            raise ValidationError("check", f"{key!r}: must be an async function")
+
+        async def measure() -> list[CheckResult]:
+            found = await check()
+            if isinstance(found, CheckResult):
+                return [found]
+            listed = list(found) if isinstance(found, Sequence) else []
+            if listed and all(isinstance(result, CheckResult) for result in listed):
+                return listed
+            raise ValidationError(
+                "check", f"{key!r} returned {type(found).__name__}, not CheckResult(s)"
+            )
+
+        self._checks[key] = (probe, Check(key, component_type, measure))
+
+    def remove(self, key: str) -> None:
+        """Unregister ``key`` (no error when it is not registered)."""
+        self._checks.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._checks)
+
+    def __len__(self) -> int:
+        return len(self._checks)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._checks
+
+    def for_probe(self, probe: Probe) -> list[Check]:
+        """The checks ``probe`` runs: liveness ones in both, readiness ones in readiness."""
+        return [
+            check
+            for registered, check in self._checks.values()
+            if registered == "liveness" or probe == "readiness"
+        ]
+
+
 async def _run(check: Check, seconds: float) -> list[CheckResult]:
     # The report never waits for a cancelled check to unwind: a driver that ignores
     # cancellation (PyMongo finishing its server selection, say) would otherwise hold the
@@ -212,31 +326,51 @@ async def _measure(check: Check) -> list[CheckResult]:
 
 
 async def check_health(
-    target: HealthTarget, *, probe: str = "readiness", readiness: Sequence[Checks] = ()
+    target: HealthTarget,
+    *,
+    probe: str = "readiness",
+    readiness: Sequence[Checks] = (),
+    custom: HealthChecks | None = None,
 ) -> HealthReport:
     """Run the checks of ``probe`` against ``target`` and return the report.
 
     ``liveness`` looks only at the process and its settings (no I/O, so a slow database
-    never restarts a pod); ``readiness`` adds the checks that ``readiness`` builds.
+    never restarts a pod), plus the application's liveness checks in ``custom``;
+    ``readiness`` adds the checks that ``readiness`` builds and the application's readiness
+    checks.
     """
     if probe not in PROBES:
         raise ValidationError("probe", f"must be one of {', '.join(PROBES)}, got {probe!r}")
     checked_probe: Probe = "liveness" if probe == "liveness" else "readiness"
     started = time.perf_counter()
-    timeout = target.settings.health.timeout
+    settings = target.settings.health
+    timeout = settings.timeout
     # Liveness first and alone: it does no I/O, and the loop lag it measures must not
     # include the driver imports that the readiness checks trigger.
     checks = _liveness_checks(target)
     results = list(await asyncio.gather(*(_run(check, timeout) for check in checks)))
+    later: list[Check] = []
+    if custom is not None:
+        later += custom.for_probe(checked_probe)
     if checked_probe == "readiness":
-        datastore_checks = [check for build in readiness for check in build(target)]
-        checks += datastore_checks
-        results += await asyncio.gather(*(_run(check, timeout) for check in datastore_checks))
+        later = [check for build in readiness for check in build(target)] + later
+    checks += later
+    results += await asyncio.gather(*(_run(check, timeout) for check in later))
     by_key: dict[str, list[CheckResult]] = {}
     for check, found in zip(checks, results, strict=True):
         by_key.setdefault(check.key, []).extend(found)
     status = _worst([r.status for found in by_key.values() for r in found])
-    return HealthReport(status, by_key, checked_probe, time.perf_counter() - started)
+    service = {
+        name: value
+        for name, value in (
+            ("serviceId", settings.service_id),
+            ("version", settings.version),
+            ("releaseId", settings.release_id),
+            ("description", settings.description or f"{checked_probe} probe"),
+        )
+        if value
+    }
+    return HealthReport(status, by_key, checked_probe, time.perf_counter() - started, service)
 
 
 def _liveness_checks(target: HealthTarget) -> list[Check]:
@@ -245,8 +379,10 @@ def _liveness_checks(target: HealthTarget) -> list[Check]:
         started = time.perf_counter()
         await asyncio.sleep(0)
         lag = ms(time.perf_counter() - started)
-        status: Status = "warn" if lag >= _SLOW_LOOP_MS else "pass"
-        return [CheckResult("system", status, lag, "ms")]
+        if lag < _SLOW_LOOP_MS:
+            return [CheckResult("system", "pass", lag, "ms")]
+        output = f"the event loop answered after {lag:g} ms (blocked by synchronous work?)"
+        return [CheckResult("system", "warn", lag, "ms", output)]
 
     async def config() -> list[CheckResult]:
         configured = target.backends.configured()
@@ -256,6 +392,7 @@ def _liveness_checks(target: HealthTarget) -> list[Check]:
                     "system",
                     "warn",
                     [],
+                    "backends",
                     output=(
                         "no backend configured: set NEXUS_POSTGRES_URL, NEXUS_MONGO_URL or "
                         "NEXUS_REDIS_URL"
@@ -263,7 +400,9 @@ def _liveness_checks(target: HealthTarget) -> list[Check]:
                 )
             ]
         return [
-            CheckResult("system", "pass", configured, output="configured: " + ", ".join(configured))
+            CheckResult(
+                "system", "pass", configured, "backends", "configured: " + ", ".join(configured)
+            )
         ]
 
     return [
@@ -294,7 +433,7 @@ def version_check(target: HealthTarget, name: BackendName) -> Check:
 
     async def version() -> list[CheckResult]:
         backend = target.backends.get(name)
-        return [CheckResult("datastore", "pass", await backend.server_version())]
+        return [CheckResult("datastore", "pass", await backend.server_version(), "version")]
 
     return Check(f"{name}:version", "datastore", version)
 

@@ -29,11 +29,11 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import sys
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
-
-import structlog
 
 from nexus_store._secrets import scrub_value
 from nexus_store.settings import LogSettings
@@ -75,14 +75,16 @@ class NexusLogger:
 
     def is_enabled_for(self, level: int) -> bool:
         """Whether an event at ``level`` would be kept by the application's set-up."""
-        if not structlog.is_configured():
+        structlog = _configured_structlog()
+        if structlog is None:
             return self._stdlib.isEnabledFor(level)
-        self._follow_structlog_config()
+        self._follow_structlog_config(structlog)
         return self._app_keeps(level)
 
     def _emit(self, level: int, event: str, fields: dict[str, Any], stacklevel: int) -> None:
-        if structlog.is_configured():
-            self._follow_structlog_config()
+        structlog = _configured_structlog()
+        if structlog is not None:
+            self._follow_structlog_config(structlog)
             if self._app_keeps(level):
                 method = getattr(self._app_logger, logging.getLevelName(level).lower())
                 method(event, **scrub_value(fields))
@@ -93,7 +95,7 @@ class NexusLogger:
             }
             self._stdlib.log(level, event, extra=extra, stacklevel=stacklevel)
 
-    def _follow_structlog_config(self) -> None:
+    def _follow_structlog_config(self, structlog: ModuleType) -> None:
         """Build this name's structlog logger again when the application has configured
         structlog since the last event (a cached logger would keep the old pipeline)."""
         config = structlog.get_config()
@@ -114,6 +116,15 @@ class NexusLogger:
             )
             self._app_logger = app_logger
             self._app_config = current
+
+
+def _configured_structlog() -> ModuleType | None:
+    """structlog, when the application has configured it. An application that configured
+    structlog has imported it: the SDK never imports it itself, since structlog loads rich
+    (for its console renderer), which a short-lived process such as the CLI's health probe
+    must not pay for."""
+    structlog = sys.modules.get("structlog")
+    return structlog if structlog is not None and structlog.is_configured() else None
 
 
 def _keeps_everything(_level: int) -> bool:

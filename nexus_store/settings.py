@@ -370,6 +370,14 @@ class LogSettings(_Section):
 
 class HealthSettings(_Section):
     timeout: PositiveSeconds = 2.0
+    # Who the report describes (application/health+json top-level fields); each is left out
+    # of the report when unset: they are the application's, not nexus-store's.
+    service_id: str | None = Field(None, min_length=1, description="serviceId of the report.")
+    version: str | None = Field(None, min_length=1, description="version of the service.")
+    release_id: str | None = Field(None, min_length=1, description="releaseId (build, commit).")
+    description: str | None = Field(
+        None, min_length=1, description="description (default: the probe's name)."
+    )
 
 
 def _url_aliases() -> dict[str, Any]:

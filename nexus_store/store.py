@@ -18,7 +18,7 @@ from nexus_store.settings import NexusSettings
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from nexus_store.health import HealthReport
+    from nexus_store.health import HealthChecks, HealthReport
     from nexus_store.mongo.audit.log import AuditLog
     from nexus_store.mongo.events.service import Events
     from nexus_store.outbox.relay import OutboxRelay
@@ -269,8 +269,17 @@ class NexusStore:
 
     # -- operations ------------------------------------------------------------------------
 
+    @cached_property
+    def health_checks(self) -> HealthChecks:
+        """The application's own checks, run by :meth:`health` beside the built-in ones:
+        ``store.health_checks.add("jobs:depth", check, probe="readiness")``."""
+        from nexus_store.health import HealthChecks
+
+        return HealthChecks()
+
     async def health(self, *, probe: str = "readiness") -> HealthReport:
-        """The ``application/health+json`` report of every configured backend."""
+        """The ``application/health+json`` report of every configured backend, and of the
+        application's checks in :attr:`health_checks`."""
         # The probes live with their backends and are loaded by the first health check.
         from nexus_store.health import check_health
         from nexus_store.mongo.health import event_writer_checks, mongo_checks
@@ -278,4 +287,4 @@ class NexusStore:
         from nexus_store.redis.health import redis_checks
 
         readiness = (postgres_checks, mongo_checks, redis_checks, event_writer_checks)
-        return await check_health(self, probe=probe, readiness=readiness)
+        return await check_health(self, probe=probe, readiness=readiness, custom=self.health_checks)

@@ -163,15 +163,18 @@ def _child_env(env: dict[str, str]) -> dict[str, str]:
     return {**inherited, "NEXUS_LOG__LEVEL": "warning", "COLUMNS": "200", **env}
 
 
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nexus_store.cli", *args]
+def cli_command(*args: str, interpreter: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, *interpreter, "-m", "nexus_store.cli", *args]
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> CliResult:
-    """Run ``nexus-store ARGS`` in a subprocess with only ``env``'s NEXUS_* variables."""
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60, interpreter: tuple[str, ...] = ()
+) -> CliResult:
+    """Run ``nexus-store ARGS`` in a subprocess with only ``env``'s NEXUS_* variables
+    (``interpreter``: options for Python itself, such as ``-X importtime``)."""
     started = time.perf_counter()
     done = subprocess.run(
-        cli_command(*args),
+        cli_command(*args, interpreter=interpreter),
         env=_child_env(env),
         capture_output=True,
         text=True,
@@ -199,20 +202,56 @@ def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-CHECK_FIELDS = {"componentType", "observedValue", "status", "time", "output"}
+# draft-inadarei-api-health-check: the fields a check object and the top level may carry.
+CHECK_FIELDS = {
+    "componentId",
+    "componentType",
+    "observedValue",
+    "observedUnit",
+    "status",
+    "affectedEndpoints",
+    "time",
+    "output",
+    "links",
+}
+TOP_LEVEL_FIELDS = {
+    "status",
+    "version",
+    "releaseId",
+    "notes",
+    "output",
+    "checks",
+    "links",
+    "serviceId",
+    "description",
+}
 
 
 def assert_health_json(body: dict[str, Any]) -> None:
-    """The draft-inadarei-api-health-check shape."""
+    """The draft-inadarei-api-health-check shape and rules: only the draft's fields; a check
+    says componentType, status and time; ``output`` only when not passing (section 4.8); an
+    ``observedUnit`` with every ``observedValue``; the top-level status is the worst one."""
+    assert set(body) <= TOP_LEVEL_FIELDS, set(body) - TOP_LEVEL_FIELDS
     assert body["status"] in ("pass", "warn", "fail")
+    assert ("output" in body) == (body["status"] != "pass"), body.get("output")
+    for field in ("version", "releaseId", "serviceId", "description"):
+        assert field not in body or (isinstance(body[field], str) and body[field]), field
     assert isinstance(body["checks"], dict) and body["checks"]
     for key, results in body["checks"].items():
         assert ":" in key, key
         assert isinstance(results, list) and results, key
         for result in results:
-            assert set(result) >= CHECK_FIELDS, (key, result)
+            assert set(result) <= CHECK_FIELDS, (key, set(result) - CHECK_FIELDS)
+            assert {"componentType", "status", "time"} <= set(result), (key, result)
             assert result["status"] in ("pass", "warn", "fail")
             datetime.fromisoformat(result["time"])
+            if result["status"] == "pass":
+                assert "output" not in result, (key, result)
+            else:
+                assert isinstance(result.get("output"), str) and result["output"], (key, result)
+            if "observedValue" in result:
+                unit = result.get("observedUnit")
+                assert isinstance(unit, str) and unit, (key, result)
     worst = max(
         (r["status"] for results in body["checks"].values() for r in results),
         key=["pass", "warn", "fail"].index,

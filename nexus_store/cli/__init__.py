@@ -13,7 +13,9 @@ With ``--format json``, a command prints one JSON document on stdout, its keys i
 camelCase (``privacy export`` always prints the user's stored data as JSON).
 
 Every command takes ``--config FILE`` and the SDK's ``NEXUS_*`` environment variables.
-Drivers load only when a command needs them.
+Drivers load only when a command needs them. ``health ... --format json`` (what a
+Kubernetes exec probe runs) is answered without loading typer or rich at all
+(``nexus_store.cli._probe``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ __all__ = ["main"]
 
 def main() -> None:
     """Entry point of the ``nexus-store`` script."""
-    from nexus_store._errors import describe
-    from nexus_store.cli.app import app
+    from nexus_store.cli import _probe
 
     try:
+        request = _probe.parse(sys.argv[1:])
+        if request is not None:
+            sys.exit(_probe.run(request))
+        from nexus_store.cli.app import app
+
         app()
     except Exception as exc:  # last resort: one secret-free line, never a traceback
+        from nexus_store._errors import describe
+
         sys.stderr.write(f"error: {describe(exc)}\n")
         sys.exit(1)

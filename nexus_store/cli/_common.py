@@ -2,20 +2,17 @@
 
 Progress and errors go to stderr, results to stdout, so ``--format json`` output can be
 piped as is. Every string printed passes through :func:`nexus_store._secrets.scrub`.
-Every ``--format json`` document goes through :func:`emit_json`: keys are camelCase, the
-style of ``application/health+json`` (``componentType``, ``observedValue``).
+Every ``--format json`` document goes through :func:`emit_json` (in ``_plain``, which the
+health probe's fast path uses without typer or rich): keys are camelCase, the style of
+``application/health+json`` (``componentType``, ``observedValue``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
-import re
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -26,7 +23,30 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nexus_store._secrets import scrub, scrub_value
+from nexus_store._secrets import scrub
+from nexus_store.cli._plain import camel_case, cli_log_level, emit_json, json_logs, json_ready
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ConfigOption",
+    "FormatOption",
+    "OutputFormat",
+    "call",
+    "camel_case",
+    "cell",
+    "configure_cli_logging",
+    "emit_json",
+    "fail",
+    "json_ready",
+    "load_settings",
+    "open_store",
+    "run",
+    "step_line",
+    "table",
+]
 
 if TYPE_CHECKING:
     from nexus_store.settings import LogSettings, NexusSettings
@@ -99,8 +119,8 @@ def configure_cli_logging(log: LogSettings) -> None:
     ``info`` logs from warning up, an explicit ``debug`` is kept. The SDK scrubs secrets
     from every field before its events reach this pipeline.
     """
-    level = "warning" if log.level == "info" else log.level
-    use_json = log.format == "json" or (log.format == "auto" and not sys.stderr.isatty())
+    level = cli_log_level(log)
+    use_json = json_logs(log)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
@@ -114,9 +134,7 @@ def configure_cli_logging(log: LogSettings) -> None:
             renderer,
         ],
         # A number, not the name: structlog 24.1 (the floor) accepts only numbers here.
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
@@ -163,48 +181,6 @@ async def open_store(settings: NexusSettings) -> AsyncIterator[NexusStore]:
                 await store.close()
         except Exception as exc:
             stderr.print(Text(f"warning: closing the store: {describe(exc)}", style="yellow"))
-
-
-_SNAKE = re.compile(r"_([a-z0-9])")
-
-
-def camel_case(name: str) -> str:
-    """``first_broken_seq`` -> ``firstBrokenSeq``."""
-    return _SNAKE.sub(lambda match: match[1].upper(), name)
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` as JSON data: dataclasses and named tuples become objects whose keys are
-    their field names in camelCase, datetimes ISO strings.
-
-    Dict keys are kept as they are: a command writes its own keys in camelCase, and keys
-    that are data (event names, check keys) must not change.
-    """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            camel_case(f.name): json_ready(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-        }
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return {camel_case(key): json_ready(item) for key, item in value._asdict().items()}
-    if isinstance(value, dict):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(item) for item in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def emit_json(data: Any, *, compact: bool = False) -> None:
-    """Write ``data`` (through :func:`json_ready`) as JSON on stdout, every string scrubbed
-    of secrets. Every command's ``--format json`` output goes through here."""
-    import orjson
-
-    option = orjson.OPT_NON_STR_KEYS | (0 if compact else orjson.OPT_INDENT_2)
-    text = orjson.dumps(scrub_value(json_ready(data)), option=option, default=str).decode()
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 STATUS_STYLES = {

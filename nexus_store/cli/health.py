@@ -69,24 +69,47 @@ def health(
         int | None,
         typer.Option(min=1, help="With --watch: stop after COUNT reports."),
     ] = None,
+    warn_exit: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1,
+            help=(
+                "Exit code on warn. 0 for a Kubernetes exec probe: the HTTP route answers "
+                "200 on warn (still serving)."
+            ),
+        ),
+    ] = 1,
 ) -> None:
-    """Check every configured backend. Exit 0 pass, 1 warn, 2 fail.
+    """Check every configured backend. Exit 0 pass, 1 warn (--warn-exit), 2 fail.
 
     With --format json, stdout is application/health+json (one document per line with
-    --watch).
+    --watch). `health --format json` without --watch runs without loading typer or rich
+    (a fast path for exec probes).
     """
     overrides = {"health": {"timeout": timeout}} if timeout is not None else {}
     settings = load_settings(config, **overrides)
-    code = run(_health(settings, output_format, probe.value, watch, count))
+    code = run(
+        _health(
+            settings,
+            output_format=output_format,
+            probe=probe.value,
+            watch=watch,
+            count=count,
+            warn_exit=warn_exit,
+        )
+    )
     raise typer.Exit(code)
 
 
 async def _health(
     settings: NexusSettings,
+    *,
     output_format: OutputFormat,
     probe: str,
     watch: float | None,
     count: int | None,
+    warn_exit: int,
 ) -> int:
     runs = 1 if watch is None else count
     done = 0
@@ -100,6 +123,6 @@ async def _health(
                 emit_json(report.to_dict(), compact=watch is not None)
             else:
                 render_report(report)
-            code = report.exit_code
+            code = report.exit_code_for(warn=warn_exit)
             done += 1
     return code

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import functools
+import importlib.resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nexus_store._errors import describe
@@ -21,26 +24,64 @@ from nexus_store.log import get_logger
 if TYPE_CHECKING:
     from nexus_store.postgres.engine import PostgresBackend
 
-__all__ = ["postgres_checks"]
+__all__ = ["heads_of", "migration_heads", "postgres_checks"]
 
 _log = get_logger("nexus_store.postgres.health")
+# Alembic's default version table (``nexus_store.postgres.migrate`` keeps it), found on the
+# search path as Alembic finds it.
+_HAS_VERSION_TABLE = "SELECT to_regclass('alembic_version') IS NOT NULL"
+_CURRENT_REVISIONS = "SELECT version_num FROM alembic_version"
 
 
 @functools.cache
-def _migration_heads() -> list[str]:
+def migration_heads() -> list[str]:
     """The head revision(s) of the shipped migrations: they cannot change while we run."""
-    from nexus_store.postgres import migrate
+    return heads_of(Path(str(importlib.resources.files("nexus_store.postgres._migrations"))))
 
-    return sorted(revision.revision for revision in migrate.history() if revision.is_head)
+
+def heads_of(script_location: Path) -> list[str]:
+    """The head revision(s) of the Alembic scripts in ``script_location``/versions.
+
+    Read from each script's ``revision`` and ``down_revision`` assignments without running
+    it: Alembic's ScriptDirectory imports every script, and through ``alembic.op`` all of
+    Alembic (its dialects, autogenerate, mako, pygments), which costs a health probe about a
+    fifth of its start-up. ``tests/postgres/test_health.py`` holds the answer to Alembic's.
+    """
+    revisions: set[str] = set()
+    replaced: set[str] = set()
+    for script in (script_location / "versions").glob("*.py"):
+        assigned = _revision_assignments(ast.parse(script.read_bytes(), str(script)))
+        if "revision" not in assigned:
+            continue  # __init__.py
+        revisions.add(str(assigned["revision"]))
+        down = assigned.get("down_revision")
+        replaced.update([down] if isinstance(down, str) else down or ())
+    return sorted(revisions - replaced)
+
+
+def _revision_assignments(module: ast.Module) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    targets: list[ast.expr]
+    for statement in module.body:
+        if isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets, value = [statement.target], statement.value
+        elif isinstance(statement, ast.Assign):
+            targets, value = statement.targets, statement.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                found[target.id] = ast.literal_eval(value)
+    return found
 
 
 def postgres_checks(target: HealthTarget) -> list[Check]:
     """The PostgreSQL checks, none when PostgreSQL is not configured."""
     if "postgres" not in target.backends.configured():
         return []
-    prepare(target, "postgres", "alembic.migration")
+    prepare(target, "postgres")
     try:
-        _migration_heads()
+        migration_heads()
     except Exception as exc:  # the migrations check reports the same failure
         _log.debug("health_prepare_failed", backend="postgres", error=describe(exc))
     # Pool usage is read before the other checks borrow connections: it shows the app's use.
@@ -78,21 +119,19 @@ def postgres_checks(target: HealthTarget) -> list[Check]:
 
 
 async def _migrations(backend: PostgresBackend) -> CheckResult:
-    # Read on a pooled connection with Alembic's own reader, against heads parsed once per
-    # process: a readiness probe runs every few seconds.
-    from alembic.migration import MigrationContext
+    # Read on a pooled connection, against heads parsed once per process: a readiness probe
+    # runs every few seconds. Without the version table the schema was never created.
+    from sqlalchemy import text
 
     with backend.unavailable():
         async with backend.engine.connect() as conn:
-            current = sorted(
-                await conn.run_sync(
-                    lambda sync: MigrationContext.configure(sync).get_current_heads()
-                )
-            )
-    heads = _migration_heads()
+            current: list[str] = []
+            if await conn.scalar(text(_HAS_VERSION_TABLE)):
+                current = sorted(await conn.scalars(text(_CURRENT_REVISIONS)))
+    heads = migration_heads()
     shown = ", ".join(current) or None
     if current == heads:
-        return CheckResult("datastore", "pass", shown, output=f"at head {shown}")
+        return CheckResult("datastore", "pass", shown, "revision", f"at head {shown}")
     if not current:
         return CheckResult(
             "datastore",
@@ -104,5 +143,6 @@ async def _migrations(backend: PostgresBackend) -> CheckResult:
         "datastore",
         "warn",
         shown,
+        "revision",
         output=f"behind: head is {', '.join(heads)}: run `nexus-store migrate upgrade`",
     )

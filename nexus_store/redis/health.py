@@ -71,6 +71,7 @@ async def cluster_state(backend: RedisBackend) -> CheckResult:
         "datastore",
         status,
         state,
+        "state",
         output=(
             f"{assigned}/16384 slots assigned, {failing} failing, "
             f"{info.get('cluster_known_nodes', '?')} nodes"
