@@ -365,7 +365,7 @@ class RateLimiter:
             if isinstance(strategy, Strategy)
             else get_strategy(strategy)
         )
-        _check_cost(cost, parsed, least=_MIN_COST[mode])
+        parsed.check_cost(cost, least=_MIN_COST[mode])
         plan = _Plan(
             parsed,
             chosen,
@@ -519,16 +519,6 @@ def _check_key(key: object) -> None:
         raise ValidationError("key", problem) from None
 
 
-def _check_cost(cost: object, limits: RateLimits, *, least: int) -> None:
-    """Refuse a ``cost`` that is not an integer from ``least`` to the smallest limit."""
-    if type(cost) is not int or cost < least:
-        raise ValidationError("cost", f"must be an integer of at least {least}, not {cost!r}")
-    if cost > limits.smallest_amount:
-        raise ValidationError(
-            "cost", f"{cost} exceeds the smallest limit of {limits.text!r}; it could never pass"
-        )
-
-
 def limit_calls(
     limiter: Callable[[], RateLimiter],
     limits: str,
@@ -541,7 +531,7 @@ def limit_calls(
     :meth:`RateLimiter.limit`: each call checks with ``limiter()``. Bad limits, cost,
     strategy or key raise :class:`ValidationError` here, at decoration time; how ``key``
     receives the call's arguments is :mod:`~nexus_store.redis.ratelimit._call_key`'s rule."""
-    _check_cost(cost, parse_limits(limits), least=1)
+    parse_limits(limits).check_cost(cost, least=1)
     if strategy is not None:
         get_strategy(strategy)
     if key is not None and not callable(key):
