@@ -7,6 +7,8 @@ Run it (settings come from ``NEXUS_*`` variables or a config file, as for any Ne
 - every request is rate-limited per client address (``EXAMPLE_GLOBAL_LIMITS``);
 - ``/quota/fixed_window`` and ``/quota/gcra`` have their own limit per API key (``X-Api-Key``),
   counted with a fixed window and with GCRA (``EXAMPLE_QUOTA_LIMITS``);
+- ``/reports/{user}`` checks a limit in code (2 a day per user; refusals answered by the
+  exception handlers);
 - ``POST /login`` starts a session, ``GET /me`` needs it (bearer token or cookie),
   ``POST /logout`` ends it;
 - ``/health/live`` and ``/health/ready`` are the Kubernetes probes (exempt from the limit).
@@ -66,6 +68,14 @@ async def quota_fixed() -> dict[str, Any]:
 )
 async def quota_gcra() -> dict[str, Any]:
     return {"strategy": "gcra", "worker": os.getpid()}
+
+
+@app.get("/reports/{user}")
+async def report(user: str, store: Store) -> dict[str, str]:
+    # A limit checked in code: RateLimitExceeded becomes a 429 with its headers, an outage
+    # under fail_closed a 503 (add_exception_handlers).
+    await store.limiter.check(f"report:{user}", "2/day")
+    return {"report": f"for {user}"}
 
 
 @app.post("/login")

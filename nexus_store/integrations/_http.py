@@ -35,8 +35,8 @@ __all__ = [
     "Answer",
     "OutageLog",
     "RateLimitRule",
+    "error_answer",
     "health_answer",
-    "json_body",
     "rate_limit_answer",
 ]
 
@@ -54,6 +54,7 @@ class Answer:
     headers: dict[str, str]
     body: bytes = b""
     media_type: str = _JSON
+    detail: str = ""  # what the body says, for frameworks that render errors themselves
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +108,7 @@ class OutageLog:
         )
 
 
-def json_body(body: object) -> bytes:
-    """Compact JSON, as the integrations send it."""
+def _json(body: object) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -121,10 +121,14 @@ def rate_limit_answer(
         return Answer(None, headers)
     if result.source == "fail_closed":
         outages.refused(result, path)
-        body = {"status": 503, "detail": "rate limiter unavailable; retry later"}
-        return Answer(503, headers, json_body(body))
-    body = {"status": 429, "detail": f"rate limit {result.limit.text} exceeded"}
-    return Answer(429, headers, json_body(body))
+        return error_answer(503, "rate limiter unavailable; retry later", headers)
+    return error_answer(429, f"rate limit {result.limit.text} exceeded", headers)
+
+
+def error_answer(status: int, detail: str, headers: dict[str, str]) -> Answer:
+    """A JSON error response: ``{"status": 429, "detail": "..."}``."""
+    body = _json({"status": status, "detail": detail})
+    return Answer(status, headers, body, detail=detail)
 
 
 def health_answer(report: HealthReport) -> Answer:
@@ -132,6 +136,6 @@ def health_answer(report: HealthReport) -> Answer:
     return Answer(
         report.http_status,
         {"Cache-Control": "no-store"},
-        json_body(report.to_dict()),
+        _json(report.to_dict()),
         report.media_type,
     )

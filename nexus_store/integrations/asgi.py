@@ -46,10 +46,11 @@ from nexus_store.integrations._http import (
     Answer,
     OutageLog,
     RateLimitRule,
+    error_answer,
     health_answer,
-    json_body,
     rate_limit_answer,
 )
+from nexus_store.redis.ratelimit.limiter import RateLimitResult
 from nexus_store.redis.sessions import Session
 from nexus_store.store import NexusStore
 
@@ -151,7 +152,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        answer = await _decide(request, self.rule, self._outages)
+        _, answer = await _decide(request, self.rule, self._outages)
         if answer.status is not None:
             await _send_answer(answer)(scope, receive, send)
             return
@@ -165,11 +166,13 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _decide(request: Request, rule: RateLimitRule[Request], outages: OutageLog) -> Answer:
+async def _decide(
+    request: Request, rule: RateLimitRule[Request], outages: OutageLog
+) -> tuple[RateLimitResult, Answer]:
     store = _store_of(request)
     key = rule.key(request)
     result = await store.limiter.hit(key, rule.limits, cost=rule.cost, strategy=rule.strategy)
-    return rate_limit_answer(result, rule, outages, request.url.path)
+    return result, rate_limit_answer(result, rule, outages, request.url.path)
 
 
 class RateLimit:
@@ -192,12 +195,12 @@ class RateLimit:
         )
         self._outages = OutageLog()
 
-    async def __call__(self, request: Request, response: Response) -> Answer:
-        answer = await _decide(request, self.rule, self._outages)
+    async def __call__(self, request: Request, response: Response) -> RateLimitResult:
+        result, answer = await _decide(request, self.rule, self._outages)
         if answer.status is not None:
-            raise HTTPException(answer.status, answer.body.decode(), answer.headers)
+            raise HTTPException(answer.status, answer.detail, answer.headers)
         response.headers.update(answer.headers)
-        return answer
+        return result
 
 
 class SessionAuth:
@@ -256,13 +259,13 @@ def add_exception_handlers(app: Starlette) -> None:
 
     async def exceeded(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RateLimitExceeded)
-        body = {"status": 429, "detail": f"rate limit {exc.limit} exceeded"}
-        return _send_answer(Answer(429, dict(exc.headers()), json_body(body)))
+        detail = f"rate limit {exc.limit} exceeded"
+        return _send_answer(error_answer(429, detail, dict(exc.headers())))
 
     async def unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BackendUnavailableError)
-        body = {"status": 503, "detail": f"{exc.backend} unavailable; retry later"}
-        return _send_answer(Answer(503, {"Retry-After": "1"}, json_body(body)))
+        detail = f"{exc.backend} unavailable; retry later"
+        return _send_answer(error_answer(503, detail, {"Retry-After": "1"}))
 
     app.add_exception_handler(RateLimitExceeded, exceeded)
     app.add_exception_handler(BackendUnavailableError, unavailable)
