@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 from nexus_store.errors import ValidationError
 from nexus_store.redis.ratelimit.limits import RateLimitItem, RateLimits
@@ -48,20 +49,32 @@ def _seconds(value: float) -> int:
     return max(0, math.ceil(value))
 
 
-def _names(limits: RateLimits, names: Sequence[str] | None) -> list[str]:
+def _names(limits: RateLimits, names: Sequence[str] | None) -> tuple[str, ...]:
+    """The quoted policy names, worked out once per (limits, names): every response needs
+    them."""
     if names is None:
-        return [_sf_string(default_policy_name(item)) for item in limits.items]
+        return _quoted(limits, None)
     if isinstance(names, str) or len(names) != len(limits.items):
         raise ValidationError(
             "policy_name",
             f"give one name per limit of {limits.text!r} ({len(limits.items)}), not {names!r}",
         )
+    if not all(isinstance(name, str) for name in names):
+        raise ValidationError("policy_name", f"names must be strings, not {names!r}")
     if len(set(names)) != len(names):
         raise ValidationError("policy_name", f"names must differ: {list(names)!r}")
-    return [_sf_string(name) for name in names]
+    return _quoted(limits, tuple(names))
 
 
-def _policy_list(quoted: list[str], limits: RateLimits) -> str:
+@lru_cache(maxsize=1024)
+def _quoted(limits: RateLimits, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    if names is None:
+        return tuple(_sf_string(default_policy_name(item)) for item in limits.items)
+    return tuple(_sf_string(name) for name in names)
+
+
+@lru_cache(maxsize=1024)
+def _policy_list(quoted: tuple[str, ...], limits: RateLimits) -> str:
     return ", ".join(
         f"{name};q={item.amount};w={item.window_ms // 1000}"
         for name, item in zip(quoted, limits.items, strict=True)
