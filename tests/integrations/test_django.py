@@ -56,26 +56,29 @@ def _api_key(request: HttpRequest) -> str:
     return "api:" + request.headers.get("X-Api-Key", "none")
 
 
+DJANGO_SETTINGS: dict[str, Any] = {
+    "SECRET_KEY": "test-only",
+    "ALLOWED_HOSTS": ["testserver"],
+    "ROOT_URLCONF": __name__,
+    "MIDDLEWARE": [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "nexus_store.integrations.django.RateLimitMiddleware",
+    ],
+    "SESSION_ENGINE": "nexus_store.integrations.django",
+    "NEXUS_RATELIMIT": {"limits": "10000/hour", "exempt": ["/health/live", "/health/ready"]},
+}
+
+
 @pytest.fixture(scope="module")
 def django_settings(stack: Stack) -> Iterator[NexusSettings]:
-    """Django configured once per process; each test's store follows NEXUS_STORE."""
+    """Django configured once per process (another module may have done it: everything this
+    module relies on is overridden here); each test's store follows NEXUS_STORE."""
     redis_only = stack.only("redis").settings()
     if not settings.configured:
-        settings.configure(
-            SECRET_KEY="test-only",
-            ALLOWED_HOSTS=["testserver"],
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=[
-                "django.contrib.sessions.middleware.SessionMiddleware",
-                "nexus_store.integrations.django.RateLimitMiddleware",
-            ],
-            SESSION_ENGINE="nexus_store.integrations.django",
-            NEXUS_STORE=redis_only,
-            NEXUS_RATELIMIT={"limits": "10000/hour", "exempt": ["/health/live", "/health/ready"]},
-        )
+        settings.configure(**DJANGO_SETTINGS, NEXUS_STORE=redis_only)
         django.setup()
     try:
-        with override_settings(NEXUS_STORE=redis_only, ROOT_URLCONF=__name__):
+        with override_settings(**DJANGO_SETTINGS, NEXUS_STORE=redis_only):
             yield redis_only
     finally:
         integration.close_blocking_store()
