@@ -431,3 +431,39 @@ def postgres_primary_with_replica(bin_path: Path) -> Iterator[tuple[str, str]]:
                     str(bin_path / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"
                 )
         shutil.rmtree(root, ignore_errors=True)
+
+
+class UvicornProcess(ServerProcess):
+    """An ASGI app served by uvicorn (``app`` as ``module:attribute`` found in ``app_dir``),
+    with ``workers`` processes and ``env`` added to this process's environment; its output
+    goes to ``uvicorn.log`` in the server's directory."""
+
+    scheme = "http"
+    prefix = "nexus-uvicorn-"
+
+    def __init__(self, app: str, *, app_dir: Path, env: dict[str, str], workers: int = 1) -> None:
+        super().__init__()
+        self.app, self.app_dir, self.env, self.workers = app, app_dir, env, workers
+
+    @property
+    def log(self) -> str:
+        path = self.dir / "uvicorn.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", self.app,
+            "--app-dir", str(self.app_dir),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", str(self.workers),
+            "--log-level", "warning",
+        ]  # fmt: skip
+
+    def start(self) -> Self:
+        with (self.dir / "uvicorn.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), env={**os.environ, **self.env}, stdout=log, stderr=log
+            )
+        wait_for_port("127.0.0.1", self.port)
+        return self

@@ -12,8 +12,8 @@ the original chained as ``__cause__`` (and with secrets masked in the message).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 __all__ = [
     "BackendUnavailableError",
@@ -23,6 +23,7 @@ __all__ = [
     "NexusStoreError",
     "NotFoundError",
     "QueueError",
+    "RateLimitDecision",
     "RateLimitExceeded",
     "StoreClosedError",
     "TamperDetected",
@@ -122,18 +123,24 @@ class QueueError(NexusStoreError):
     """A queue operation was refused (unknown message id, closed consumer...)."""
 
 
+class RateLimitDecision(Protocol):
+    """What :class:`RateLimitExceeded` reports (``nexus_store.redis.ratelimit``'s
+    ``RateLimitResult`` is one): a decision that renders its own HTTP headers."""
+
+    def headers(
+        self, *, names: Sequence[str] | None = None, legacy: bool = False
+    ) -> Mapping[str, str]: ...
+
+
 class RateLimitExceeded(NexusStoreError):
-    """A rate limit refused the call.
+    """A rate limit refused the call. (An outage is never one of these: a call refused
+    because Redis is unreachable under ``fail_closed`` raises :class:`BackendUnavailableError`.)
 
     ``limit`` is the limit that refused (``"10/second"``), ``remaining`` what is left of
     it, ``reset_after`` the seconds until it is full again and ``retry_after`` the seconds
-    until this call would pass. :meth:`headers` renders them for an HTTP response.
+    until this call would pass. ``decision`` is the whole decision; :meth:`headers` renders
+    it for a 429 response.
     """
-
-    #: Renders :meth:`headers` from the exception's data. The rendering rules live with the
-    #: rate limiter (``nexus_store.redis.ratelimit.headers``), which installs them when it is
-    #: imported, as everything that raises this exception does: this module stays a leaf.
-    header_renderer: ClassVar[Callable[[RateLimitExceeded, str], Mapping[str, str]]]
 
     def __init__(
         self,
@@ -145,6 +152,7 @@ class RateLimitExceeded(NexusStoreError):
         remaining: int,
         reset_after: float,
         retry_after: float,
+        decision: RateLimitDecision,
     ) -> None:
         super().__init__(f"rate limit {limit} exceeded for {key!r}; retry in {retry_after:.3f}s")
         self.key = key
@@ -154,7 +162,12 @@ class RateLimitExceeded(NexusStoreError):
         self.remaining = remaining
         self.reset_after = reset_after
         self.retry_after = retry_after
+        self.decision = decision
 
-    def headers(self, *, policy_name: str = "default") -> Mapping[str, str]:
-        """HTTP headers for a 429 response: IETF draft, legacy set and ``Retry-After``."""
-        return RateLimitExceeded.header_renderer(self, policy_name)
+    def headers(
+        self, *, names: Sequence[str] | None = None, legacy: bool = False
+    ) -> Mapping[str, str]:
+        """HTTP headers for a 429 response: ``RateLimit-Policy``, ``RateLimit`` and
+        ``Retry-After`` (and the legacy set with ``legacy=True``); see
+        ``nexus_store.redis.ratelimit.headers``."""
+        return self.decision.headers(names=names, legacy=legacy)

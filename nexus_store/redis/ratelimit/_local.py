@@ -37,8 +37,9 @@ class LocalLimiter:
 
     def evaluate(
         self, key: str, limits: RateLimits, cost: int, *, consume: bool
-    ) -> tuple[int, int, int, int, int]:
-        """``(allowed, deciding limit 1-based, remaining, reset_after us, retry_after us)``."""
+    ) -> tuple[int, int, int, int, int, int]:
+        """``(allowed, deciding limit 1-based, remaining, reset_after us, retry_after us,
+        next unit after us)``, as ``check.lua`` returns."""
         now = _monotonic_us()
         with self._lock:
             tats = self._tats.get(key)
@@ -60,23 +61,34 @@ class LocalLimiter:
                 (i for i, decision in enumerate(decisions) if not decision[0]),
                 key=lambda i: decisions[i][3],
             )
-        _, remaining, reset, retry = decisions[pick]
-        return int(allowed), pick + 1, max(0, remaining), math.ceil(reset), math.ceil(retry)
+        _, remaining, reset, retry, next_unit = decisions[pick]
+        return (
+            int(allowed),
+            pick + 1,
+            max(0, remaining),
+            math.ceil(reset),
+            math.ceil(retry),
+            math.ceil(next_unit),
+        )
 
     @staticmethod
     def _gcra(
         stored: float | None, item: RateLimitItem, now: float, cost: int
-    ) -> tuple[bool, int, float, float]:
-        """``(allowed, remaining, reset_after, retry_after)`` of one limit, as in gcra.lua."""
+    ) -> tuple[bool, int, float, float, float]:
+        """``(allowed, remaining, reset_after, retry_after, next unit after)`` of one limit, as
+        in gcra.lua."""
         window = item.window_ms * 1000
         interval = window / item.amount
         tat = now if stored is None or stored < now else stored
         allow_at = tat + cost * interval - window
         if allow_at <= now + _SLACK:
-            remaining = math.floor((now - allow_at + _SLACK) / interval)
-            return True, min(item.amount, remaining), tat + cost * interval - now, 0.0
+            remaining = min(item.amount, math.floor((now - allow_at + _SLACK) / interval))
+            next_unit = 0.0
+            if remaining < item.amount:
+                next_unit = max(0.0, allow_at + (remaining + 1) * interval - now)
+            return True, remaining, tat + cost * interval - now, 0.0, next_unit
         remaining = math.floor((now - tat + window + _SLACK) / interval)
-        return False, min(item.amount, remaining), tat - now, allow_at - now
+        return False, min(item.amount, remaining), tat - now, allow_at - now, allow_at - now
 
     def reset(self, key: str) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypeVar, cast
 
@@ -38,8 +38,9 @@ from nexus_store.errors import (
 )
 from nexus_store.log import get_logger, observe
 from nexus_store.redis._lua import LuaRunner, SyncLuaRunner
+from nexus_store.redis.ratelimit._call_key import call_key
 from nexus_store.redis.ratelimit._local import LocalLimiter
-from nexus_store.redis.ratelimit.headers import rate_limit_headers
+from nexus_store.redis.ratelimit.headers import outage_headers, rate_limit_headers
 from nexus_store.redis.ratelimit.limits import RateLimitItem, RateLimits
 from nexus_store.redis.ratelimit.parse import parse_limits
 from nexus_store.redis.ratelimit.strategies import STRATEGIES, Strategy, get_strategy
@@ -52,6 +53,7 @@ __all__ = ["RateLimitHit", "RateLimitResult", "RateLimiter", "Source"]
 P = ParamSpec("P")
 R = TypeVar("R")
 Source = Literal["redis", "local", "fail_open", "fail_closed"]
+_OUTAGE_SOURCES = frozenset({"fail_open", "fail_closed"})
 Limits = str | RateLimits
 StrategyChoice = str | Strategy | None
 
@@ -79,11 +81,18 @@ class RateLimitHit:
 
 class RateLimitResult(NamedTuple):
     """One decision. ``limit`` is the deciding limit: the one that refused (the one that frees
-    up last if several did), or else the one with the least ``remaining``.
+    up last if several did), or else the one with the least ``remaining``; ``limits`` are all
+    the limits of the check.
 
     ``reset_after`` is the seconds until that limit is full again, ``retry_after`` the seconds
-    until this call would pass (0 when it passed). ``source`` says who decided: ``"redis"``,
-    or the fail mode while Redis was unreachable. (A named tuple: immutable and cheap.)
+    until this call would pass (0 when it passed), ``next_unit_after`` the seconds until at
+    least one more unit of it is available (``retry_after`` on a refusal, 0 when full).
+    ``source`` says who decided: ``"redis"``, or the fail mode while Redis was unreachable
+    (``error`` then says why). (A named tuple: immutable and cheap.)
+
+    The outage rule: a ``"fail_closed"`` refusal is not a rate-limit refusal. Its
+    :meth:`exceeded` raises :class:`BackendUnavailableError`, and its :meth:`headers` carry
+    no ``RateLimit`` field, so that it can only be answered as a 503, never as a 429.
     """
 
     allowed: bool
@@ -92,25 +101,50 @@ class RateLimitResult(NamedTuple):
     remaining: int
     reset_after: float
     retry_after: float
+    next_unit_after: float
+    limits: RateLimits
     source: Source = "redis"
+    error: NexusStoreError | None = None
 
     def __bool__(self) -> bool:
         """``if await limiter.hit(key, "10/second"):`` reads as "if the call is allowed"."""
         return self.allowed
 
-    def headers(self, *, policy_name: str = "default") -> dict[str, str]:
-        """IETF ``RateLimit``/``RateLimit-Policy``, the legacy set, and ``Retry-After``."""
+    @property
+    def outage(self) -> bool:
+        """True when Redis was unreachable and the fail mode decided without counting."""
+        return self.source in _OUTAGE_SOURCES
+
+    def headers(
+        self, *, names: Sequence[str] | None = None, legacy: bool = False
+    ) -> dict[str, str]:
+        """The draft's ``RateLimit-Policy`` (every limit; ``names`` gives one name per limit)
+        and ``RateLimit`` (the deciding limit), ``Retry-After`` on a refusal, and with
+        ``legacy`` the ``RateLimit-Limit``/``-Remaining``/``-Reset`` set. During an outage
+        (``fail_open``/``fail_closed``) only the policies, and ``Retry-After`` when refused:
+        nothing is known of what is left."""
+        if self.source in _OUTAGE_SOURCES:
+            return outage_headers(
+                self.limits,
+                retry_after=None if self.allowed else self.retry_after,
+                names=names,
+            )
         return rate_limit_headers(
-            limit=self.limit.amount,
-            window_seconds=self.limit.window_seconds,
+            self.limits,
+            deciding=self.limits.items.index(self.limit),
             remaining=self.remaining,
+            next_unit_after=self.next_unit_after,
             reset_after=self.reset_after,
             retry_after=self.retry_after,
-            policy_name=policy_name,
+            names=names,
+            legacy=legacy,
         )
 
     def exceeded(self) -> RateLimitExceeded:
-        """The exception that reports this refusal."""
+        """The exception that reports this refusal. For a ``fail_closed`` decision it raises
+        :class:`BackendUnavailableError` instead: an outage is never a rate-limit refusal."""
+        if self.source == "fail_closed":
+            raise self.unavailable()
         return RateLimitExceeded(
             self.key,
             limit=self.limit.text,
@@ -119,7 +153,18 @@ class RateLimitResult(NamedTuple):
             remaining=self.remaining,
             reset_after=self.reset_after,
             retry_after=self.retry_after,
+            decision=self,
         )
+
+    def unavailable(self) -> BackendUnavailableError:
+        """The error of a ``fail_closed`` refusal, chained to what Redis answered."""
+        error = BackendUnavailableError(
+            "redis",
+            "rate limiter cannot reach Redis and ratelimit.fail_mode is fail_closed"
+            + (f" ({self.error})" if self.error is not None else ""),
+        )
+        error.__cause__ = self.error
+        return error
 
 
 class _Plan(NamedTuple):
@@ -186,7 +231,7 @@ class RateLimiter:
         :class:`BackendUnavailableError` when failing closed during an outage."""
         result = await self._evaluate(key, self._plan(limits, cost, strategy, _CONSUME))
         if not result.allowed:
-            raise self._refusal(result)
+            raise result.exceeded()
         return result
 
     async def test(
@@ -242,7 +287,7 @@ class RateLimiter:
         """Blocking :meth:`check`."""
         result = self._evaluate_sync(key, self._plan(limits, cost, strategy, _CONSUME))
         if not result.allowed:
-            raise self._refusal(result)
+            raise result.exceeded()
         return result
 
     def test_sync(
@@ -300,6 +345,7 @@ class RateLimiter:
     # -- internals ------------------------------------------------------------------------
 
     def _state_keys(self, key: str) -> list[str]:
+        _check_key(key)
         return [self._keys.tagged(name, key) for name in STRATEGIES]
 
     def _plan(self, limits: Limits, cost: int, strategy: StrategyChoice, mode: str) -> _Plan:
@@ -319,7 +365,7 @@ class RateLimiter:
             if isinstance(strategy, Strategy)
             else get_strategy(strategy)
         )
-        _check_cost(cost, parsed, least=_MIN_COST[mode])
+        parsed.check_cost(cost, least=_MIN_COST[mode])
         plan = _Plan(
             parsed,
             chosen,
@@ -335,7 +381,9 @@ class RateLimiter:
         return plan
 
     def _redis_key(self, plan: _Plan, key: str) -> str:
-        """Escape ``key`` (the costliest step of a check, so memoised per strategy)."""
+        """Check and escape ``key`` (the costliest step of a check, so memoised per
+        strategy)."""
+        _check_key(key)
         found = self._keys.tagged(plan.strategy.name, key)
         if len(plan.redis_keys) >= _KEY_CACHE_SIZE:
             plan.redis_keys.clear()
@@ -346,10 +394,12 @@ class RateLimiter:
         """One decision, whoever drives it: Redis's answer, or the fail mode's while Redis is
         (or was just found) unreachable. :meth:`_evaluate` and :meth:`_evaluate_sync` run the
         yielded script on Redis and send back the reply or throw back the error."""
+        # Only a str can be a memoised key: 5 must not find "5"'s entry, nor a list raise.
+        known = plan.redis_keys.get(key) if type(key) is str else None
+        redis_key = known or self._redis_key(plan, key)
         if self._down_since is not None and time.monotonic() < self._recheck_at:
             yield self._fallback(key, plan, None)
             return
-        redis_key = plan.redis_keys.get(key) or self._redis_key(plan, key)
         started = time.perf_counter()
         try:
             reply = yield redis_key
@@ -381,8 +431,15 @@ class RateLimiter:
             return cast(RateLimitResult, evaluation.throw(exc))
         return cast(RateLimitResult, evaluation.send(reply))
 
-    def _decide(self, key: str, plan: _Plan, raw: Any, source: Source) -> RateLimitResult:
-        allowed, index, remaining, reset_us, retry_us = raw
+    def _decide(
+        self,
+        key: str,
+        plan: _Plan,
+        raw: Any,
+        source: Source,
+        error: NexusStoreError | None = None,
+    ) -> RateLimitResult:
+        allowed, index, remaining, reset_us, retry_us, next_us = raw
         result = RateLimitResult(
             allowed == 1,
             key,
@@ -390,7 +447,10 @@ class RateLimiter:
             remaining,
             reset_us / 1_000_000,
             retry_us / 1_000_000,
+            next_us / 1_000_000,
+            plan.limits,
             source,
+            error,
         )
         if plan.consume or self._down_since is not None:
             with self._lock:
@@ -404,7 +464,9 @@ class RateLimiter:
         """Decide by ``fail_mode``; ``error`` is set when Redis just failed this call."""
         mode = self.settings.fail_mode
         with self._lock:
-            if error is not None:
+            if error is None:
+                error = self._last_error
+            else:
                 self._recheck_at = time.monotonic() + self.settings.recheck_interval
                 self._last_error = error
                 if self._down_since is None:
@@ -419,15 +481,15 @@ class RateLimiter:
             self._backend_errors[mode] += 1
         if mode == "local":
             raw = self._local.evaluate(key, plan.limits, plan.cost, consume=plan.consume)
-            return self._decide(key, plan, raw, "local")
+            return self._decide(key, plan, raw, "local", error)
         items = plan.limits.items
         item = min(items, key=lambda limit: limit.amount)
         if mode == "fail_open":
-            raw = (1, items.index(item) + 1, item.amount, 0, 0)
+            raw = (1, items.index(item) + 1, item.amount, 0, 0, 0)
         else:
             wait = int(self.settings.recheck_interval * 1_000_000)
-            raw = (0, items.index(item) + 1, 0, wait, wait)
-        return self._decide(key, plan, raw, mode)
+            raw = (0, items.index(item) + 1, 0, wait, wait, wait)
+        return self._decide(key, plan, raw, mode, error)
 
     def _recovered(self) -> None:
         """Called under the lock by the first call Redis answers after an outage."""
@@ -440,26 +502,21 @@ class RateLimiter:
         self._down_since = None
         self._last_error = None
 
-    def _refusal(self, result: RateLimitResult) -> Exception:
-        if result.source == "fail_closed":
-            error = BackendUnavailableError(
-                "redis",
-                "rate limiter cannot reach Redis and ratelimit.fail_mode is fail_closed"
-                + (f" ({self._last_error})" if self._last_error is not None else ""),
-            )
-            error.__cause__ = self._last_error
-            return error
-        return result.exceeded()
 
-
-def _check_cost(cost: object, limits: RateLimits, *, least: int) -> None:
-    """Refuse a ``cost`` that is not an integer from ``least`` to the smallest limit."""
-    if type(cost) is not int or cost < least:
-        raise ValidationError("cost", f"must be an integer of at least {least}, not {cost!r}")
-    if cost > limits.smallest_amount:
+def _check_key(key: object) -> None:
+    """Refuse keys that are not text, so that ``5`` and ``"5"`` (or ``None`` and ``"None"``)
+    never share a budget, and text that Redis keys cannot hold faithfully."""
+    if not isinstance(key, str):
         raise ValidationError(
-            "cost", f"{cost} exceeds the smallest limit of {limits.text!r}; it could never pass"
+            "key", f"must be a string, not {type(key).__name__}; convert it yourself if you mean to"
         )
+    if "\x00" in key:
+        raise ValidationError("key", "must not contain NUL characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        problem = "must be valid Unicode text (it holds a lone surrogate)"
+        raise ValidationError("key", problem) from None
 
 
 def limit_calls(
@@ -472,8 +529,9 @@ def limit_calls(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """The decorator behind :func:`~nexus_store.redis.ratelimit.decorator.rate_limit` and
     :meth:`RateLimiter.limit`: each call checks with ``limiter()``. Bad limits, cost,
-    strategy or key raise :class:`ValidationError` here, at decoration time."""
-    _check_cost(cost, parse_limits(limits), least=1)
+    strategy or key raise :class:`ValidationError` here, at decoration time; how ``key``
+    receives the call's arguments is :mod:`~nexus_store.redis.ratelimit._call_key`'s rule."""
+    parse_limits(limits).check_cost(cost, least=1)
     if strategy is not None:
         get_strategy(strategy)
     if key is not None and not callable(key):
@@ -483,9 +541,11 @@ def limit_calls(
     # limiter maps to its prepared check with one dictionary lookup.
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         shared_key = f"{func.__module__}.{func.__qualname__}"
+        extract = None if key is None else call_key(func, key)
 
         def key_of(args: Any, kwargs: Any) -> str:
-            return shared_key if key is None else key(*args, **kwargs)
+            # A key that is not a str is refused by the check (ValidationError on "key").
+            return shared_key if extract is None else cast(str, extract(args, kwargs))
 
         if inspect.iscoroutinefunction(func):
             async_func = cast("Callable[P, Awaitable[Any]]", func)

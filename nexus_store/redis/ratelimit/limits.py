@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nexus_store.errors import ValidationError
+
 __all__ = ["RateLimitItem", "RateLimits"]
 
 
@@ -57,6 +59,15 @@ class RateLimits:
     @property
     def text(self) -> str:
         return ";".join(item.text for item in self.items)
+
+    def check_cost(self, cost: object, *, least: int = 1) -> None:
+        """Refuse a ``cost`` that is not an integer from ``least`` to the smallest limit."""
+        if type(cost) is not int or cost < least:
+            raise ValidationError("cost", f"must be an integer of at least {least}, not {cost!r}")
+        if cost > self.smallest_amount:
+            raise ValidationError(
+                "cost", f"{cost} exceeds the smallest limit of {self.text!r}; it could never pass"
+            )
 
     def __str__(self) -> str:
         return self.text

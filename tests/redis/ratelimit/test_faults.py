@@ -78,6 +78,14 @@ async def test_fail_modes_during_an_outage_and_recovery(
         elif fail_mode == "fail_closed":
             assert not any(allowed)
             assert results[0].retry_after == pytest.approx(RECHECK)
+            # One rule everywhere: an outage is never a rate-limit refusal, never a 429.
+            assert results[0].outage
+            with pytest.raises(BackendUnavailableError) as caught:
+                raise results[0].exceeded()
+            assert isinstance(caught.value.__cause__, BackendUnavailableError)
+            headers = results[0].headers()
+            assert "RateLimit" not in headers and headers["Retry-After"] == "1"
+            assert headers["RateLimit-Policy"] == '"5/3600s";q=5;w=3600'
             with pytest.raises(BackendUnavailableError) as caught:
                 await limiter.check(key, "5/hour")
             assert caught.value.backend == "redis"

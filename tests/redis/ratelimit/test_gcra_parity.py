@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 
@@ -16,7 +17,7 @@ from nexus_store.redis.ratelimit._local import LocalLimiter
 from nexus_store.redis.ratelimit.parse import parse_limits
 from nexus_store.redis.ratelimit.strategies import get_strategy
 
-Decision = tuple[int, int, int, int, int]
+Decision = tuple[int, int, int, int, int, int]
 START_US = 1_000_000_000  # the fixed clock of a case starts here (1000 s)
 
 # (limits, steps); a step is (milliseconds after the start, cost, consume).
@@ -57,8 +58,8 @@ def _lua_at(redis: redis_lib.Redis, key: str) -> Callable[[int, str, int, bool],
         seconds, micros = divmod(now_us, 1_000_000)
         fixed = source.replace("redis.call('TIME')", f"{{'{seconds}', '{micros}'}}")
         args = (cost, "1" if consume else "0", *parse_limits(limits).script_args)
-        allowed, limit, remaining, reset_us, retry_us = redis.eval(fixed, 1, key, *args)
-        return int(allowed), int(limit), int(remaining), int(reset_us), int(retry_us)
+        reply = redis.eval(fixed, 1, key, *args)
+        return cast(Decision, tuple(int(value) for value in reply))
 
     return decide
 

@@ -216,7 +216,7 @@ async def test_check_raises_with_every_field(store: NexusStore, key: str) -> Non
 
 async def test_result_headers(store: NexusStore, key: str) -> None:
     result = await store.limiter.hit(key, "100/minute")
-    headers = result.headers(policy_name="api")
+    headers = result.headers(names=["api"])
     assert headers["RateLimit-Policy"] == '"api";q=100;w=60'
     assert headers["RateLimit"].startswith('"api";r=99;t=')
     assert "Retry-After" not in headers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nexus_store.errors import RateLimitExceeded, ValidationError
+from nexus_store.errors import ValidationError
 from nexus_store.redis.names import STRATEGY_NAMES
 from nexus_store.redis.ratelimit import (
     get_strategy,
@@ -14,6 +14,7 @@ from nexus_store.redis.ratelimit import (
     rate_limit_headers,
 )
 from nexus_store.redis.ratelimit._local import LocalLimiter
+from nexus_store.redis.ratelimit.headers import outage_headers
 
 
 @pytest.mark.parametrize(
@@ -98,67 +99,69 @@ def test_strategies_are_lua_files_with_the_shared_driver() -> None:
         assert len(strategy.script.sha) == 40
 
 
-def test_headers_render_ietf_draft_legacy_and_retry_after() -> None:
+def test_headers_render_every_policy_and_the_deciding_one() -> None:
+    limits = parse_limits("100/minute;1000/hour")
     headers = rate_limit_headers(
-        limit=100, window_seconds=60, remaining=50, reset_after=29.2, retry_after=0
+        limits, deciding=0, remaining=50, next_unit_after=0.2, reset_after=29.2, retry_after=0
     )
     assert headers == {
-        "RateLimit-Policy": '"default";q=100;w=60',
-        "RateLimit": '"default";r=50;t=30',
-        "RateLimit-Limit": "100",
-        "RateLimit-Remaining": "50",
-        "RateLimit-Reset": "30",
+        "RateLimit-Policy": '"100/60s";q=100;w=60, "1000/3600s";q=1000;w=3600',
+        "RateLimit": '"100/60s";r=50;t=1',  # t: the next unit, not the full restore (30)
     }
+    legacy = rate_limit_headers(
+        limits,
+        deciding=1,
+        remaining=7,
+        next_unit_after=3.6,
+        reset_after=3000.5,
+        retry_after=0,
+        legacy=True,
+    )
+    assert legacy["RateLimit"] == '"1000/3600s";r=7;t=4'
+    assert (legacy["RateLimit-Limit"], legacy["RateLimit-Remaining"]) == ("1000", "7")
+    assert legacy["RateLimit-Reset"] == "3001"
     refused = rate_limit_headers(
-        limit=10,
-        window_seconds=1,
+        parse_limits("10/second"),
+        deciding=0,
         remaining=0,
+        next_unit_after=0.05,
         reset_after=0.95,
         retry_after=0.05,
-        policy_name="per-user",
+        names=["per-user"],
     )
     assert refused["RateLimit-Policy"] == '"per-user";q=10;w=1'
+    # On a refusal t equals Retry-After, rounded up: a client waiting that long is not early.
     assert refused["RateLimit"] == '"per-user";r=0;t=1'
-    assert refused["Retry-After"] == "1"  # rounded up: a client waiting that long is not early
+    assert refused["Retry-After"] == "1"
 
 
 def test_policy_names_are_quoted_and_checked() -> None:
-    headers = rate_limit_headers(
-        limit=1,
-        window_seconds=1,
-        remaining=0,
-        reset_after=1,
-        retry_after=1,
-        policy_name='a"b\\c',
-    )
-    assert headers["RateLimit-Policy"].startswith('"a\\"b\\\\c";')
-    with pytest.raises(ValidationError) as caught:
+    one = parse_limits("1/second")
+
+    def render(names: list[str]) -> dict[str, str]:
+        return rate_limit_headers(
+            one, deciding=0, remaining=0, next_unit_after=1, reset_after=1, retry_after=1,
+            names=names,
+        )  # fmt: skip
+
+    assert render(['a"b\\c'])["RateLimit-Policy"].startswith('"a\\"b\\\\c";')
+    for bad in (["bad\r\nX-Injected: 1"], [""], ["a", "b"]):
+        with pytest.raises(ValidationError) as caught:
+            render(bad)
+        assert caught.value.field == "policy_name"
+    with pytest.raises(ValidationError):
         rate_limit_headers(
-            limit=1,
-            window_seconds=1,
-            remaining=0,
-            reset_after=1,
-            retry_after=1,
-            policy_name="bad\r\nX-Injected: 1",
-        )
-    assert caught.value.field == "policy_name"
+            parse_limits("1/second;5/minute"), deciding=0, remaining=0, next_unit_after=1,
+            reset_after=1, retry_after=1, names=["same", "same"],
+        )  # fmt: skip
 
 
-def test_exception_headers_use_the_refusing_limit() -> None:
-    exc = RateLimitExceeded(
-        "user:1",
-        limit="10/minute",
-        amount=10,
-        window_seconds=60.0,
-        remaining=0,
-        reset_after=42.5,
-        retry_after=5.9,
-    )
-    headers = exc.headers()
-    assert headers["RateLimit-Policy"] == '"default";q=10;w=60'
-    assert headers["RateLimit"] == '"default";r=0;t=43'
-    assert headers["RateLimit-Reset"] == "43"
-    assert headers["Retry-After"] == "6"
+def test_outage_headers_carry_the_policies_but_no_quota() -> None:
+    limits = parse_limits("3/second;5/minute")
+    assert outage_headers(limits, retry_after=None) == {
+        "RateLimit-Policy": '"3/1s";q=3;w=1, "5/60s";q=5;w=60'
+    }
+    assert outage_headers(limits, retry_after=0.2)["Retry-After"] == "1"
 
 
 def test_local_fallback_limits_all_or_nothing_and_stays_bounded() -> None:

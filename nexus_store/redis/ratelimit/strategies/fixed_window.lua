@@ -18,7 +18,8 @@ local function evaluate(key, field, amount, window, now, cost, writes)
     if used + cost == 0 then
       reset = 0
     end
-    return true, amount - used - cost, reset, 0
+    -- Units come back only when the window ends.
+    return true, amount - used - cost, reset, 0, reset
   end
-  return false, amount - used, reset, reset
+  return false, amount - used, reset, reset, reset
 end

@@ -3,6 +3,17 @@
 -- Fields per limit: <field>:w (window index), <field>:c (current count), <field>:p (previous).
 local EPSILON = 1e-9
 
+-- Microseconds from now until the weighted count drops to `target`, given `current` units in
+-- the window starting at `window_start` and `previous` in the one before.
+local function until_used(target, current, previous, window_start, window, now)
+  if current <= target and previous > 0 then
+    -- The previous window's share shrinks enough within this window.
+    return math.max(0, window_start + window - window * (target - current) / previous - now)
+  end
+  -- In the next window, this window's count becomes the shrinking share.
+  return math.max(0, window_start + 2 * window - window * target / current - now)
+end
+
 local function evaluate(key, field, amount, window, now, cost, writes)
   local index_field, current_field, previous_field = field .. ':w', field .. ':c', field .. ':p'
   local stored = redis.call('HMGET', key, index_field, current_field, previous_field)
@@ -27,19 +38,18 @@ local function evaluate(key, field, amount, window, now, cost, writes)
     writes[n + 1], writes[n + 2] = index_field, index
     writes[n + 3], writes[n + 4] = current_field, current + cost
     writes[n + 5], writes[n + 6] = previous_field, previous
-    return true, math.floor(amount - used - cost + EPSILON), reset, 0
+    local remaining = math.floor(amount - used - cost + EPSILON)
+    local next_unit = 0
+    if remaining < amount then
+      next_unit = until_used(amount - remaining - 1, current + cost, previous, window_start,
+        window, now)
+    end
+    return true, remaining, reset, 0, next_unit
   end
-  local retry
-  if current + cost <= amount then
-    -- Wait until the previous window's share has shrunk enough.
-    retry = window_start + window - window * (amount - current - cost) / previous - now
-  else
-    -- Wait for the next window, where today's count becomes the shrinking share.
-    retry = window_start + 2 * window - window * (amount - cost) / current - now
-  end
+  local retry = until_used(amount - cost, current, previous, window_start, window, now)
   local reset = window_start + window - now
   if current > 0 then
     reset = reset + window
   end
-  return false, math.floor(amount - used + EPSILON), reset, retry
+  return false, math.floor(amount - used + EPSILON), reset, retry, retry
 end
