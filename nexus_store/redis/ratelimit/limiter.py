@@ -36,13 +36,14 @@ from nexus_store.errors import (
     RateLimitExceeded,
     ValidationError,
 )
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.redis._lua import LuaRunner, SyncLuaRunner
 from nexus_store.redis.ratelimit._local import LocalLimiter
 from nexus_store.redis.ratelimit.headers import rate_limit_headers
 from nexus_store.redis.ratelimit.limits import RateLimitItem, RateLimits
 from nexus_store.redis.ratelimit.parse import parse_limits
 from nexus_store.redis.ratelimit.strategies import STRATEGIES, Strategy, get_strategy
+from nexus_store.telemetry import operation, watch
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -154,6 +155,7 @@ class RateLimiter:
         self._down_since: float | None = None
         self._last_error: NexusStoreError | None = None
         self._recheck_at = 0.0
+        watch("limiter", self)
 
     def __repr__(self) -> str:
         return (
@@ -350,13 +352,14 @@ class RateLimiter:
             yield self._fallback(key, plan, None)
             return
         redis_key = plan.redis_keys.get(key) or self._redis_key(plan, key)
-        started = time.perf_counter()
         try:
-            reply = yield redis_key
+            # The script runs (inline EVALSHA, past redis-py's hooks) while this is suspended.
+            name = "limiter.hit" if plan.consume else "limiter.test"
+            with operation(self._redis, name, "ratelimit"):
+                reply = yield redis_key
         except NexusStoreError as exc:
             yield self._fallback(key, plan, exc)
             return
-        observe("redis", "ratelimit", started)
         yield self._decide(key, plan, reply, "redis")
 
     async def _evaluate(self, key: str, plan: _Plan) -> RateLimitResult:
