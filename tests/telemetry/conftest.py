@@ -1,0 +1,39 @@
+"""The OpenTelemetry SDK (a test-only dependency) recording in memory what the SDK emits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from nexus_store.telemetry import instrument, uninstrument
+
+
+@dataclass
+class Telemetry:
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+    tracer_provider: TracerProvider
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    """nexus-store instrumented with SDK providers of this test's own (not the globals)."""
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        yield Telemetry(spans, reader, tracer_provider)
+    finally:
+        uninstrument()
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
