@@ -12,7 +12,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from devstack.stack import Stack
+from nexus_store import NexusSettings
+from nexus_store.postgres import migrate
 from nexus_store.telemetry import instrument, uninstrument
+from tests.support import with_password
 
 
 @dataclass
@@ -37,3 +41,15 @@ def telemetry() -> Iterator[Telemetry]:
         uninstrument()
         meter_provider.shutdown()
         tracer_provider.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def secret_settings(stack: Stack) -> NexusSettings:
+    """The session's servers with a password in the PostgreSQL and Redis URLs (trust auth
+    and a password-less Redis ignore it; the MongoDB substitute would refuse one)."""
+    secret = stack.merged(
+        postgres={"url": with_password(stack.postgres_url)},
+        redis={"url": with_password(stack.redis_url)},
+    ).settings()
+    await migrate.upgrade(secret)
+    return secret

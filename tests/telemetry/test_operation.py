@@ -23,25 +23,12 @@ from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import BackendUnavailableError, ConflictError
 from nexus_store.mongo.client import MongoBackend
-from nexus_store.postgres import migrate
 from nexus_store.postgres.models import User
 from nexus_store.telemetry import operation, uninstrument
-from tests.support import FAST_FAILURE, PASSWORD, REPO_ROOT, tag, user_values, with_password
+from tests.support import FAST_FAILURE, PASSWORD, REPO_ROOT, tag, user_values
 from tests.telemetry.conftest import Telemetry
 
 CONVENTIONS = {"db.system.name", "db.operation.name", "server.address", "server.port"}
-
-
-@pytest.fixture(scope="session")
-async def secret_settings(stack: Stack) -> NexusSettings:
-    """The session's servers with a password in the PostgreSQL and Redis URLs (trust auth
-    and a password-less Redis ignore it; the MongoDB substitute would refuse one)."""
-    secret = stack.merged(
-        postgres={"url": with_password(stack.postgres_url)},
-        redis={"url": with_password(stack.redis_url)},
-    ).settings()
-    await migrate.upgrade(secret)
-    return secret
 
 
 def _named(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
