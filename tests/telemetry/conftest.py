@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -16,14 +15,7 @@ from devstack.stack import Stack
 from nexus_store import NexusSettings
 from nexus_store.postgres import migrate
 from nexus_store.telemetry import instrument, uninstrument
-from tests.support import with_password
-
-
-@dataclass
-class Telemetry:
-    spans: InMemorySpanExporter
-    metrics: InMemoryMetricReader
-    tracer_provider: TracerProvider
+from tests.support import Telemetry, with_password
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
@@ -25,8 +24,7 @@ from nexus_store.errors import BackendUnavailableError, ConflictError
 from nexus_store.mongo.client import MongoBackend
 from nexus_store.postgres.models import User
 from nexus_store.telemetry import operation, uninstrument
-from tests.support import FAST_FAILURE, PASSWORD, REPO_ROOT, tag, user_values
-from tests.telemetry.conftest import Telemetry
+from tests.support import FAST_FAILURE, PASSWORD, REPO_ROOT, Telemetry, tag, user_values
 
 CONVENTIONS = {"db.system.name", "db.operation.name", "server.address", "server.port"}
 
@@ -35,20 +33,6 @@ def _named(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
     found = [span for span in spans if span.name == name]
     assert found, f"no {name} span among {sorted({span.name for span in spans})}"
     return found[-1]
-
-
-def _metric_points(telemetry: Telemetry, name: str) -> list[Any]:
-    data = telemetry.metrics.get_metrics_data()
-    if data is None:  # nothing recorded, nothing observed
-        return []
-    return [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
 
 
 def _assert_no_password(telemetry: Telemetry) -> None:
@@ -185,7 +169,7 @@ async def test_a_failed_operation_has_an_error_status_and_type(
     assert refused["error.type"] == "nexus_store.errors.BackendUnavailableError"
     assert refused["server.port"] == port
     # The duration metric keeps the failures apart by error.type.
-    points = _metric_points(telemetry, "db.client.operation.duration")
+    points = telemetry.metric_points("db.client.operation.duration")
     by_error = {
         (point.attributes["db.operation.name"], point.attributes.get("error.type")): point
         for point in points
@@ -206,58 +190,13 @@ async def test_durations_are_recorded_in_seconds_with_the_conventions_attributes
             await store.cache.get(key)
     (point,) = [
         point
-        for point in _metric_points(telemetry, "db.client.operation.duration")
+        for point in telemetry.metric_points("db.client.operation.duration")
         if point.attributes["db.operation.name"] == "cache.get"
     ]
     assert point.count == 3
     assert 0 < point.sum < 3 * 5.0  # seconds, not milliseconds
     assert point.attributes.keys() >= CONVENTIONS
     assert point.attributes["db.system.name"] == "redis"
-
-
-async def test_event_writer_limiter_outbox_and_pool_metrics(
-    stack: Stack, secret_settings: NexusSettings, telemetry: Telemetry
-) -> None:
-    key = tag()
-    gc.collect()  # the writers and limiters of earlier tests would add up with these
-    async with NexusStore(secret_settings) as store:
-        for _ in range(3):
-            await store.events.track("metric_test", user_id="u1")
-        await store.events.flush()
-        for _ in range(3):
-            await store.limiter.hit(key, "2/minute")
-        await store.entities.create(User, **user_values())
-        lag = await store.outbox.lag()
-        written = _metric_points(telemetry, "nexus_store.events.written")
-        decisions = {
-            point.attributes["nexus_store.limiter.decision"]: point.value
-            for point in _metric_points(telemetry, "nexus_store.limiter.decisions")
-        }
-        pending = _metric_points(telemetry, "nexus_store.outbox.pending")
-        pools = {
-            (point.attributes["db.client.connection.pool.name"]): point
-            for point in _metric_points(telemetry, "db.client.connection.max")
-        }
-    assert [point.value for point in written] == [3]
-    assert decisions == {"allowed": 2, "refused": 1}
-    assert [point.value for point in pending] == [lag.pending]
-    assert pools["postgres.writes"].value == secret_settings.postgres.pool_size + (
-        secret_settings.postgres.max_overflow
-    )
-    assert pools["redis.ratelimit"].value == secret_settings.redis.max_connections
-
-    # Without Redis, the fail mode decides, and says so by mode.
-    port = servers.closed_port()
-    down = stack.merged(redis={"url": f"redis://127.0.0.1:{port}/0"}).settings(
-        redis=FAST_FAILURE, ratelimit={"fail_mode": "fail_open"}
-    )
-    async with NexusStore(down) as store:
-        assert (await store.limiter.hit(key, "2/minute")).allowed
-        by_mode = {
-            point.attributes["nexus_store.limiter.fail_mode"]: point.value
-            for point in _metric_points(telemetry, "nexus_store.limiter.fail_mode")
-        }
-    assert by_mode == {"fail_open": 1, "fail_closed": 0, "local": 0}
 
 
 async def test_nothing_is_traced_after_uninstrument(
@@ -267,7 +206,7 @@ async def test_nothing_is_traced_after_uninstrument(
     async with NexusStore(secret_settings) as store:
         await store.cache.get(tag())
     assert telemetry.spans.get_finished_spans() == ()
-    assert _metric_points(telemetry, "db.client.operation.duration") == []
+    assert telemetry.metric_points("db.client.operation.duration") == []
 
 
 async def test_an_operation_block_is_the_same_in_sync_code(
