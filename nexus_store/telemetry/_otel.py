@@ -43,14 +43,28 @@ class _Scope:
         span.end()
 
 
+class _NoScope:
+    """The scope of an invalid span (no SDK configured): nothing to make current or end."""
+
+    __slots__ = ()
+
+    def end(self, error_type: str | None) -> None:
+        pass
+
+
+_NO_SCOPE = _NoScope()
+
+
 class _Tracing:
     __slots__ = ("_tracer",)
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
 
-    def start(self, name: str, attributes: Attributes) -> _Scope:
+    def start(self, name: str, attributes: Attributes) -> _Scope | _NoScope:
         span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        if not span.get_span_context().is_valid:
+            return _NO_SCOPE  # a sampled-out span is valid, and still made current
         return _Scope(span, context.attach(trace.set_span_in_context(span)))
 
 
