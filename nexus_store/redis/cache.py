@@ -455,9 +455,13 @@ class Cache:
                 elif isinstance(step, _Sleep):
                     time.sleep(step.seconds)
                 elif isinstance(step, _Script):
-                    result = self._lua_sync.run(step.script, step.keys, step.args)
+                    with telemetry.operation(self._redis, "cache.get_or_set", "cache"):
+                        result = self._lua_sync.run(step.script, step.keys, step.args)
                 else:
-                    with self._redis.unavailable():
+                    with (
+                        telemetry.operation(self._redis, "cache.get_or_set", "cache"),
+                        self._redis.unavailable(),
+                    ):
                         result = step(client)
             except BaseException as exc:  # thrown into the flow, which re-raises it
                 error = exc
@@ -479,9 +483,13 @@ class Cache:
                 elif isinstance(step, _Sleep):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, _Script):
-                    result = await self._lua.run(step.script, step.keys, step.args)
+                    with telemetry.operation(self._redis, "cache.get_or_set", "cache"):
+                        result = await self._lua.run(step.script, step.keys, step.args)
                 else:
-                    with self._redis.unavailable():
+                    with (
+                        telemetry.operation(self._redis, "cache.get_or_set", "cache"),
+                        self._redis.unavailable(),
+                    ):
                         result = await step(self._client)
             except BaseException as exc:  # thrown into the flow, which re-raises it
                 error = exc

@@ -237,7 +237,10 @@ class Queue:
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
         """The oldest ``count`` dead-lettered messages of ``queue``."""
         dead = self._dead(queue)
-        with self._redis.unavailable():
+        with (
+            operation(self._redis, "queue.dead_letters", "queue", queue=queue),
+            self._redis.unavailable(),
+        ):
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._client.xrange(
                 dead, count=count
             )  # type: ignore[assignment]
@@ -255,7 +258,7 @@ class Queue:
     async def stats(self, queue: str) -> QueueStats:
         """Stream length, dead letters and, per group, consumers, pending and lag."""
         stream, dead = self._stream(queue), self._dead(queue)
-        with self._redis.unavailable():
+        with operation(self._redis, "queue.stats", "queue", queue=queue), self._redis.unavailable():
             length = await self._client.xlen(stream)
             dead_count = await self._client.xlen(dead)
             try:

@@ -56,9 +56,14 @@ async def test_each_operation_is_a_client_span_named_after_it(
         await store.sessions.get(token)
         await store.cache.set(key, {"v": 1}, ttl=30)
         await store.cache.get(key)
+        await store.cache.get_or_set(f"{key}-loaded", lambda: 1, ttl=30)
         await store.limiter.hit(key, "5/second")
+        await store.limiter.reset(key)
         await store.queue.enqueue(key, {"n": 1})
+        await store.queue.stats(key)
         await store.realtime.publish(key, {"n": 1})
+        await store.entities.update(User, user.id, full_name="Ada")
+        await store.entities.delete(User, user.id)
     spans = telemetry.spans.get_finished_spans()
     databases = secret_settings.redis.databases
     expected = {
@@ -71,9 +76,14 @@ async def test_each_operation_is_a_client_span_named_after_it(
         "sessions.get": ("redis", None),
         "cache.set": ("redis", None),
         "cache.get": ("redis", None),
+        "cache.get_or_set": ("redis", None),
         "limiter.hit": ("redis", None),
+        "limiter.reset": ("redis", None),
         "queue.enqueue": ("redis", None),
+        "queue.stats": ("redis", None),
         "realtime.publish": ("redis", None),
+        "entities.update": ("postgresql", "users"),
+        "entities.delete": ("postgresql", "users"),
     }
     namespaces = {
         "postgresql": secret_settings.postgres.url.masked.rsplit("/", 1)[1],  # type: ignore[union-attr]

@@ -213,7 +213,7 @@ class RateLimiter:
         :class:`BackendUnavailableError` when Redis is unreachable: no fail mode applies."""
         keys = self._state_keys(key)
         self._local.reset(key)
-        with self._redis.unavailable():
+        with operation(self._redis, "limiter.reset", "ratelimit"), self._redis.unavailable():
             await self._lua.client.delete(*keys)
 
     async def put(self, hit: RateLimitHit) -> RateLimitResult:
@@ -268,7 +268,7 @@ class RateLimiter:
         """Blocking :meth:`reset`."""
         keys = self._state_keys(key)
         self._local.reset(key)
-        with self._redis.unavailable():
+        with operation(self._redis, "limiter.reset", "ratelimit"), self._redis.unavailable():
             self._lua_sync.client.delete(*keys)
 
     # -- decorator and statistics ---------------------------------------------------------
