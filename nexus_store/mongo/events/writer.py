@@ -115,12 +115,12 @@ class EventWriter:
         self._dropped = 0
         self._rejected = 0
         self._last_error: str | None = None
-        watch("events", self)
         self._last_drop_log = 0.0
         # read on every track(): plain attributes, not settings lookups
         self._max_event_bytes = self._settings.max_event_bytes
         self._max_queue_size = self._settings.max_queue_size
         self._flush_at = self._settings.flush_at
+        watch("events", self)  # last: a metric reader may call stats() from its own thread
 
     # -- writing ---------------------------------------------------------------------------
 
