@@ -72,7 +72,9 @@ async def test_the_metrics_route_serves_the_metric_table(secret_settings: NexusS
     get = counts["cache.get"]
     assert get.value == 1
     assert get.labels["db_system_name"] == "redis"
-    assert get.labels["server_address"] == "127.0.0.1"
+    assert f"{get.labels['server_address']}:{get.labels['server_port']}" in str(
+        secret_settings.redis.url
+    )
     assert get.labels["db_namespace"] == str(secret_settings.redis.databases.cache)
     assert counts["limiter.hit"].value == 3
     assert counts["events.flush"].labels["db_system_name"] == "mongodb"
