@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from nexus_store._errors import describe
 from nexus_store.log import get_logger
 from nexus_store.settings import NexusSettings
+from nexus_store.telemetry.metrics import watch
 
 if TYPE_CHECKING:
     from nexus_store.mongo.client import MongoBackend
@@ -63,6 +64,7 @@ class Backends:
         self._postgres: PostgresBackend | None = None
         self._mongo: MongoBackend | None = None
         self._redis: RedisBackend | None = None
+        watch("backends", self)  # the pool metrics read the backends created so far
 
     @property
     def postgres(self) -> PostgresBackend:

@@ -14,14 +14,11 @@ set up its logging before or after creating a store:
 Either way every field is scrubbed of secrets (:func:`nexus_store._secrets.scrub_value`)
 before it leaves the SDK.
 
-Every backend operation reports through :func:`observe`, which costs one clock read, one
-comparison and one level check when debug logging is off: a ``backend_operation`` debug
-event carries backend, operation and duration, and a ``slow_operation`` warning fires above
+Every backend operation is reported by :func:`report_operation` when the
+:func:`nexus_store.telemetry.operation` block around it ends, which costs one comparison and
+one level check when debug logging is off: a ``backend_operation`` debug event carries
+backend, operation and duration, and a ``slow_operation`` warning fires above
 ``log.slow_threshold_ms``. Both go to the logger ``nexus_store.<backend>``.
-
-    started = time.perf_counter()
-    row = await conn.execute(...)
-    observe("postgres", "get", started, model="User")
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ import functools
 import logging
 import operator
 import sys
-import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -38,13 +34,15 @@ from typing import Any
 from nexus_store._secrets import scrub_value
 from nexus_store.settings import LogSettings
 
-__all__ = ["NexusLogger", "get_logger", "observe", "set_slow_threshold"]
+__all__ = ["NexusLogger", "get_logger", "report_operation", "set_slow_threshold"]
 
 # Fields with these names would make logging.Logger.makeRecord raise: they get a suffix.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # stdlib records name the SDK line that logged, not this module: the frames from that line
-# down to Logger.log are the caller, NexusLogger.<level> (or observe) and NexusLogger._emit.
+# down to Logger.log are the caller, NexusLogger.<level> and NexusLogger._emit; for an
+# operation, the line ending its ``with`` block, Operation.__exit__, report_operation and _emit.
 _CALLER_STACKLEVEL = 3
+_OPERATION_STACKLEVEL = 4
 
 
 class NexusLogger:
@@ -151,21 +149,21 @@ def set_slow_threshold(threshold_ms: float) -> None:
     _slow["seconds"] = threshold_ms / 1000.0
 
 
-def observe(backend: str, operation: str, started: float, **fields: Any) -> float:
-    """Report one finished backend operation that began at ``started`` (perf_counter)."""
-    elapsed = time.perf_counter() - started
+def report_operation(backend: str, operation: str, elapsed: float, fields: dict[str, Any]) -> None:
+    """Log one finished backend operation that took ``elapsed`` seconds: a ``slow_operation``
+    warning above the threshold, else a ``backend_operation`` debug event if debug is on.
+    Called by :func:`nexus_store.telemetry.operation` when its block ends."""
     log = _operations_logger(backend)
     if elapsed >= _slow["seconds"]:
         level, event = logging.WARNING, "slow_operation"
     elif log.is_enabled_for(logging.DEBUG):
         level, event = logging.DEBUG, "backend_operation"
     else:
-        return elapsed
+        return
     report = {
         "backend": backend,
         "operation": operation,
         "duration_ms": round(elapsed * 1000, 3),
         **fields,
     }
-    log._emit(level, event, report, _CALLER_STACKLEVEL)
-    return elapsed
+    log._emit(level, event, report, _OPERATION_STACKLEVEL)

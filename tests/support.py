@@ -16,10 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pymongo import monitoring
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -257,3 +262,29 @@ def assert_health_json(body: dict[str, Any]) -> None:
         key=["pass", "warn", "fail"].index,
     )
     assert body["status"] == worst
+
+
+# --- OpenTelemetry (tests/telemetry) ---------------------------------------------------------
+
+
+@dataclass
+class Telemetry:
+    """What the OpenTelemetry SDK recorded in memory of one test."""
+
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+    tracer_provider: TracerProvider
+
+    def metric_points(self, name: str) -> list[Any]:
+        """The data points of metric ``name`` collected now (none when nothing recorded)."""
+        data = self.metrics.get_metrics_data()
+        if data is None:
+            return []
+        return [
+            point
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+        ]

@@ -25,9 +25,11 @@ from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.log import get_logger, set_slow_threshold
 from nexus_store.settings import LogSettings
+from nexus_store.telemetry import _operation
 from tests.support import FAST_FAILURE, PASSWORD, REPO_ROOT, with_password
 
 NEXUS_LOG = Path(sys.modules["nexus_store.log"].__file__ or "")
+OPERATION_MODULE = Path(_operation.__file__ or "")
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +67,10 @@ async def test_each_backend_operation_emits_a_debug_event(
     for record in records:
         assert record.levelno == logging.DEBUG
         assert record.name == f"nexus_store.{record.backend}"
-        # The record names the SDK line that reported the operation, not the logging code.
-        assert Path(record.pathname) != NEXUS_LOG and "nexus_store" in record.pathname
+        # The record names the SDK line that ran the operation, not the logging or
+        # instrumentation code.
+        assert Path(record.pathname) not in {NEXUS_LOG, OPERATION_MODULE}
+        assert "nexus_store" in record.pathname
 
 
 async def test_slow_operations_warn_above_the_threshold(

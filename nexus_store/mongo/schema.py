@@ -16,7 +16,6 @@ only ``find`` and ``insert`` in the audit collections (``audit.role_name``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,13 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pymongo.errors import OperationFailure
 
 from nexus_store._errors import describe
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.mongo._layout import (
     AUDIT_ENTRY_FIELDS,
     EVENT_ID_MAX_LENGTH,
     EVENT_NAME_MAX_LENGTH,
     checkpoint_collection,
 )
+from nexus_store.telemetry import operation
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -301,16 +301,15 @@ async def ensure_schema(
     ``manage_roles=None`` the audit role is managed only where the server reports roles
     (``rolesInfo``); ``True`` forces it, ``False`` skips it.
     """
-    started = time.perf_counter()
     changes: list[SchemaChange] = []
-    with backend.unavailable():
+    with operation(backend, "schema.ensure") as op, backend.unavailable():
         db = backend.db
         existing = await _collections(db)
         for spec in collection_specs(settings):
             changes += await _ensure_collection(db, spec, existing.get(spec.name), dry_run)
         if manage_roles is not False:
             changes += await _ensure_role(db, settings, dry_run, force=manage_roles is True)
-    observe("mongo", "ensure_schema", started, changes=len(changes))
+        op.note(changes=len(changes))
     return changes
 
 

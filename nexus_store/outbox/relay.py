@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, func, select, update
 
 from nexus_store._errors import describe
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.outbox.changes import AUDIT_TOPIC, outbox_table
+from nexus_store.telemetry import operation, watch
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -81,6 +83,9 @@ class OutboxRelay:
         self._stopping = asyncio.Event()
         self._delivered = 0
         self._last_error: str | None = None
+        #: The last :meth:`lag` measured, for the ``nexus_store.outbox.*`` metrics.
+        self.last_lag: OutboxLag | None = None
+        watch("outbox", self)
 
     @property
     def _audit(self) -> AuditLog:
@@ -106,9 +111,9 @@ class OutboxRelay:
         done: list[int] = []
         with postgres.unavailable():
             async with postgres.engine.begin() as conn:
-                started = time.perf_counter()
-                rows = (await conn.execute(_claim_statement(self._settings.batch_size))).all()
-                observe("postgres", "outbox_claim", started, rows=len(rows))
+                with operation(postgres, "outbox.claim", table.name) as op:
+                    rows = (await conn.execute(_claim_statement(self._settings.batch_size))).all()
+                    op.note(rows=len(rows))
                 for row in rows:
                     try:
                         await self._record(row)
@@ -116,25 +121,26 @@ class OutboxRelay:
                         failure = exc
                         break
                     done.append(row.id)
-                started = time.perf_counter()
-                if failure is not None:
-                    await conn.execute(
-                        update(table)
-                        .where(table.c.id == rows[len(done)].id)
-                        .values(
-                            attempts=table.c.attempts + 1,
-                            last_error=describe(failure)[:_LAST_ERROR_CHARS],
+                with operation(postgres, "outbox.mark", table.name, rows=len(done)):
+                    if failure is not None:
+                        await conn.execute(
+                            update(table)
+                            .where(table.c.id == rows[len(done)].id)
+                            .values(
+                                attempts=table.c.attempts + 1,
+                                last_error=describe(failure)[:_LAST_ERROR_CHARS],
+                            )
                         )
-                    )
-                if done:
-                    await conn.execute(
-                        update(table)
-                        .where(table.c.id.in_(done))
-                        .values(
-                            delivered_at=func.now(), attempts=table.c.attempts + 1, last_error=None
+                    if done:
+                        await conn.execute(
+                            update(table)
+                            .where(table.c.id.in_(done))
+                            .values(
+                                delivered_at=func.now(),
+                                attempts=table.c.attempts + 1,
+                                last_error=None,
+                            )
                         )
-                    )
-                observe("postgres", "outbox_mark", started, rows=len(done))
         self._delivered += len(done)
         if failure is not None:
             self._last_error = describe(failure)
@@ -197,11 +203,10 @@ class OutboxRelay:
                 .limit(_PRUNE_CHUNK)
                 .scalar_subquery()
             )
-            started = time.perf_counter()
-            with postgres.unavailable():
+            with operation(postgres, "outbox.prune", table.name) as op, postgres.unavailable():
                 async with postgres.engine.begin() as conn:
                     deleted = await conn.execute(table.delete().where(table.c.id.in_(chunk)))
-            observe("postgres", "outbox_prune", started, rows=deleted.rowcount)
+                op.note(rows=deleted.rowcount)
             total += deleted.rowcount
             if deleted.rowcount < _PRUNE_CHUNK:
                 return total
@@ -218,17 +223,16 @@ class OutboxRelay:
             func.count(),
             func.extract("epoch", func.now() - func.min(table.c.created_at)),
         ).where(table.c.delivered_at.is_(None))
-        started = time.perf_counter()
-        with postgres.unavailable():
+        with operation(postgres, "outbox.lag", table.name), postgres.unavailable():
             async with postgres.engine.connect() as conn:
                 pending, age = (await conn.execute(query)).one()
-        observe("postgres", "outbox_lag", started)
-        return OutboxLag(
+        self.last_lag = OutboxLag(
             pending=int(pending),
             oldest_age_seconds=None if age is None else max(0.0, float(age)),
             delivered=self._delivered,
             last_error=self._last_error,
         )
+        return self.last_lag
 
     # -- background task -------------------------------------------------------------------
 
@@ -237,7 +241,10 @@ class OutboxRelay:
         if self._task is not None and not self._task.done():
             return
         self._stopping.clear()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="nexus-outbox")
+        # A context of its own: its spans are not children of the caller's current span.
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name="nexus-outbox", context=contextvars.Context()
+        )
 
     @property
     def running(self) -> bool:

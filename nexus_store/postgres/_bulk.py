@@ -7,7 +7,6 @@ so every ``bulk_create`` uses it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +16,15 @@ from psycopg import sql
 from sqlalchemy import ColumnDefault, Table
 
 from nexus_store.errors import ValidationError
-from nexus_store.log import observe
 from nexus_store.outbox.changes import Change, emit
 from nexus_store.postgres._audit import Audits
 from nexus_store.postgres._model import MANAGED_ON_INSERT, ModelInfo, model_info
 from nexus_store.postgres._transaction import Transactions
 from nexus_store.postgres._types import InvalidValue, column_type
 from nexus_store.postgres._values import TableRules
+from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
+from nexus_store.telemetry import operation
 
 __all__ = ["BulkInsert"]
 
@@ -141,7 +141,10 @@ def _with_keys(
 class BulkInsert:
     """The COPY path of one repository."""
 
-    def __init__(self, transactions: Transactions, audits: Audits) -> None:
+    def __init__(
+        self, backend: PostgresBackend, transactions: Transactions, audits: Audits
+    ) -> None:
+        self._backend = backend
         self._transactions = transactions
         self._audits = audits
 
@@ -153,7 +156,6 @@ class BulkInsert:
         audit: bool | None = None,
     ) -> int:
         info = model_info(model)
-        started = time.perf_counter()
         audited = self._audits.enabled(info, audit)
         if audited:  # each change record names its row: keys are needed now
             rows = _with_keys(info, rows)
@@ -162,18 +164,23 @@ class BulkInsert:
             return 0
         if audited and info.key.name not in prepared.columns:
             raise ValidationError(f"rows.{info.key.name}", "audited bulk inserts need the keys")
-        async with self._transactions.writing() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            if not isinstance(driver, psycopg.AsyncConnection):  # the engine is psycopg's
-                raise TypeError(f"bulk_create needs a psycopg connection, got {driver!r}")
-            await _copy_rows(driver, info.table, prepared)
-            if audited:
-                created = [dict(zip(prepared.columns, row, strict=True)) for row in prepared.rows]
-                changes = [
-                    Change.of(model, "create", values[info.key.name], None, values)
-                    for values in created
-                ]
-                await emit(connection, [change for change in changes if change is not None])
-        observe("postgres", "bulk_create", started, model=model.__name__, rows=len(prepared.rows))
-        return len(prepared.rows)
+        count = len(prepared.rows)
+        name = info.table.name
+        with operation(
+            self._backend, "entities.bulk_create", name, model=model.__name__, rows=count
+        ):
+            async with self._transactions.writing() as connection:
+                raw = await connection.get_raw_connection()
+                driver = raw.driver_connection
+                if not isinstance(driver, psycopg.AsyncConnection):  # the engine is psycopg's
+                    raise TypeError(f"bulk_create needs a psycopg connection, got {driver!r}")
+                await _copy_rows(driver, info.table, prepared)
+                if audited:
+                    columns = prepared.columns
+                    created = [dict(zip(columns, row, strict=True)) for row in prepared.rows]
+                    changes = [
+                        Change.of(model, "create", values[info.key.name], None, values)
+                        for values in created
+                    ]
+                    await emit(connection, [change for change in changes if change is not None])
+        return count

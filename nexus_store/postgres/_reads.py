@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import itertools
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +19,6 @@ from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from nexus_store.errors import NotFoundError, ValidationError
-from nexus_store.log import observe
 from nexus_store.postgres._integrity import translate_errors
 from nexus_store.postgres._model import ModelInfo, model_info
 from nexus_store.postgres._query import (
@@ -35,6 +33,7 @@ from nexus_store.postgres._transaction import Transactions
 from nexus_store.postgres._types import column_type
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
+from nexus_store.telemetry import operation
 
 __all__ = ["MAX_PAGE", "Reads"]
 
@@ -140,18 +139,17 @@ class Reads:
         self, model: type[M], id: Any, /, *, include_deleted: bool = False, fresh: bool = False
     ) -> M | None:
         info = model_info(model)
-        started = time.perf_counter()
         parameters = {"key": info.rules.convert(info.key.name, id, "id")}
         statement, sql = self._key_lookup(info, include_deleted)
 
         async def run(connection: AsyncConnection) -> Any:
             return (await connection.execute(statement, parameters)).first()
 
-        if sql is not None and self._transactions.active() is None:
-            row = await self._fast_lookup(self._target(fresh), sql, parameters)
-        else:
-            row = await self._run(fresh, run)
-        observe("postgres", "get", started, model=model.__name__)
+        with operation(self._backend, "entities.get", info.table.name, model=model.__name__):
+            if sql is not None and self._transactions.active() is None:
+                row = await self._fast_lookup(self._target(fresh), sql, parameters)
+            else:
+                row = await self._run(fresh, run)
         return None if row is None else info.materialize(row)
 
     async def get(
@@ -177,7 +175,6 @@ class Reads:
         fresh: bool = False,
     ) -> Page[M]:
         info = model_info(model)
-        started = time.perf_counter()
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be an integer from 1 to {MAX_PAGE}")
         order = order_for(info.table, info.rules, order_by, info.default_order)
@@ -192,8 +189,10 @@ class Reads:
         async def run(connection: AsyncConnection) -> builtins.list[Any]:
             return builtins.list((await connection.execute(statement)).all())
 
-        rows = await self._run(fresh, run)
-        observe("postgres", "list", started, model=model.__name__, rows=len(rows))
+        name = info.table.name
+        with operation(self._backend, "entities.list", name, model=model.__name__) as op:
+            rows = await self._run(fresh, run)
+            op.note(rows=len(rows))
         cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
@@ -223,7 +222,8 @@ class Reads:
         async def run(connection: AsyncConnection) -> int:
             return int((await connection.execute(statement)).scalar_one())
 
-        return await self._run(fresh, run)
+        with operation(self._backend, "entities.count", info.table.name, model=model.__name__):
+            return await self._run(fresh, run)
 
     async def exists(
         self,
@@ -234,10 +234,11 @@ class Reads:
         include_deleted: bool = False,
         fresh: bool = False,
     ) -> bool:
-        _, conditions = self._matching(model, where, include_deleted)
+        info, conditions = self._matching(model, where, include_deleted)
         statement = select(exists().where(*conditions))
 
         async def run(connection: AsyncConnection) -> bool:
             return bool((await connection.execute(statement)).scalar_one())
 
-        return await self._run(fresh, run)
+        with operation(self._backend, "entities.exists", info.table.name, model=model.__name__):
+            return await self._run(fresh, run)

@@ -7,7 +7,6 @@ checked against their columns first; ``version`` and ``updated_at`` are maintain
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -15,7 +14,6 @@ from sqlalchemy import Executable, UniqueConstraint, delete, func, insert, updat
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from nexus_store.errors import ConflictError, NotFoundError, ValidationError
-from nexus_store.log import observe
 from nexus_store.outbox.changes import emit
 from nexus_store.postgres._audit import AuditPlan, Audits
 from nexus_store.postgres._model import (
@@ -26,7 +24,9 @@ from nexus_store.postgres._model import (
 )
 from nexus_store.postgres._reads import Reads
 from nexus_store.postgres._transaction import Transactions
+from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
+from nexus_store.telemetry import operation
 
 __all__ = ["Writes"]
 
@@ -66,7 +66,10 @@ def _require_unique(info: ModelInfo[Any], targets: list[str]) -> None:
 class Writes:
     """The single-row writes of one repository."""
 
-    def __init__(self, transactions: Transactions, audits: Audits, reads: Reads) -> None:
+    def __init__(
+        self, backend: PostgresBackend, transactions: Transactions, audits: Audits, reads: Reads
+    ) -> None:
+        self._backend = backend
         self._transactions = transactions
         self._audits = audits
         self._reads = reads  # tells a stale version from a missing row after an update
@@ -88,13 +91,12 @@ class Writes:
 
     async def create(self, model: type[M], /, *, audit: bool | None = None, **values: Any) -> M:
         info = model_info(model)
-        started = time.perf_counter()
         converted = info.rules.values(values, managed=MANAGED_ON_INSERT, insert=True)
-        rows = await self._write(
-            insert(info.table).values(converted).returning(*info.columns),
-            self._audits.plan(info, audit, "create"),
-        )
-        observe("postgres", "create", started, model=model.__name__)
+        with operation(self._backend, "entities.create", info.table.name, model=model.__name__):
+            rows = await self._write(
+                insert(info.table).values(converted).returning(*info.columns),
+                self._audits.plan(info, audit, "create"),
+            )
         return info.materialize(rows[0])
 
     async def put(self, entity: M, *, audit: bool | None = None) -> M:
@@ -122,7 +124,6 @@ class Writes:
         **values: Any,
     ) -> M:
         info = model_info(model)
-        started = time.perf_counter()
         targets = [conflict] if isinstance(conflict, str) else list(conflict)
         _require_unique(info, targets)
         converted = info.rules.values(values, managed=MANAGED_ON_INSERT, insert=True)
@@ -147,11 +148,11 @@ class Writes:
             changes["deleted_at"] = None
         statement = statement.on_conflict_do_update(index_elements=targets, set_=changes)
         same_key = (info.table.c[name] == converted[name] for name in targets)
-        rows = await self._write(
-            statement.returning(*info.columns),
-            self._audits.plan(info, audit, "upsert", *same_key),
-        )
-        observe("postgres", "upsert", started, model=model.__name__)
+        with operation(self._backend, "entities.upsert", info.table.name, model=model.__name__):
+            rows = await self._write(
+                statement.returning(*info.columns),
+                self._audits.plan(info, audit, "upsert", *same_key),
+            )
         return info.materialize(rows[0])
 
     async def update(
@@ -165,7 +166,6 @@ class Writes:
         **changes: Any,
     ) -> M:
         info = model_info(model)
-        started = time.perf_counter()
         if not changes:
             raise ValidationError("changes", "give at least one column to change")
         converted = info.rules.values(changes, managed=MANAGED_ON_UPDATE, insert=False)
@@ -184,8 +184,8 @@ class Writes:
             .returning(*info.columns)
         )
         audited = self._audits.plan(info, audit, "update", info.where_key(id), *info.visible(False))
-        rows = await self._write(statement, audited)
-        observe("postgres", "update", started, model=model.__name__)
+        with operation(self._backend, "entities.update", info.table.name, model=model.__name__):
+            rows = await self._write(statement, audited)
         if rows:
             return info.materialize(rows[0])
         current = await self._reads.get_or_none(model, id, fresh=True)
@@ -201,7 +201,6 @@ class Writes:
         self, model: type[Base], id: Any, /, *, soft: bool = True, audit: bool | None = None
     ) -> None:
         info = model_info(model)
-        started = time.perf_counter()
         statement: Any
         if soft:
             if not info.soft_delete:
@@ -217,8 +216,9 @@ class Writes:
             audited = self._audits.plan(info, audit, "delete")
             statement = delete(info.table).where(info.where_key(id))
         returned = info.columns if audited is not None else (info.key,)
-        rows = await self._write(statement.returning(*returned), audited)
-        observe("postgres", "delete", started, model=model.__name__, soft=soft)
+        name = info.table.name
+        with operation(self._backend, "entities.delete", name, model=model.__name__, soft=soft):
+            rows = await self._write(statement.returning(*returned), audited)
         if not rows:
             raise NotFoundError(model.__name__, id)
 
@@ -234,7 +234,8 @@ class Writes:
             .returning(*info.columns)
         )
         audited = self._audits.plan(info, audit, "restore", info.where_key(id), deleted)
-        rows = await self._write(statement, audited)
+        with operation(self._backend, "entities.restore", info.table.name, model=model.__name__):
+            rows = await self._write(statement, audited)
         if not rows:
             raise NotFoundError(f"deleted {model.__name__}", id)
         return info.materialize(rows[0])

@@ -72,8 +72,8 @@ class EntityRepository:
         self._transactions = Transactions(backend.engine)
         audits = Audits(audited_tables)
         self._reads = Reads(backend, self._transactions)
-        self._writes = Writes(self._transactions, audits, self._reads)
-        self._bulk = BulkInsert(self._transactions, audits)
+        self._writes = Writes(backend, self._transactions, audits, self._reads)
+        self._bulk = BulkInsert(backend, self._transactions, audits)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[EntityRepository]:

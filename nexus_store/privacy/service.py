@@ -19,7 +19,6 @@ The audit log is not erased: it is immutable, and holds only ids and redacted di
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -31,9 +30,10 @@ from sqlalchemy import Select, Table, Text, column, delete, func, literal, or_, 
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from nexus_store.errors import BackendUnavailableError, NotFoundError, ValidationError
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.outbox.changes import REDACTED, current_context, is_secret_field, json_safe
 from nexus_store.privacy.policy import USER_TOMBSTONE, UserLink, user_links
+from nexus_store.telemetry import operation
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -184,18 +184,19 @@ class Privacy:
                         query = select(table).where(or_(*(link.column == uid for link in links)))
                         yield b"," + orjson.dumps(name) + b":["
                         count = 0
-                        started = time.perf_counter()
-                        result = await conn.stream(
-                            query.order_by(*table.primary_key.columns).execution_options(
-                                yield_per=_EXPORT_BATCH
+                        # The rows are yielded from inside: a span open across a yield would
+                        # be current in the consumer's code, so it covers the query only.
+                        with operation(postgres, "privacy.export", name, table=name):
+                            result = await conn.stream(
+                                query.order_by(*table.primary_key.columns).execution_options(
+                                    yield_per=_EXPORT_BATCH
+                                )
                             )
-                        )
                         async for row in result.mappings():
                             yield (b"," if count else b"") + _dumps(_export_row(row))
                             count += 1
                             if count % _PROGRESS_EVERY == 0:
                                 report(name, count)
-                        observe("postgres", "privacy_export", started, table=name, rows=count)
                         report(name, count)
                         yield b"]"
 
@@ -257,8 +258,7 @@ class Privacy:
         users = _users_table()
         counts: dict[str, int] = {}
         postgres = self._backends.postgres
-        started = time.perf_counter()
-        with postgres.unavailable():
+        with operation(postgres, "privacy.erase") as op, postgres.unavailable():
             async with postgres.engine.begin() as conn:
                 links = await _links(conn, users)
                 # The lock serialises concurrent erasures of one user.
@@ -276,7 +276,7 @@ class Privacy:
                     users, users.c.id == uid, _tombstone_values(users, uid)
                 )
                 counts["users"] = (await conn.execute(tombstone)).rowcount
-        observe("postgres", "privacy_erase", started, rows=sum(counts.values()))
+            op.note(rows=sum(counts.values()))
         return counts
 
     async def _invalidate_cache(self, uid: str) -> int:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import orjson
 
+from nexus_store import telemetry
 from nexus_store.errors import BackendUnavailableError, NexusStoreError, ValidationError
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.redis._codec import DecodeError, codec_for
 from nexus_store.redis._default_store import default_store
 from nexus_store.redis._lua import LuaRunner, LuaScript, SyncLuaRunner, load_lua
@@ -231,14 +232,12 @@ class Cache:
 
     async def _call_or_miss(self, operation: str, step: _Step) -> Any:
         """Call one Redis step; a failure becomes ``_MISSING`` (or raises when strict)."""
-        started = time.perf_counter()
         try:
-            with self._redis.unavailable():
+            with telemetry.operation(self._redis, operation, "cache"), self._redis.unavailable():
                 result = await step(self._client)
         except BackendUnavailableError as exc:
             self._unavailable(exc, operation)
             return _MISSING
-        observe("redis", operation, started)
         self._available()
         return result
 
@@ -250,15 +249,14 @@ class Cache:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The fresh value of ``key``, or ``default`` on a miss (or when Redis is down)."""
-        # The hot path: no context manager, no intermediate objects.
+        # The hot path: one operation block, no other context manager or object.
         entry_key = self._entry_key(key)
-        started = time.perf_counter()
         try:
-            raw = await self._client.get(entry_key)
+            with telemetry.operation(self._redis, "cache.get", "cache"):
+                raw = await self._client.get(entry_key)
         except self._redis.errors as exc:
             self._unavailable(self._redis.translate(exc), "cache.get")
             return default
-        observe("redis", "cache.get", started)
         if self._degraded:
             self._available()
         found = self._decode(raw)  # type: ignore[arg-type]  # bytes: no decode_responses
@@ -457,9 +455,13 @@ class Cache:
                 elif isinstance(step, _Sleep):
                     time.sleep(step.seconds)
                 elif isinstance(step, _Script):
-                    result = self._lua_sync.run(step.script, step.keys, step.args)
+                    with telemetry.operation(self._redis, "cache.get_or_set", "cache"):
+                        result = self._lua_sync.run(step.script, step.keys, step.args)
                 else:
-                    with self._redis.unavailable():
+                    with (
+                        telemetry.operation(self._redis, "cache.get_or_set", "cache"),
+                        self._redis.unavailable(),
+                    ):
                         result = step(client)
             except BaseException as exc:  # thrown into the flow, which re-raises it
                 error = exc
@@ -481,9 +483,13 @@ class Cache:
                 elif isinstance(step, _Sleep):
                     await asyncio.sleep(step.seconds)
                 elif isinstance(step, _Script):
-                    result = await self._lua.run(step.script, step.keys, step.args)
+                    with telemetry.operation(self._redis, "cache.get_or_set", "cache"):
+                        result = await self._lua.run(step.script, step.keys, step.args)
                 else:
-                    with self._redis.unavailable():
+                    with (
+                        telemetry.operation(self._redis, "cache.get_or_set", "cache"),
+                        self._redis.unavailable(),
+                    ):
                         result = await step(self._client)
             except BaseException as exc:  # thrown into the flow, which re-raises it
                 error = exc

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import redis.exceptions
 
 from nexus_store.errors import NexusStoreError, QueueError, ValidationError
-from nexus_store.log import observe
 from nexus_store.redis._codec import JSON
 from nexus_store.redis._lua import LuaRunner, load_lua
+from nexus_store.telemetry import operation
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -126,15 +126,16 @@ class Queue:
                 f"is {len(encoded)} bytes as JSON; the limit is "
                 f"{self._settings.max_payload_bytes} (queue.max_payload_bytes)",
             )
-        started = time.perf_counter()
-        with self._redis.unavailable():
+        with (
+            operation(self._redis, "queue.enqueue", "queue", queue=queue),
+            self._redis.unavailable(),
+        ):
             message_id = await self._client.xadd(
                 stream,
                 {"p": encoded},
                 maxlen=self._settings.max_length,
                 approximate=True,
             )
-        observe("redis", "queue.enqueue", started, queue=queue)
         return _text(message_id)
 
     async def _ensure_group(self, stream: str, group: str) -> None:
@@ -173,8 +174,10 @@ class Queue:
         )
         if not timeout > 0:
             raise ValidationError("visibility_timeout", "must be a positive number of seconds")
-        started = time.perf_counter()
-        with self._redis.unavailable():
+        with (
+            operation(self._redis, "queue.consume", "queue", queue=queue) as op,
+            self._redis.unavailable(),
+        ):
             await self._ensure_group(stream, group)
             args: list[str | int] = [
                 group,
@@ -216,7 +219,7 @@ class Queue:
                     Delivery(queue, _text(message_id), JSON.loads(fields[b"p"]), 1)
                     for message_id, fields in _stream_entries(answer)
                 ]
-        observe("redis", "queue.consume", started, queue=queue, count=len(deliveries))
+            op.note(count=len(deliveries))
         return deliveries
 
     async def ack(self, queue: str, group: str, *ids: str) -> int:
@@ -225,17 +228,19 @@ class Queue:
         _name("group", group)
         if not ids:
             return 0
-        started = time.perf_counter()
-        acked = await self._lua.run(
-            _ACK, [stream], [group, "1" if self._settings.delete_acked else "0", *ids]
-        )
-        observe("redis", "queue.ack", started, queue=queue)
+        with operation(self._redis, "queue.ack", "queue", queue=queue):
+            acked = await self._lua.run(
+                _ACK, [stream], [group, "1" if self._settings.delete_acked else "0", *ids]
+            )
         return int(acked)
 
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
         """The oldest ``count`` dead-lettered messages of ``queue``."""
         dead = self._dead(queue)
-        with self._redis.unavailable():
+        with (
+            operation(self._redis, "queue.dead_letters", "queue", queue=queue),
+            self._redis.unavailable(),
+        ):
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self._client.xrange(
                 dead, count=count
             )  # type: ignore[assignment]
@@ -253,7 +258,7 @@ class Queue:
     async def stats(self, queue: str) -> QueueStats:
         """Stream length, dead letters and, per group, consumers, pending and lag."""
         stream, dead = self._stream(queue), self._dead(queue)
-        with self._redis.unavailable():
+        with operation(self._redis, "queue.stats", "queue", queue=queue), self._redis.unavailable():
             length = await self._client.xlen(stream)
             dead_count = await self._client.xlen(dead)
             try:

@@ -17,14 +17,13 @@ pub/sub itself; use :mod:`nexus_store.redis.queue` for messages that must not be
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from nexus_store.errors import ValidationError
-from nexus_store.log import observe
 from nexus_store.redis._codec import JSON
+from nexus_store.telemetry import operation
 
 if TYPE_CHECKING:
     import redis.asyncio.client
@@ -128,10 +127,8 @@ class Realtime:
         encoded = JSON.dumps(message, field="message")
         if len(encoded) > _MAX_MESSAGE_BYTES:
             raise ValidationError("message", f"is over {_MAX_MESSAGE_BYTES} bytes as JSON")
-        started = time.perf_counter()
-        with self._redis.unavailable():
+        with operation(self._redis, "realtime.publish", "realtime"), self._redis.unavailable():
             receivers = await self._redis.pubsub_client().publish(name, encoded)
-        observe("redis", "realtime.publish", started)
         return int(receivers)
 
     def subscribe(self, pattern: str) -> Subscription:

@@ -20,15 +20,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nexus_store.errors import NotFoundError, ValidationError
-from nexus_store.log import observe
 from nexus_store.redis._codec import JSON
 from nexus_store.redis._lua import LuaRunner, load_lua
+from nexus_store.telemetry import operation
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -167,21 +166,20 @@ class SessionStore:
         member = _token_hash(token)
         prefix = self._session_prefix(tag)
         max_lifetime = self._settings.max_lifetime
-        started = time.perf_counter()
-        await self._lua.run(
-            _CREATE,
-            [prefix + member, self._index_key(user, tag)],
-            [
-                user,
-                encoded,
-                secrets.token_hex(8),
-                ttl_ms,
-                (max_lifetime or 0) * 1000,
-                member,
-                prefix,
-            ],
-        )
-        observe("redis", "sessions.create", started)
+        with operation(self._redis, "sessions.create", "sessions"):
+            await self._lua.run(
+                _CREATE,
+                [prefix + member, self._index_key(user, tag)],
+                [
+                    user,
+                    encoded,
+                    secrets.token_hex(8),
+                    ttl_ms,
+                    (max_lifetime or 0) * 1000,
+                    member,
+                    prefix,
+                ],
+            )
         return token
 
     async def get(self, token: str) -> Session:
@@ -197,9 +195,8 @@ class SessionStore:
         located = self._session_key(token)
         if located is None:
             return None
-        started = time.perf_counter()
-        row = await self._lua.run(_GET, [located[0]], [self._slide])
-        observe("redis", "sessions.get", started)
+        with operation(self._redis, "sessions.get", "sessions"):
+            row = await self._lua.run(_GET, [located[0]], [self._slide])
         if not row:
             return None
         user, data, session_id, created, seen, expires = row
@@ -218,9 +215,8 @@ class SessionStore:
         located = self._session_key(token)
         updated = 0
         if located is not None:
-            started = time.perf_counter()
-            updated = await self._lua.run(_UPDATE, [located[0]], [encoded])
-            observe("redis", "sessions.update", started)
+            with operation(self._redis, "sessions.update", "sessions"):
+                updated = await self._lua.run(_UPDATE, [located[0]], [encoded])
         if not updated:
             raise NotFoundError("session", "for this token")
 
@@ -229,29 +225,28 @@ class SessionStore:
         located = self._session_key(token)
         if located is None:
             return False
-        started = time.perf_counter()
-        removed = await self._lua.run(_REVOKE, [located[0]], [located[1]])
-        observe("redis", "sessions.revoke", started)
+        with operation(self._redis, "sessions.revoke", "sessions"):
+            removed = await self._lua.run(_REVOKE, [located[0]], [located[1]])
         return bool(removed)
 
     async def revoke_all(self, user_id: str) -> int:
         """End every session of ``user_id`` atomically; return how many were live."""
         user = _user_id(user_id)
         tag = _user_tag(user)
-        started = time.perf_counter()
-        removed = await self._lua.run(
-            _REVOKE_ALL, [self._index_key(user, tag)], [self._session_prefix(tag)]
-        )
-        observe("redis", "sessions.revoke_all", started)
+        with operation(self._redis, "sessions.revoke_all", "sessions"):
+            removed = await self._lua.run(
+                _REVOKE_ALL, [self._index_key(user, tag)], [self._session_prefix(tag)]
+            )
         return int(removed)
 
     async def list_for_user(self, user_id: str) -> list[SessionInfo]:
         """Metadata of the live sessions of ``user_id``, oldest first."""
         user = _user_id(user_id)
         tag = _user_tag(user)
-        started = time.perf_counter()
-        flat = await self._lua.run(_LIST, [self._index_key(user, tag)], [self._session_prefix(tag)])
-        observe("redis", "sessions.list", started)
+        with operation(self._redis, "sessions.list", "sessions"):
+            flat = await self._lua.run(
+                _LIST, [self._index_key(user, tag)], [self._session_prefix(tag)]
+            )
         infos = [
             SessionInfo(
                 session_id=flat[i].decode(),

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,11 +33,12 @@ from pymongo import WriteConcern
 from pymongo.errors import DuplicateKeyError
 
 from nexus_store.errors import ConflictError, TamperDetected, ValidationError
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.mongo._documents import page_limit, query_text, time_range, utc_millis
 from nexus_store.mongo._layout import audit_max_length, checkpoint_collection
 from nexus_store.mongo.audit.chain import GENESIS, checkpoint_signature, entry_hash
 from nexus_store.mongo.audit.model import AuditEntry, AuditRecord
+from nexus_store.telemetry import operation
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -149,9 +149,11 @@ class AuditLog:
         return await self._append(record, key)
 
     async def _append(self, record: AuditRecord, idempotency_key: str | None) -> AuditEntry:
-        started = time.perf_counter()
         async with self._lock:
-            with self._mongo.unavailable():
+            with (
+                operation(self._mongo, "audit.record", self._entries.name) as op,
+                self._mongo.unavailable(),
+            ):
                 for attempt in range(_MAX_APPEND_ATTEMPTS):
                     if idempotency_key is not None:
                         existing = await self._entries.find_one(
@@ -170,9 +172,7 @@ class AuditLog:
                         continue
                     self._last = document
                     await self._checkpoint_if_due(document, head)
-                    observe(
-                        "mongo", "audit.record", started, seq=document["seq"], attempts=attempt + 1
-                    )
+                    op.note(seq=document["seq"], attempts=attempt + 1)
                     return AuditEntry.from_document(document)
         raise ConflictError(
             f"audit append lost the race for a sequence number {_MAX_APPEND_ATTEMPTS} times",
@@ -253,10 +253,12 @@ class AuditLog:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise ValidationError(name, "must be a positive sequence number")
-        started = time.perf_counter()
-        with self._mongo.unavailable():
+        with (
+            operation(self._mongo, "audit.verify", self._entries.name) as op,
+            self._mongo.unavailable(),
+        ):
             result = await self._walk(start, end, batch_size)
-        observe("mongo", "audit.verify", started, checked=result.checked, ok=result.ok)
+            op.note(checked=result.checked, ok=result.ok)
         if not result.ok:
             _log.error("audit_chain_broken", seq=result.first_broken_seq, reason=result.reason)
             if raise_on_tamper:
@@ -369,11 +371,13 @@ class AuditLog:
             if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 1:
                 raise ValidationError("cursor", "not a cursor returned by this query")
             match = {**match, "seq": {"$lt": cursor}}
-        started = time.perf_counter()
-        with self._mongo.unavailable():
+        with (
+            operation(self._mongo, "audit.query", self._entries.name) as op,
+            self._mongo.unavailable(),
+        ):
             found = self._entries.find(match, sort=[("seq", -1)], limit=limit + 1)
             documents = await found.to_list()
-        observe("mongo", "audit.query", started, rows=len(documents))
+            op.note(rows=len(documents))
         entries = [AuditEntry.from_document(document) for document in documents[:limit]]
         next_cursor = entries[-1].seq if len(documents) > limit else None
         return AuditPage(entries, next_cursor)

@@ -16,13 +16,12 @@ event name such as ``"$where"`` is matched as text, never read as a field path o
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from nexus_store import telemetry
 from nexus_store.errors import ValidationError
-from nexus_store.log import observe
 from nexus_store.mongo._documents import page_limit, query_text, time_range
 from nexus_store.mongo.events.model import Event
 
@@ -132,11 +131,14 @@ class EventQueries:
         self, operation: str, pipeline: list[dict[str, Any]], *, cache: bool = True
     ) -> Rows:
         async def run() -> Rows:
-            started = time.perf_counter()
-            with self._mongo.unavailable():
+            name = f"events.{operation}"
+            with (
+                telemetry.operation(self._mongo, name, self._collection.name) as op,
+                self._mongo.unavailable(),
+            ):
                 cursor = await self._collection.aggregate(pipeline)
                 rows = await cursor.to_list()
-            observe("mongo", f"events.{operation}", started, rows=len(rows))
+                op.note(rows=len(rows))
             return rows
 
         if self._cache is None or not cache:

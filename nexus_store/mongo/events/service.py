@@ -10,15 +10,14 @@ Writing is an :class:`~nexus_store.mongo.events.writer.EventWriter`'s job, query
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from nexus_store.log import observe
 from nexus_store.mongo._documents import query_text
 from nexus_store.mongo.events.queries import EventQueries
 from nexus_store.mongo.events.writer import EventWriter
 from nexus_store.redis.analytics_cache import AnalyticsCache
+from nexus_store.telemetry import operation
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -43,7 +42,7 @@ class Events:
         ]
         ttl = settings.events.query_cache_ttl
         cache = AnalyticsCache(backends, ttl) if ttl is not None and settings.redis.url else None
-        writer = EventWriter(self._collection, settings.events)
+        writer = EventWriter(self._collection, settings.events, self._mongo)
         queries = EventQueries(self._collection, self._mongo, cache)
         # The parts' own methods, so that each signature and docstring has one home and
         # track() costs no extra call per event.
@@ -64,10 +63,11 @@ class Events:
         """Delete every stored event of ``user_id`` (buffered ones are flushed first)."""
         user_id = query_text(user_id, "user_id")
         await self.flush()
-        started = time.perf_counter()
-        with self._mongo.unavailable():
+        with (
+            operation(self._mongo, "events.delete_user", self._collection.name),
+            self._mongo.unavailable(),
+        ):
             result = await self._collection.delete_many({"user_id": user_id})
-        observe("mongo", "events.delete_user", started)
         return result.deleted_count
 
     async def export_user(self, user_id: str) -> AsyncIterator[dict[str, Any]]:

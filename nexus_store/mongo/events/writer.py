@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import random
 import time
@@ -35,12 +36,14 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from nexus_store._errors import describe
 from nexus_store.errors import BackendUnavailableError, ConfigurationError, ValidationError
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.mongo.events.model import Event, encode_event
+from nexus_store.telemetry import operation, watch
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
 
+    from nexus_store.mongo.client import MongoBackend
     from nexus_store.settings import EventsSettings
 
 __all__ = ["EventWriter", "WriterStats"]
@@ -82,9 +85,13 @@ class EventWriter:
     """Buffers tracked events and writes them to ``collection`` in batches."""
 
     def __init__(
-        self, collection: AsyncCollection[dict[str, Any]], settings: EventsSettings
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        settings: EventsSettings,
+        mongo: MongoBackend,
     ) -> None:
         self._settings = settings
+        self._mongo = mongo
         # Events are encoded once, in track(), and sent as raw BSON (the driver re-encodes
         # nothing and adds no _id; the server assigns it).
         self._raw_collection = cast("AsyncCollection[RawBSONDocument]", collection)
@@ -113,6 +120,7 @@ class EventWriter:
         self._max_event_bytes = self._settings.max_event_bytes
         self._max_queue_size = self._settings.max_queue_size
         self._flush_at = self._settings.flush_at
+        watch("events", self)  # last: a metric reader may call stats() from its own thread
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -242,7 +250,11 @@ class EventWriter:
 
     def _start_flusher(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="nexus-events")
+            # A context of its own: the batches' spans must not become children of whichever
+            # request's span was current when the first event was tracked.
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="nexus-events", context=contextvars.Context()
+            )
 
     async def _run(self) -> None:
         while True:
@@ -275,11 +287,12 @@ class EventWriter:
     async def _write(self, first: int, batch: list[bytes]) -> None:
         """Store events ``first`` .. ``first + len(batch) - 1``, retrying until done or closed."""
         documents = [RawBSONDocument(data) for data in batch]
+        collection = self._raw_collection
         attempt = 0
         while True:
-            started = time.perf_counter()
             try:
-                await self._raw_collection.insert_many(documents, ordered=False)
+                with operation(self._mongo, "events.flush", collection.name, size=len(batch)):
+                    await collection.insert_many(documents, ordered=False)
             except BulkWriteError as exc:
                 self._settle_partial(first, len(batch), dict(exc.details))
                 return
@@ -300,7 +313,6 @@ class EventWriter:
                 attempt += 1
                 await asyncio.sleep(self._bounded_by_deadline(delay))
                 continue
-            observe("mongo", "events.insert_many", started, size=len(batch))
             if attempt:
                 _log.info("event_batch_recovered", size=len(batch), attempts=attempt + 1)
             self._settle(range(first, first + len(batch)))

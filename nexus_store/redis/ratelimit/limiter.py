@@ -36,7 +36,7 @@ from nexus_store.errors import (
     RateLimitExceeded,
     ValidationError,
 )
-from nexus_store.log import get_logger, observe
+from nexus_store.log import get_logger
 from nexus_store.redis._lua import LuaRunner, SyncLuaRunner
 from nexus_store.redis.ratelimit._call_key import call_key
 from nexus_store.redis.ratelimit._local import LocalLimiter
@@ -44,6 +44,7 @@ from nexus_store.redis.ratelimit.headers import outage_headers, rate_limit_heade
 from nexus_store.redis.ratelimit.limits import RateLimitItem, RateLimits
 from nexus_store.redis.ratelimit.parse import parse_limits
 from nexus_store.redis.ratelimit.strategies import STRATEGIES, Strategy, get_strategy
+from nexus_store.telemetry import operation, watch
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -199,6 +200,7 @@ class RateLimiter:
         self._down_since: float | None = None
         self._last_error: NexusStoreError | None = None
         self._recheck_at = 0.0
+        watch("limiter", self)
 
     def __repr__(self) -> str:
         return (
@@ -256,7 +258,7 @@ class RateLimiter:
         :class:`BackendUnavailableError` when Redis is unreachable: no fail mode applies."""
         keys = self._state_keys(key)
         self._local.reset(key)
-        with self._redis.unavailable():
+        with operation(self._redis, "limiter.reset", "ratelimit"), self._redis.unavailable():
             await self._lua.client.delete(*keys)
 
     async def put(self, hit: RateLimitHit) -> RateLimitResult:
@@ -311,7 +313,7 @@ class RateLimiter:
         """Blocking :meth:`reset`."""
         keys = self._state_keys(key)
         self._local.reset(key)
-        with self._redis.unavailable():
+        with operation(self._redis, "limiter.reset", "ratelimit"), self._redis.unavailable():
             self._lua_sync.client.delete(*keys)
 
     # -- decorator and statistics ---------------------------------------------------------
@@ -400,13 +402,14 @@ class RateLimiter:
         if self._down_since is not None and time.monotonic() < self._recheck_at:
             yield self._fallback(key, plan, None)
             return
-        started = time.perf_counter()
         try:
-            reply = yield redis_key
+            # The script runs (inline EVALSHA, past redis-py's hooks) while this is suspended.
+            name = "limiter.hit" if plan.consume else "limiter.test"
+            with operation(self._redis, name, "ratelimit"):
+                reply = yield redis_key
         except NexusStoreError as exc:
             yield self._fallback(key, plan, exc)
             return
-        observe("redis", "ratelimit", started)
         yield self._decide(key, plan, reply, "redis")
 
     async def _evaluate(self, key: str, plan: _Plan) -> RateLimitResult:
