@@ -60,9 +60,7 @@ _SSLMODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "ve
 
 def _split(raw: str, schemes: tuple[str, ...], what: str) -> SplitResult:
     if not unquote(raw).isprintable() or any(char.isspace() for char in raw):
-        raise ValueError(
-            f"{what} URL must not contain spaces or control characters (%00 included)"
-        )
+        raise ValueError(f"{what} URL must not contain spaces or control characters (%00 included)")
     try:
         parts = urlsplit(raw)
     except ValueError:
