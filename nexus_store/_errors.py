@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from nexus_store._secrets import scrub
-from nexus_store.errors import BackendUnavailableError
+from nexus_store.errors import BackendUnavailableError, NexusStoreError
 
 _MAX_DESCRIPTION = 240
 
@@ -28,5 +28,7 @@ def unavailable_on(backend: str, *errors: type[BaseException]) -> Iterator[None]
     caught: tuple[type[BaseException], ...] = (*errors, TimeoutError, OSError)
     try:
         yield
+    except NexusStoreError:
+        raise  # already typed (BackendUnavailableError is an OSError: never wrap it twice)
     except caught as exc:
         raise BackendUnavailableError(backend, describe(exc)) from exc

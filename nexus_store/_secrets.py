@@ -54,6 +54,18 @@ def scrub_value(value: Any) -> Any:
     return value
 
 
+def _password(url: str) -> str | None:
+    """The password of ``url``, also when the URL is malformed (urlsplit refuses bad IPv6
+    brackets): the settings refuse such a URL, and their message must not show it either."""
+    if "://" not in url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        found = _URL_CREDENTIALS.search(url)
+        return found["pw"] if found else None
+
+
 class SecretURL:
     """A connection URL whose password never shows in ``str``, ``repr`` or serialised output.
 
@@ -67,7 +79,7 @@ class SecretURL:
 
     def __init__(self, raw: str) -> None:
         self._raw = raw
-        password = urlsplit(raw).password if "://" in raw else None
+        password = _password(raw)
         if password:
             register_secret(unquote(password))
             register_secret(password)
@@ -77,7 +89,7 @@ class SecretURL:
 
     @property
     def scheme(self) -> str:
-        return urlsplit(self._raw).scheme
+        return self._raw.partition("://")[0] if "://" in self._raw else ""
 
     @property
     def masked(self) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
@@ -47,6 +48,7 @@ from pydantic_settings import (
 )
 
 from nexus_store._secrets import SecretURL
+from nexus_store._urls import check_mongo_url, check_postgres_url, check_redis_url
 from nexus_store.errors import ConfigurationError
 from nexus_store.redis.names import DEFAULT_DATABASES, StrategyName
 
@@ -79,11 +81,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _require_scheme(url: SecretURL | None, allowed: tuple[str, ...], what: str) -> None:
-    if url is not None and url.scheme not in allowed:
-        raise ValueError(
-            f"{what} URL scheme must be one of {', '.join(allowed)}, got {url.scheme!r}"
-        )
+def _checked(
+    url: SecretURL | None, check: Callable[[str, str], None], what: str
+) -> SecretURL | None:
+    """``url`` once ``check`` (see ``nexus_store._urls``) found nothing wrong with it."""
+    if url is not None:
+        check(url.get_secret_value(), what)
+    return url
 
 
 class PostgresSettings(_Section):
@@ -112,15 +116,14 @@ class PostgresSettings(_Section):
 
     @field_validator("url")
     @classmethod
-    def _postgres_scheme(cls, url: SecretURL | None) -> SecretURL | None:
-        _require_scheme(url, ("postgresql", "postgres", "postgresql+psycopg"), "PostgreSQL")
-        return url
+    def _postgres_url(cls, url: SecretURL | None) -> SecretURL | None:
+        return _checked(url, check_postgres_url, "PostgreSQL")
 
     @field_validator("read_urls")
     @classmethod
-    def _replica_schemes(cls, urls: list[SecretURL]) -> list[SecretURL]:
-        for url in urls:
-            _require_scheme(url, ("postgresql", "postgres", "postgresql+psycopg"), "replica")
+    def _replica_urls(cls, urls: list[SecretURL]) -> list[SecretURL]:
+        for index, url in enumerate(urls):
+            _checked(url, check_postgres_url, f"replica {index}")
         return urls
 
 
@@ -137,9 +140,8 @@ class MongoSettings(_Section):
 
     @field_validator("url")
     @classmethod
-    def _mongo_scheme(cls, url: SecretURL | None) -> SecretURL | None:
-        _require_scheme(url, ("mongodb", "mongodb+srv"), "MongoDB")
-        return url
+    def _mongo_url(cls, url: SecretURL | None) -> SecretURL | None:
+        return _checked(url, check_mongo_url, "MongoDB")
 
 
 _DATABASES_DOC = "Logical database index of each Redis area (standalone servers only)."
@@ -199,9 +201,8 @@ class RedisSettings(_Section):
 
     @field_validator("url", "cache_url")
     @classmethod
-    def _redis_scheme(cls, url: SecretURL | None) -> SecretURL | None:
-        _require_scheme(url, ("redis", "rediss", "unix"), "Redis")
-        return url
+    def _redis_url(cls, url: SecretURL | None) -> SecretURL | None:
+        return _checked(url, check_redis_url, "Redis")
 
 
 class EventsSettings(_Section):
@@ -486,13 +487,17 @@ class NexusSettings(BaseSettings):
         try:
             return cls(**overrides)
         except pydantic.ValidationError as exc:
-            raise _configuration_error(exc) from None
+            error = _configuration_error(exc)
         finally:
             if config_file is not None:
                 if previous is None:
                     os.environ.pop("NEXUS_CONFIG", None)
                 else:
                     os.environ["NEXUS_CONFIG"] = previous
+        # Raised outside the except block: ``from None`` only hides the pydantic error,
+        # which would stay reachable as __context__, and its ``input_value`` is the URL with
+        # its password. Error trackers walk __context__.
+        raise error
 
     def describe(self) -> dict[str, Any]:
         """All settings as plain data, with every secret masked (for ``--format json``)."""

@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import hypothesis
 import pytest
 import structlog
 
@@ -20,6 +21,16 @@ from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 
 SESSION_TAG = uuid.uuid4().hex[:10]
+
+# Hypothesis: CI runs a fixed, bounded set of examples (derandomize: the same examples on
+# every run, so a failure reproduces); ``--hypothesis-profile=long`` explores 20 times more,
+# with fresh randomness, for local runs. Tests scale their budgets from
+# ``hypothesis.settings.default.max_examples``.
+hypothesis.settings.register_profile("nexus", derandomize=True, deadline=None, max_examples=100)
+hypothesis.settings.register_profile(
+    "long", derandomize=False, deadline=None, max_examples=2000, print_blob=True
+)
+hypothesis.settings.load_profile("nexus")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

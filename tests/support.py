@@ -288,3 +288,31 @@ class Telemetry:
             if metric.name == name
             for point in metric.data.data_points
         ]
+
+# --- secrets in exceptions -----------------------------------------------------------------
+
+
+def exception_chain_texts(error: BaseException) -> list[str]:
+    """Every text an error tracker or a logging framework can reach from ``error``: each
+    exception of the chain (``__cause__`` and ``__context__``, followed to the end) as
+    ``str`` and ``repr``, its ``args`` and notes, and the formatted traceback."""
+    import traceback
+
+    texts = ["".join(traceback.format_exception(error))]
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), *map(repr, current.args)]
+        texts += [str(note) for note in getattr(current, "__notes__", ())]
+        pending += [link for link in (current.__cause__, current.__context__) if link is not None]
+    return texts
+
+
+def assert_no_secret_in_chain(error: BaseException, *secrets: str) -> None:
+    for text in exception_chain_texts(error):
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} reachable from {type(error).__name__}"

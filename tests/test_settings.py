@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nexus_store import ConfigurationError, NexusSettings
 from nexus_store._secrets import scrub
+from tests.support import assert_no_secret_in_chain
 
 PASSWORDS = {"postgres": "pg-S3cret!x", "mongo": "mongo-S3cret", "redis": "redis-S3cret"}
 URLS = {
@@ -130,3 +133,165 @@ def test_import_loads_no_driver() -> None:
         [sys.executable, "-c", code], check=False, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- strict URLs: every malformed URL is a ConfigurationError naming its setting ----------
+
+FUZZ_PASSWORD = "Fz-S3cret"
+SCHEMES = {
+    "postgres": ("postgresql", "postgres", "postgresql+psycopg"),
+    "mongo": ("mongodb", "mongodb+srv"),
+    "redis": ("redis", "rediss", "unix"),
+}
+URL_SETTINGS = [("postgres", "url"), ("postgres", "read_urls"), ("mongo", "url")]
+URL_SETTINGS += [("redis", "url"), ("redis", "cache_url")]
+
+
+# Each piece of a URL: well-formed values first, then hostile ones.
+_PASSWORDS = [FUZZ_PASSWORD, f"{FUZZ_PASSWORD}%40x", f"{FUZZ_PASSWORD}@x", f"{FUZZ_PASSWORD}:x"]
+_PASSWORDS += [f"{FUZZ_PASSWORD}%zz", f"{FUZZ_PASSWORD}/x"]
+_PIECES = {
+    "scheme": (["ftp", "http", "mysql", "", "Redis", "mongodb+srv"], None),
+    "userinfo": (
+        ["", *(f"app:{pw}@" for pw in _PASSWORDS[:2])],
+        [f"app:{pw}@" for pw in _PASSWORDS[2:]] + [f"{FUZZ_PASSWORD}@"],
+    ),
+    "host": (
+        ["localhost", "127.0.0.1", "db.example.com", "[::1]", "[fe80::1%25eth0]"],
+        ["::1", "[::1", "[zz]", "", "host name", "hö", "a" * 300, "h1,h2", "-x", "."],
+    ),
+    "port": (["", ":1", ":5432", ":65535"], [":0", ":65536", ":x", ":-1", ":99999999999", ":"]),
+    "path": (["", "/", "/db", "/0", "/15"], ["/16", "/a/b", "/db.x", "/" + "d" * 70, "/%00"]),
+    "query": (
+        [
+            "",
+            "?connect_timeout=5",
+            "?authSource=admin",
+            "?db=3",
+            "?replicaSet=rs0",
+            "?sslmode=require",
+            "?socket_timeout=1.5",
+        ],
+        [
+            "?sslmode=bogus",
+            "?unknown=1",
+            "?w=majority&journal=maybe",
+            "?socket_timeout=x",
+            "?=",
+            "?a",
+            "#frag",
+            "?port=x",
+        ],
+    ),
+}
+
+
+@st.composite
+def _urls(draw: st.DrawFn, backend: str) -> str:
+    """A URL of ``backend``'s schemes made of well-formed pieces, with up to two of them
+    (or none) swapped for hostile ones: most examples are near misses."""
+    pieces = {"scheme": draw(st.sampled_from(SCHEMES[backend]))}
+    for name, (good, _) in _PIECES.items():
+        if name != "scheme":
+            pieces[name] = draw(st.sampled_from(good))
+    for name in draw(st.lists(st.sampled_from(list(_PIECES)), max_size=2, unique=True)):
+        good, hostile = _PIECES[name]
+        pieces[name] = draw(st.sampled_from(hostile or good))
+    return "{scheme}://{userinfo}{host}{port}{path}{query}".format(**pieces)
+
+
+def _driver_accepts(section: str, url: str) -> None:
+    """An independent oracle: the driver's own parser takes every URL the settings accept."""
+    if section == "postgres":
+        from psycopg.conninfo import conninfo_to_dict
+        from sqlalchemy.engine import make_url
+
+        from nexus_store._secrets import SecretURL
+        from nexus_store.postgres.engine import sqlalchemy_url
+
+        parsed = make_url(sqlalchemy_url(SecretURL(url)))
+        assert parsed.port is None or 1 <= parsed.port <= 65535
+        conninfo_to_dict(parsed.set(drivername="postgresql").render_as_string(False))
+    elif section == "redis":
+        from redis.connection import parse_url
+
+        if not url.startswith("unix"):
+            parse_url(url)
+    elif url.startswith("mongodb://"):
+        from pymongo.uri_parser import parse_uri
+
+        parse_uri(url, validate=True, warn=False)
+
+
+@given(section=st.sampled_from(URL_SETTINGS), data=st.data())
+@settings(max_examples=3 * settings.default.max_examples)
+def test_malformed_urls_are_configuration_errors_naming_the_setting(
+    section: tuple[str, str], data: st.DataObject
+) -> None:
+    backend, field = section
+    url = data.draw(_urls(backend), label="url")
+    value: object = [url] if field == "read_urls" else url
+    try:
+        NexusSettings.load(**{backend: {field: value}})
+    except ConfigurationError as error:
+        assert error.setting == f"{backend}.{field}"
+        assert_no_secret_in_chain(error, FUZZ_PASSWORD)
+    else:
+        _driver_accepts(backend, url)
+
+
+@pytest.mark.parametrize(
+    ("backend", "url", "problem"),
+    [
+        ("postgres", "postgresql://u:pw@localhost:notaport/db", "port"),
+        ("postgres", "postgresql://u:pw@localhost:0/db", "port"),
+        ("postgres", "postgresql://u:pw@localhost:65536/db", "port"),
+        ("postgres", "postgresql://u:pw@h1:5432,h2:5432/db", "one host"),
+        ("postgres", "postgresql://u:pw@[::1/db", "malformed"),
+        ("postgres", "postgresql://u@h/db?sslmode=bogus", "sslmode"),
+        ("postgres", "postgresql://u@h/db?nope=1", "nope is not a libpq"),
+        ("redis", "redis://localhost:notaport/0", "port"),
+        ("redis", "redis://localhost:6379/99", "database"),
+        ("redis", "redis://localhost:6379/0?socket_timeout=abc", "socket_timeout"),
+        ("redis", "redis://localhost:6379/0?bogus=1", "bogus is not a redis-py"),
+        ("redis", "unix://", "socket path"),
+        ("mongo", "mongodb://u:pw@x@host", "percent-encode"),
+        ("mongo", "mongodb+srv://u:pw@nonexistent.invalid/", "three labels"),
+        ("mongo", "mongodb+srv://u:pw@a.b.example:27017/", "no port"),
+        ("mongo", "mongodb://h/db?w=majority&bogus=1", "option"),
+        ("mongo", "mongodb://h/bad.db", "database name"),
+    ],
+)
+def test_each_url_rule_names_the_setting_and_the_problem(
+    backend: str, url: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as caught:
+        NexusSettings.load(**{backend: {"url": url}})
+    assert caught.value.setting == f"{backend}.url"
+
+
+@pytest.mark.parametrize(
+    ("backend", "url"),
+    [
+        ("postgres", "postgresql://u:p%40ss@[::1]:5432/db"),
+        ("postgres", "postgresql:///db?host=/var/run/postgresql"),
+        ("postgres", "postgres://u@h/db?sslmode=verify-full&application_name=x"),
+        ("postgres", "postgresql+psycopg://u@%2Fvar%2Frun%2Fpostgresql/db"),
+        ("mongo", "mongodb://u:p%40ss@h1:27017,h2:27018,[::1]:27019/db?replicaSet=rs0"),
+        ("mongo", "mongodb+srv://u:pw@cluster0.example.com/?retryWrites=true"),
+        ("redis", "rediss://:pw@[::1]:6380/2?ssl_cert_reqs=none"),
+        ("redis", "unix:///run/redis.sock?db=1"),
+    ],
+)
+def test_well_formed_urls_of_every_form_load(backend: str, url: str) -> None:
+    loaded = NexusSettings.load(**{backend: {"url": url}})
+    assert getattr(loaded, backend).url.get_secret_value() == url
+
+
+def test_a_bad_scheme_leaves_no_password_in_the_exception_chain() -> None:
+    """pydantic's own error holds ``input_value='ftp://postgres:<password>@…'``; it was
+    reachable as ``__context__`` even though the raise said ``from None``."""
+    with pytest.raises(ConfigurationError) as caught:
+        NexusSettings.load(postgres={"url": f"ftp://postgres:{FUZZ_PASSWORD}@localhost/db"})
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+    assert_no_secret_in_chain(caught.value, FUZZ_PASSWORD)

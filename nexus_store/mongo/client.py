@@ -8,10 +8,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConfigurationError as PyMongoConfigurationError
+from pymongo.errors import ConnectionFailure, OperationFailure
 
-from nexus_store._errors import unavailable_on
-from nexus_store.errors import ConfigurationError
+from nexus_store._errors import describe, unavailable_on
+from nexus_store.errors import BackendUnavailableError, ConfigurationError
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -20,6 +21,17 @@ if TYPE_CHECKING:
     from nexus_store.settings import MongoSettings
 
 __all__ = ["MongoBackend"]
+
+
+_AUTHENTICATION_FAILED = 18
+
+
+def _raised_in_driver(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is PyMongo's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pymongo.")
 
 
 class MongoBackend:
@@ -59,9 +71,27 @@ class MongoBackend:
 
     @contextmanager
     def unavailable(self) -> Iterator[None]:
-        """Translate connection failures raised inside the block."""
-        with unavailable_on(self.name, ConnectionFailure):
-            yield
+        """Translate connection failures raised inside the block.
+
+        Also PyMongo's ConfigurationError (a ``mongodb+srv`` name that DNS does not know is
+        only found on first use), a refused login (OperationFailure code 18) and a KeyError
+        raised inside PyMongo (a server whose authentication reply lacks a field it expects,
+        ``KeyError: 'payload'``): either way the server cannot be used, and the caller gets
+        the SDK's error.
+        """
+        try:
+            with unavailable_on(self.name, ConnectionFailure, PyMongoConfigurationError):
+                yield
+        except OperationFailure as exc:
+            if exc.code != _AUTHENTICATION_FAILED:
+                raise
+            raise BackendUnavailableError(self.name, describe(exc)) from exc
+        except KeyError as exc:
+            if not _raised_in_driver(exc):
+                raise
+            raise BackendUnavailableError(
+                self.name, f"unexpected reply from the server ({describe(exc)})"
+            ) from exc
 
     async def ping(self) -> float:
         started = time.perf_counter()

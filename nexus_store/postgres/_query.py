@@ -178,6 +178,9 @@ def where_clause(table: Table, rules: TableRules, where: Mapping[str, Any] | Non
             raise ValidationError(
                 field, f"unknown operator {operator!r}; use one of {', '.join(OPERATORS)}"
             )
+        if name in rules.secrets and not (rules.secrets[name] and operator == "eq"):
+            allowed = "only by exact match (eq)" if rules.secrets[name] else "not"
+            raise ValidationError(field, f"{name} holds a secret: it can be filtered on {allowed}")
         conditions.append(build(column, value, field, rules))
     return conditions
 
@@ -207,6 +210,10 @@ def order_for(
     table: Table, rules: TableRules, order_by: str | Sequence[str] | None, default: str | None
 ) -> Order:
     """Validate ``order_by`` ("name" ascending, "-name" descending); append the primary key."""
+    if order_by is not None and not isinstance(order_by, str | list | tuple):
+        raise ValidationError(
+            "order_by", f"must be a column name or a list of them, got {type(order_by).__name__}"
+        )
     keys = [order_by] if isinstance(order_by, str) else list(order_by or ())
     if not keys and default is not None:
         keys = [default]

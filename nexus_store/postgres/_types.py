@@ -41,6 +41,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.types import TypeEngine
 
+from nexus_store._text import text_problem
+
 __all__ = ["ColumnType", "Convert", "InvalidValue", "column_type"]
 
 Convert = Callable[[Any, str], Any]
@@ -66,8 +68,9 @@ def _text(length: int | None) -> Convert:
             raise InvalidValue(f"must be a string, got {type(value).__name__}")
         if length is not None and len(value) > length:
             raise InvalidValue(f"is {len(value)} characters long; the limit is {length}")
-        if "\x00" in value:
-            raise InvalidValue("contains a NUL character, which PostgreSQL cannot store")
+        problem = text_problem(value)
+        if problem is not None:
+            raise InvalidValue(f"{problem}, which PostgreSQL cannot store")
         return value
 
     return convert
@@ -157,8 +160,9 @@ def _check_json(value: Any, path: str, depth: int) -> None:
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidValue("contains a NUL character, which JSONB cannot store", path)
+        problem = text_problem(value)
+        if problem is not None:
+            raise InvalidValue(f"{problem}, which JSONB cannot store", path)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -170,8 +174,9 @@ def _check_json(value: Any, path: str, depth: int) -> None:
                 raise InvalidValue(
                     f"JSON object keys must be strings, got {type(key).__name__}", path
                 )
-            if "\x00" in key:
-                raise InvalidValue("a key contains a NUL character", path)
+            problem = text_problem(key)
+            if problem is not None:
+                raise InvalidValue(f"a key {problem}", path)
             _check_json(item, f"{path}.{key}", depth + 1)
         return
     if isinstance(value, list | tuple):

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from nexus_store.errors import ValidationError
 from nexus_store.postgres._types import Convert, InvalidValue, column_type
-from nexus_store.postgres.models.base import CHOICES, MINIMUM
+from nexus_store.postgres.models.base import CHOICES, MINIMUM, SECRET
 
 __all__ = ["TableRules", "rules_for"]
 
@@ -52,6 +52,8 @@ class TableRules:
     converters: dict[str, Convert]
     required: frozenset[str]
     orderable: frozenset[str]
+    #: Columns marked ``secret()``: name -> whether exact lookups (``eq``) are allowed.
+    secrets: dict[str, bool]
 
     def convert(self, name: str, value: Any, field: str | None = None) -> Any:
         """``value`` checked and normalised for column ``name``; ValidationError otherwise."""
@@ -117,8 +119,15 @@ def rules_for(table: Table) -> TableRules:
             and column.identity is None
             and column is not table.autoincrement_column
         )
+        secrets = {
+            column.name: bool(column.info[SECRET])
+            for column in table.columns
+            if SECRET in column.info
+        }
         orderable = frozenset(
-            column.name for column in table.columns if column_type(column.type).orderable
+            column.name
+            for column in table.columns
+            if column_type(column.type).orderable and column.name not in secrets
         )
-        rules = _cache[table] = TableRules(table, converters, required, orderable)
+        rules = _cache[table] = TableRules(table, converters, required, orderable, secrets)
     return rules

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 import orjson
 
 from nexus_store import telemetry
+from nexus_store._text import text
 from nexus_store.errors import BackendUnavailableError, NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 from nexus_store.redis._codec import DecodeError, codec_for
@@ -60,6 +61,7 @@ _LOAD: Any = object()  # flow step: "call the loader now"
 _FIRST_POLL = 0.005
 _MAX_POLL = 0.1
 _UNLOCK = load_lua("cache_unlock")
+_MAX_TTL = 10 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +127,11 @@ def _now_ms() -> int:
 def _seconds(name: str, value: float | None, default: float | None) -> float | None:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValidationError(name, f"must be a non-negative number of seconds, got {value!r}")
+    # NaN compares False with everything: test for the accepted range, not for the bad one.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _MAX_TTL:
+        raise ValidationError(
+            name, f"must be a number of seconds from 0 to {_MAX_TTL} (ten years), got {value!r}"
+        )
     return float(value)
 
 
@@ -150,18 +155,12 @@ class Cache:
     # -- keys and encoding -----------------------------------------------------------------
 
     def _entry_key(self, key: str) -> str:
-        return self._entry_prefix + escape_part(self._text("key", key))
+        return self._entry_prefix + escape_part(text("key", key))
 
     def _tag_keys(self, tags: Iterable[str]) -> list[str]:
-        if isinstance(tags, str):
+        if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
             raise ValidationError("tags", "must be a list of tags, not one string")
-        return [self._keys.key("t", self._text("tags", tag), field="tags") for tag in tags]
-
-    @staticmethod
-    def _text(name: str, value: object) -> str:
-        if not isinstance(value, str):
-            raise ValidationError(name, f"must be a string, got {type(value).__name__}")
-        return value
+        return [self._keys.key("t", text("tags", tag), field="tags") for tag in tags]
 
     def _ttls(self, ttl: float | None, stale_ttl: float | None) -> tuple[int, int]:
         """(fresh ms, physical ms): an entry outlives its freshness by ``stale_ttl``."""
@@ -174,7 +173,7 @@ class Cache:
         return fresh_ms, fresh_ms + int(stale * 1000)
 
     def _encode(self, value: Any, fresh_ms: int) -> bytes:
-        raw = self._codec.dumps([_now_ms() + fresh_ms, value], field="value")
+        raw = self._codec.dumps_entry(_now_ms() + fresh_ms, value, field="value")
         if len(raw) > self._settings.max_value_bytes:
             raise ValidationError(
                 "value",
@@ -301,7 +300,7 @@ class Cache:
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         """The fresh values of ``keys`` that are cached (misses are absent from the result)."""
-        if isinstance(keys, str):
+        if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
             raise ValidationError("keys", "must be a list of keys, not one string")
         if not keys:
             return {}
@@ -329,6 +328,8 @@ class Cache:
         """Cache every ``key: value`` of ``values`` in one round trip (per cluster node)."""
         fresh_ms, px = self._ttls(ttl, None)
         tag_keys = self._tag_keys(tags)
+        if not isinstance(values, Mapping):
+            raise ValidationError("values", f"must be a dict, got {type(values).__name__}")
         encoded = [(self._entry_key(k), self._encode(v, fresh_ms)) for k, v in values.items()]
         if not encoded:
             return True

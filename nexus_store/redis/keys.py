@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from nexus_store._text import text_problem
 from nexus_store.errors import ValidationError
 
 __all__ = ["MAX_KEY_PART_BYTES", "Keyspace", "escape_part"]
@@ -19,10 +20,16 @@ _SAFE = re.compile(r"[A-Za-z0-9_.\-@+=/]+")
 
 
 def escape_part(part: str | int, *, field: str = "key") -> str:
-    """Percent-escape one caller-supplied key part; refuse empty or over-long parts."""
+    """Percent-escape one caller-supplied key part; refuse empty, over-long or non-text
+    parts (a lone surrogate or NUL: see ``nexus_store._text``)."""
+    if isinstance(part, bool) or not isinstance(part, str | int):
+        raise ValidationError(field, f"must be a string, got {type(part).__name__}")
     text = str(part)
     if len(text) <= MAX_KEY_PART_BYTES and _SAFE.fullmatch(text):
         return text  # nothing to escape: the common case, kept cheap for hot paths
+    problem = text_problem(text)
+    if problem is not None:
+        raise ValidationError(field, problem)
     raw = text.encode("utf-8")
     if not raw:
         raise ValidationError(field, "must not be empty")

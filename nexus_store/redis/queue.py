@@ -16,6 +16,7 @@ idempotent (``delivery.id`` is a stable key for that).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
+from nexus_store._text import text
 from nexus_store.errors import NexusStoreError, QueueError, ValidationError
 from nexus_store.redis._codec import JSON
 from nexus_store.redis._lua import LuaRunner, load_lua
@@ -82,12 +84,41 @@ class QueueStats:
     groups: Mapping[str, GroupStats]
 
 
+_MESSAGE_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_MAX_SECONDS = 24 * 3600
+
+
 def _name(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_NAME:
+    value = text(field, value)
+    if not value or len(value) > _MAX_NAME:
         raise ValidationError(field, f"must be a non-empty string of at most {_MAX_NAME} chars")
     if not value.isprintable():
         raise ValidationError(field, "must not contain control characters or newlines")
     return value
+
+
+def _message_ids(ids: tuple[object, ...]) -> list[str]:
+    """The ids as ``enqueue`` returned them (``"<ms>-<seq>"``); XACK would read ``"*"``,
+    ``"+"`` or ``"-"`` as a range or an auto id, never as one message."""
+    for index, message_id in enumerate(ids):
+        if not isinstance(message_id, str) or _MESSAGE_ID.fullmatch(message_id) is None:
+            raise ValidationError(
+                f"ids[{index}]", f"must be a message id like '1700000000000-0', got {message_id!r}"
+            )
+    return list(ids)  # type: ignore[arg-type]  # every one checked to be a str above
+
+
+def _seconds(field: str, value: object, *, low: float) -> float:
+    """A number of seconds above ``low`` and at most a day (NaN and Infinity refused)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not low < value <= _MAX_SECONDS
+    ):
+        raise ValidationError(
+            field, f"must be a number of seconds above {low:g} and at most {_MAX_SECONDS}"
+        )
+    return float(value)
 
 
 def _text(value: bytes | str) -> str:
@@ -170,10 +201,12 @@ class Queue:
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_BATCH:
             raise ValidationError("count", f"must be an integer from 1 to {_MAX_BATCH}")
         timeout = (
-            self._settings.visibility_timeout if visibility_timeout is None else visibility_timeout
+            self._settings.visibility_timeout
+            if visibility_timeout is None
+            else _seconds("visibility_timeout", visibility_timeout, low=0)
         )
-        if not timeout > 0:
-            raise ValidationError("visibility_timeout", "must be a positive number of seconds")
+        if block is not None and not (type(block) is int and block == 0):
+            block = _seconds("block", block, low=0)
         with (
             operation(self._redis, "queue.consume", "queue", queue=queue) as op,
             self._redis.unavailable(),
@@ -226,17 +259,20 @@ class Queue:
         """Mark messages handled; return how many were pending. Acking twice is harmless."""
         stream = self._stream(queue)
         _name("group", group)
-        if not ids:
+        checked = _message_ids(ids)
+        if not checked:
             return 0
         with operation(self._redis, "queue.ack", "queue", queue=queue):
             acked = await self._lua.run(
-                _ACK, [stream], [group, "1" if self._settings.delete_acked else "0", *ids]
+                _ACK, [stream], [group, "1" if self._settings.delete_acked else "0", *checked]
             )
         return int(acked)
 
     async def dead_letters(self, queue: str, count: int = 100) -> list[DeadLetter]:
         """The oldest ``count`` dead-lettered messages of ``queue``."""
         dead = self._dead(queue)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= _MAX_BATCH:
+            raise ValidationError("count", f"must be an integer from 1 to {_MAX_BATCH}")
         with (
             operation(self._redis, "queue.dead_letters", "queue", queue=queue),
             self._redis.unavailable(),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from nexus_store._text import text
 from nexus_store.errors import NotFoundError, ValidationError
 from nexus_store.redis._codec import JSON
 from nexus_store.redis._lua import LuaRunner, load_lua
@@ -76,12 +77,12 @@ def _at(milliseconds: int) -> datetime:
 
 
 def _user_id(user_id: object) -> str:
-    if isinstance(user_id, bool) or not isinstance(user_id, str | int):
-        raise ValidationError("user_id", f"must be a string, got {type(user_id).__name__}")
-    text = str(user_id)
-    if not text or len(text) > _MAX_USER_ID:
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)
+    checked = text("user_id", user_id)
+    if not checked or len(checked) > _MAX_USER_ID:
         raise ValidationError("user_id", f"must be 1-{_MAX_USER_ID} characters long")
-    return text
+    return checked
 
 
 def _user_tag(user_id: str) -> str:

@@ -330,3 +330,63 @@ async def test_a_cancelled_loader_call_does_not_cancel_the_callers_sharing_it(
     assert await asyncio.wait_for(second, 10) == "loaded"
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c, k: c.set(k, {"score": float("nan")}), "value.score"),
+        (lambda c, k: c.set(k, [1, {"x": float("inf")}]), "value[1].x"),
+        (lambda c, k: c.set(k, float("-inf")), "value"),
+        (lambda c, k: c.set(k, {1: "int key"}), "value"),
+        (lambda c, k: c.set_many({k: {"n": float("nan")}}), "value.n"),
+        (lambda c, k: c.set(k, 1, ttl=float("nan")), "ttl"),
+        (lambda c, k: c.set(k, 1, ttl=float("inf")), "ttl"),
+        (lambda c, k: c.set(k, 1, stale_ttl=float("nan")), "stale_ttl"),
+        (lambda c, k: c.set(k + "\ud800", 1), "key"),
+        (lambda c, k: c.set(k + "\x00", 1), "key"),
+        (lambda c, k: c.set(k, 1, tags=["\udfff"]), "tags"),
+        (lambda c, k: c.get("\ud800"), "key"),
+        (lambda c, k: c.delete("\ud800"), "key"),
+        (lambda c, k: c.get_many(["\ud800"]), "key"),
+        (lambda c, k: c.invalidate_tag("\ud800"), "tags"),
+        (lambda c, k: c.get_or_set("\ud800", lambda: 1), "key"),
+        (lambda c, k: c.set_many([("a", 1)]), "values"),
+    ],
+)
+async def test_values_that_would_not_read_back_equal_are_refused_and_nothing_is_written(
+    redis_stack: Stack,
+    raw_redis: Callable[[int], redis_lib.Redis],
+    redis_namespace: str,
+    unique: str,
+    serializer: str,
+    call: Callable[[Cache, str], object],
+    field: str,
+) -> None:
+    """NaN and ±Infinity were stored as null by the JSON codec; a NaN ttl raised ValueError
+    and a lone surrogate in a key UnicodeEncodeError. Both codecs refuse alike."""
+    async with NexusStore(redis_stack.settings(cache={"serializer": serializer})) as store:
+        with pytest.raises(ValidationError) as caught:
+            await call(store.cache, unique)  # type: ignore[misc]
+        assert caught.value.field == field
+    assert not [key for key in raw_redis(1).scan_iter(match=f"{redis_namespace}:*{unique}*")]
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+async def test_plain_data_reads_back_equal_and_tuples_as_lists(
+    redis_stack: Stack, unique: str, serializer: str
+) -> None:
+    value = {
+        "big": 2**63 - 1,
+        "neg": -(2**63),
+        "tiny": 5e-324,
+        "max": 1.7976931348623157e308,
+        "zero": -0.0,
+        "text": "é😀\u2028",
+        "nested": [[[]]],
+        "pair": (1, "a"),
+    }
+    async with NexusStore(redis_stack.settings(cache={"serializer": serializer})) as store:
+        assert await store.cache.set(unique, value, ttl=30)
+        assert await store.cache.get(unique) == {**value, "pair": [1, "a"]}

@@ -17,7 +17,7 @@ from nexus_store.redis.client import AREAS, RedisBackend
 from nexus_store.redis.keys import MAX_KEY_PART_BYTES, Keyspace, escape_part
 
 HOSTILE = st.text(
-    alphabet=st.sampled_from([*" \n\r\t:{}*?[]\\%/-_.aZ09é\x00", "\u2028", "😀"]),
+    alphabet=st.sampled_from([*" \n\r\t:{}*?[]\\%/-_.aZ09é\x01", "\u2028", "😀"]),
     min_size=1,
     max_size=40,
 )
@@ -77,6 +77,27 @@ def test_over_long_and_empty_parts_are_refused() -> None:
     with pytest.raises(ValidationError, match="empty"):
         SPACE.key("")
     assert SPACE.key("a" * MAX_KEY_PART_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("part", "problem"),
+    [("a\x00b", "NUL"), ("\ud800", "surrogate"), ("x\udfff" * 3, "surrogate")],
+)
+def test_nul_and_lone_surrogates_are_refused_naming_the_field(part: str, problem: str) -> None:
+    """Such a part cannot be sent as UTF-8 (a surrogate raised UnicodeEncodeError from the
+    driver) or would be cut by C clients (NUL): refused before any I/O."""
+    with pytest.raises(ValidationError, match=problem) as caught:
+        SPACE.key(part, field="user_id")
+    assert caught.value.field == "user_id"
+    with pytest.raises(ValidationError):
+        SPACE.tagged("session", part)
+
+
+@pytest.mark.parametrize("part", [None, 1.5, b"bytes", True, ["a"]])
+def test_parts_that_are_not_strings_or_integers_are_refused(part: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        SPACE.key(part)  # type: ignore[arg-type]
+    assert caught.value.field == "key"
 
 
 def test_areas_map_to_databases_or_cluster_prefixes(redis_url: str) -> None:

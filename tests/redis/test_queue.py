@@ -129,6 +129,17 @@ async def test_a_consumer_killed_mid_message_loses_nothing(
         (lambda q: q.consume("q", "", "c"), "group"),
         (lambda q: q.consume("q", "g", "c", count=0), "count"),
         (lambda q: q.consume("q", "g", "c", visibility_timeout=0), "visibility_timeout"),
+        (lambda q: q.consume("q", "g", "c", visibility_timeout=float("nan")), "visibility_timeout"),
+        (lambda q: q.consume("q", "g", "c", block="5"), "block"),
+        (lambda q: q.enqueue("\ud800", 1), "queue"),
+        (lambda q: q.enqueue("q", {"score": float("nan")}), "payload.score"),
+        (lambda q: q.enqueue("q", [float("inf")]), "payload[0]"),
+        # XACK would read "*"/"+" as other ids, and None raised a bare NexusStoreError
+        (lambda q: q.ack("q", "g", None), "ids[0]"),
+        (lambda q: q.ack("q", "g", "1-0", "*"), "ids[1]"),
+        (lambda q: q.ack("q", "g", "+"), "ids[0]"),
+        (lambda q: q.ack("q", "g", "\ud800"), "ids[0]"),
+        (lambda q: q.dead_letters("q", count=-1), "count"),
     ],
 )
 async def test_bad_input_is_refused(

@@ -47,6 +47,7 @@ __all__ = [
     "choice",
     "non_negative",
     "positive",
+    "secret",
 ]
 
 # Every constraint and index gets a predictable name, so that errors can name them and
@@ -63,6 +64,7 @@ NAMING_CONVENTION = {
 # (validation before any SQL is sent).
 CHOICES = "nexus_choices"
 MINIMUM = "nexus_minimum"  # (bound, inclusive)
+SECRET = "nexus_secret"  # noqa: S105  # True: exact lookups (eq) allowed; False: no filter
 
 
 class Base(DeclarativeBase):
@@ -131,6 +133,16 @@ def non_negative(
 def positive(type_: TypeEngine[Any] | type[TypeEngine[Any]], **kwargs: Any) -> MappedColumn[Any]:
     """A numeric column that must be > 0 (transaction amounts, budget limits)."""
     return mapped_column(type_, info={MINIMUM: (0, False)}, **kwargs)
+
+
+def secret(
+    type_: TypeEngine[Any] | type[TypeEngine[Any]], *, lookup: bool = False, **kwargs: Any
+) -> MappedColumn[Any]:
+    """A column holding a secret (a password hash, a key hash): never orderable, never a
+    filter. A ``like`` filter or an ordering would let whoever controls a filter dict read
+    it back a prefix at a time. ``lookup=True`` opts in to exact matches (``eq``) only, for a
+    high-entropy value looked up whole (the SHA-256 of an API key)."""
+    return mapped_column(type_, info={SECRET: lookup}, **kwargs)
 
 
 class Entity(Base):

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nexus_store.postgres.models.base import Entity, SoftDeletable, choice
+from nexus_store.postgres.models.base import Entity, SoftDeletable, choice, secret
 
 __all__ = ["ApiKey", "Organization", "OrganizationMember", "Role", "User", "UserRole"]
 
@@ -21,7 +21,7 @@ class User(SoftDeletable, Entity):
 
     email: Mapped[str] = mapped_column(String(320), unique=True, index=True)
     username: Mapped[str] = mapped_column(String(50), unique=True, index=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
+    password_hash: Mapped[str] = secret(String(255))
     full_name: Mapped[str | None] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
     email_verified: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
@@ -108,7 +108,7 @@ class ApiKey(Entity):
     )
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(16), index=True)
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    key_hash: Mapped[str] = secret(String(64), lookup=True, unique=True, index=True)
     scopes: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'::jsonb"))
     expires_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]

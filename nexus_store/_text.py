@@ -1,0 +1,39 @@
+"""The one check every caller-supplied string goes through before it reaches a backend.
+
+A string that a backend must store or send as text has to be valid Unicode that encodes to
+UTF-8: a lone surrogate (``"\\ud800"``, what a broken JSON decoder or a ``surrogateescape``
+file name yields) cannot be encoded, and the driver would raise ``UnicodeEncodeError`` from
+deep inside a call. NUL is refused too: PostgreSQL text cannot hold it, BSON keys end at it
+and C clients of a shared Redis cut keys there. Both are refused up front with a
+:class:`ValidationError` naming the field, so a refused call writes nothing.
+
+    checked = text("user_id", value)           # the str itself, or ValidationError
+"""
+
+from __future__ import annotations
+
+from nexus_store.errors import ValidationError
+
+__all__ = ["text", "text_problem"]
+
+
+def text_problem(value: str) -> str | None:
+    """What makes ``value`` unfit to leave the process as text, or None when it is fine."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():  # only non-ASCII text can hold a surrogate: skip the encode
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"contains a lone surrogate (U+{ord(value[exc.start]):04X}), not valid Unicode"
+    return None
+
+
+def text(field: str, value: object) -> str:
+    """``value`` if it is a string fit to send as text; ValidationError naming ``field``."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValidationError(field, problem)
+    return value
