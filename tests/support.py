@@ -77,6 +77,7 @@ class CommandRecorder(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.databases: list[str] = []  # the database of each command, in the same order
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         # Drop what the driver adds to every command ($db, lsid, $clusterTime...).
@@ -86,6 +87,7 @@ class CommandRecorder(monitoring.CommandListener):
             if not key.startswith("$") and key != "lsid"
         }
         self.commands.append((event.command_name, body))
+        self.databases.append(event.database_name)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -98,6 +100,7 @@ class CommandRecorder(monitoring.CommandListener):
 
     def clear(self) -> None:
         self.commands.clear()
+        self.databases.clear()
 
 
 # --- The CLI in a subprocess ---------------------------------------------------------------

@@ -162,11 +162,15 @@ async def test_audit_role_command(mongo_stack, open_backends, recorder, unique) 
     assert recorder.named("createRole")[-1] == {
         "createRole": f"nexusAudit_{unique}",
         "privileges": [
-            {"resource": {"db": database, "collection": audit}, "actions": ["find", "insert"]},
+            {
+                "resource": {"db": database, "collection": audit},
+                "actions": ["find", "insert", "listIndexes"],
+            },
             {
                 "resource": {"db": database, "collection": f"{audit}_checkpoints"},
-                "actions": ["find", "insert"],
+                "actions": ["find", "insert", "listIndexes"],
             },
+            {"resource": {"db": database, "collection": ""}, "actions": ["listCollections"]},
         ],
         "roles": [],
     }
@@ -185,7 +189,10 @@ async def test_real_server_role_validator_and_idempotency(mongo_stack, open_back
         assert await inspect_schema(backends.mongo, settings) == []
         info = await db.command({"rolesInfo": settings.audit.role_name, "showPrivileges": True})
         actions = {frozenset(p["actions"]) for p in info["roles"][0]["privileges"]}
-        assert actions == {frozenset({"find", "insert"})}
+        assert actions == {
+            frozenset({"find", "insert", "listIndexes"}),
+            frozenset({"listCollections"}),
+        }
         with pytest.raises(WriteError):  # the validator is enforced
             await db[settings.events.collection].insert_one({"name": "no ids", "ts": 1})
         moved = mongo_stack.settings(
