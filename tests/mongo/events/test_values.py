@@ -41,7 +41,7 @@ class Size(enum.IntEnum):
     LARGE = 3
 
 
-class Plan(str, enum.Enum):
+class Plan(enum.StrEnum):
     PRO = "pro"
 
 
