@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 from pymongo.errors import WriteError
+from structlog.testing import capture_logs
 
+from nexus_store.errors import ConfigurationError
 from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS
 from nexus_store.mongo.audit.chain import HASHED_FIELDS
 from nexus_store.mongo.audit.model import AuditEntry
-from nexus_store.mongo.schema import ensure_schema, inspect_schema
+from nexus_store.mongo.schema import check_time_series_support, ensure_schema, inspect_schema
 from tests.support import CommandRecorder
 
 DAY = 86_400
@@ -218,3 +220,34 @@ async def test_inspect_reports_missing_schema(mongo_stack, open_backends) -> Non
     await ensure_schema(backends.mongo, settings)
     remaining = await inspect_schema(backends.mongo, settings)
     assert {p.problem for p in remaining} <= {"validator_mismatch"}
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [("5.0.26", True), ("6.0.14", True), ("7.0.0", False), ("8.0.4", False), ("unknown", False)],
+)
+def test_time_series_mode_needs_mongodb_7(mongo_stack, version: str, refused: bool) -> None:
+    """Erasure deletes by user_id, not the metaField: MongoDB allows that from 7.0."""
+    time_series = mongo_stack.settings(events={"time_series": True})
+    if refused:
+        with pytest.raises(ConfigurationError) as caught:
+            check_time_series_support(time_series, version)
+        assert caught.value.setting == "events.time_series"
+        assert version in str(caught.value) and "7.0" in str(caught.value)
+    else:
+        check_time_series_support(time_series, version)
+    check_time_series_support(mongo_stack.settings(), "5.0.0")  # a plain collection: any
+
+
+async def test_init_checks_the_version_before_a_time_series_collection(
+    mongo_stack, open_backends, recorder
+) -> None:
+    settings = mongo_stack.settings(events={"time_series": True})
+    backends = await open_backends(settings, recorder)
+    with capture_logs() as logs:
+        await ensure_schema(backends.mongo, settings, dry_run=True)
+    names = [name for name, _ in recorder.commands]
+    assert names.index("buildInfo") < names.index("listCollections")
+    version = await backends.mongo.server_version()
+    if version == "unknown":  # the substitute reports none: allowed, and said so
+        assert any(log["event"] == "mongo_version_unknown" for log in logs)
