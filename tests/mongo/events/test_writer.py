@@ -364,3 +364,26 @@ async def test_validator_rejection_names_the_rule_with_values_redacted(mongo_sta
         assert secret not in text and "65f0c0ffee" not in text
     assert writer.stats().rejected == 1
     await writer.aclose()
+
+
+@pytest.mark.real_mongodb
+async def test_real_server_rejection_carries_the_failed_rule(mongo_stack, open_backends) -> None:
+    """A document the validator refuses (bypassing the client's own checks) comes back as
+    error 121 with errInfo.details (MongoDB 5+), redacted into the ValidationError."""
+    import bson
+
+    settings = mongo_stack.settings()
+    backends = await open_backends(settings)
+    await ensure_schema(backends.mongo, settings)
+    events = Events(backends)
+    secret = "n" * 300  # over the validator's maxLength of 200 for name
+    document = {"event_id": "e1", "name": secret, "ts": 1, "user_id": "u", "properties": {}}
+    document["context"] = {}
+    with capture_logs() as logs, pytest.raises(ValidationError) as caught:
+        await events.track.__self__._enqueue(bson.encode(document), "x", wait=True)  # type: ignore[attr-defined]
+    assert caught.value.field.startswith("event.")
+    assert secret not in str(caught.value)
+    rejected = next(log for log in logs if log["event"] == "event_rejected")
+    assert rejected["code"] == 121 and rejected["details"] is not None
+    assert secret not in str(rejected)
+    await events.aclose()
