@@ -53,7 +53,12 @@ __all__ = [
 
 _log = get_logger("nexus_store.mongo.schema")
 _DAY = 86_400
-_UNSUPPORTED = (59, 13, 115)  # CommandNotFound, Unauthorized, CommandNotSupported
+_UNAUTHORIZED = 13
+_UNSUPPORTED = (59, _UNAUTHORIZED, 115)  # CommandNotFound, Unauthorized, CommandNotSupported
+_NOT_AUTHORIZED_DETAIL = (
+    "this user may not run {command}: {what} not checked (grant {command} as "
+    "mongo/init/01-roles.js does)"
+)
 # Deleting from a time-series collection by a field that is not its metaField (erasure by
 # user_id) needs MongoDB 7.0.
 _TIME_SERIES_ERASURE_VERSION = (7, 0)
@@ -517,11 +522,22 @@ async def _ensure_role(
 
 
 async def inspect_schema(backend: MongoBackend, settings: NexusSettings) -> list[SchemaProblem]:
-    """What differs between the declared schema and the server (empty when all is well)."""
+    """What differs between the declared schema and the server (empty when all is well).
+
+    A user without the ``listCollections`` or ``listIndexes`` action (an application role
+    older than ``mongo/init/01-roles.js``) still gets the collections checked, by name
+    (``nameOnly`` + ``authorizedCollections`` needs no privilege), and a ``not_authorized``
+    problem saying what went unchecked, instead of a failure.
+    """
     problems: list[SchemaProblem] = []
     with backend.unavailable():
         db = backend.db
-        existing = await _collections(db)
+        try:
+            existing = await _collections(db)
+        except OperationFailure as exc:
+            if exc.code != _UNAUTHORIZED:
+                raise
+            return await _inspect_names_only(db, settings)
         for spec in collection_specs(settings):
             info = existing.get(spec.name)
             if info is None:
@@ -548,9 +564,33 @@ async def inspect_schema(backend: MongoBackend, settings: NexusSettings) -> list
                         f"settings {spec.expire_after_seconds}",
                     )
                 )
-            found = await _indexes(db, spec.name)
+            try:
+                found = await _indexes(db, spec.name)
+            except OperationFailure as exc:
+                if exc.code != _UNAUTHORIZED:
+                    raise
+                detail = _NOT_AUTHORIZED_DETAIL.format(command="listIndexes", what="indexes")
+                problems.append(SchemaProblem(spec.name, "not_authorized", detail))
+                continue
             problems += _index_problems(spec, found)
     return problems
+
+
+async def _inspect_names_only(
+    db: AsyncDatabase[dict[str, Any]], settings: NexusSettings
+) -> list[SchemaProblem]:
+    names = set(await db.list_collection_names(authorizedCollections=True))
+    detail = _NOT_AUTHORIZED_DETAIL.format(
+        command="listCollections", what="validators, TTLs and indexes"
+    )
+    return [
+        *(
+            SchemaProblem(spec.name, "missing_collection", "run `nexus-store init`")
+            for spec in collection_specs(settings)
+            if spec.name not in names
+        ),
+        SchemaProblem(settings.mongo.database, "not_authorized", detail),
+    ]
 
 
 def _index_problems(

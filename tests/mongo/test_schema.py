@@ -251,3 +251,37 @@ async def test_init_checks_the_version_before_a_time_series_collection(
     version = await backends.mongo.server_version()
     if version == "unknown":  # the substitute reports none: allowed, and said so
         assert any(log["event"] == "mongo_version_unknown" for log in logs)
+
+
+async def test_health_without_schema_read_privileges_warns_and_checks_names(
+    mongo_stack, open_backends, recorder, monkeypatch
+) -> None:
+    """An application role older than 01-roles.js (no listCollections action): readiness
+    does not fail; the collections are still checked by name, with the form of
+    listCollections that needs no privilege."""
+    from pymongo.errors import OperationFailure
+
+    from nexus_store import NexusStore
+    from nexus_store.mongo import schema
+
+    settings = mongo_stack.settings()
+    await ensure_schema((await open_backends(settings)).mongo, settings)
+
+    async def refused(*args: Any) -> Any:  # the server's answer to this user
+        raise OperationFailure("not authorized on nexus to execute command", code=13)
+
+    monkeypatch.setattr(schema, "_collections", refused)
+    backends = await open_backends(settings, recorder)
+    problems = await inspect_schema(backends.mongo, settings)
+    assert [(p.collection, p.problem) for p in problems] == [
+        (settings.mongo.database, "not_authorized")
+    ]
+    assert "listCollections" in problems[0].detail
+    (names_only,) = recorder.named("listCollections")
+    assert names_only["nameOnly"] is True and names_only["authorizedCollections"] is True
+
+    async with NexusStore(settings) as store:
+        checks = (await store.health()).to_dict()["checks"]
+    for key in ("mongo:indexes", "mongo:validators"):
+        assert checks[key][0]["status"] == "warn", checks[key]
+        assert "may not run listCollections" in checks[key][0]["output"]
