@@ -217,7 +217,8 @@ async def app_workload(settings: NexusSettings, recorder: CommandRecorder) -> No
 
     await migrate.upgrade(settings)
     async with NexusStore(settings) as setup:
-        await ensure_schema(setup.backends.mongo, settings)
+        # no role: on a real server it would outlive this scratch database
+        await ensure_schema(setup.backends.mongo, settings, manage_roles=False)
     day = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     async with recorded_store(settings, recorder) as store:
         user = await store.entities.create(User, **user_values())
