@@ -14,7 +14,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,7 @@ class CommandRecorder(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.databases: list[str] = []  # the database of each command, in the same order
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         # Drop what the driver adds to every command ($db, lsid, $clusterTime...).
@@ -91,6 +92,7 @@ class CommandRecorder(monitoring.CommandListener):
             if not key.startswith("$") and key != "lsid"
         }
         self.commands.append((event.command_name, body))
+        self.databases.append(event.database_name)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -103,6 +105,7 @@ class CommandRecorder(monitoring.CommandListener):
 
     def clear(self) -> None:
         self.commands.clear()
+        self.databases.clear()
 
 
 # --- The CLI in a subprocess ---------------------------------------------------------------
@@ -316,3 +319,203 @@ def assert_no_secret_in_chain(error: BaseException, *secrets: str) -> None:
     for text in exception_chain_texts(error):
         for secret in secrets:
             assert secret not in text, f"{secret!r} reachable from {type(error).__name__}"
+
+# --- An independent aggregation engine (an oracle for the pipeline builders) ---------------
+
+
+class AggregationEngine:
+    """Runs the subset of MongoDB's aggregation language that nexus-store's pipelines use,
+    in Python, over documents read back from the server.
+
+    Written from MongoDB's manual, not from the pipeline builders, so that results the
+    nx-27017 substitute cannot compute (compound ``$group`` keys, ``$dateTrunc``,
+    ``$reduce``, a ``$match`` on a date range alone) are still checked. An operator it does
+    not know fails loudly, so a builder's new operator cannot slip through unchecked.
+    Also a :class:`~nexus_store.mongo.events.queries.ResultCache`: hand it to
+    ``EventQueries`` and every cached query runs here instead of on the server.
+    """
+
+    def __init__(self, documents: list[dict[str, Any]]) -> None:
+        self.documents = documents
+        self.pipelines: list[list[dict[str, Any]]] = []
+
+    async def rows(self, scope: Any, pipeline: list[dict[str, Any]], run: Any) -> list[Any]:
+        self.pipelines.append(pipeline)
+        return self.aggregate(pipeline)
+
+    def aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = [dict(doc) for doc in self.documents]
+        for stage in pipeline:
+            ((name, spec),) = stage.items()
+            rows = getattr(self, f"_stage_{name[1:]}")(rows, spec)
+        return rows
+
+    # stages
+    def _stage_match(self, rows: list[dict[str, Any]], spec: dict[str, Any]) -> list[Any]:
+        return [row for row in rows if _matches(row, spec)]
+
+    def _stage_sort(self, rows: list[dict[str, Any]], spec: dict[str, Any]) -> list[Any]:
+        for field, direction in reversed(list(spec.items())):
+            rows = sorted(rows, key=lambda r: _order(_path(r, field)), reverse=direction < 0)
+        return rows
+
+    def _stage_limit(self, rows: list[dict[str, Any]], spec: int) -> list[Any]:
+        return rows[:spec]
+
+    def _stage_count(self, rows: list[dict[str, Any]], spec: str) -> list[Any]:
+        return [{spec: len(rows)}] if rows else []
+
+    def _stage_project(self, rows: list[dict[str, Any]], spec: dict[str, Any]) -> list[Any]:
+        if all(value in (0, False) for value in spec.values()):
+            return [{k: v for k, v in row.items() if k not in spec} for row in rows]
+        return [
+            {"_id": row.get("_id"), **{k: _eval(v, row, {}) for k, v in spec.items()}}
+            for row in rows
+        ]
+
+    def _stage_group(self, rows: list[dict[str, Any]], spec: dict[str, Any]) -> list[Any]:
+        groups: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            key = _eval(spec["_id"], row, {})
+            group = groups.setdefault(repr(key), {"_id": key})
+            for field, accumulator in spec.items():
+                if field == "_id":
+                    continue
+                ((operator, argument),) = accumulator.items()
+                value = _eval(argument, row, {})
+                if operator == "$sum":
+                    group[field] = group.get(field, 0) + value
+                elif operator == "$push":
+                    group.setdefault(field, []).append(value)
+                else:
+                    raise NotImplementedError(operator)
+        return list(groups.values())
+
+
+_TYPE_RANK = {type(None): 0, int: 1, float: 1, str: 2, dict: 3, list: 4, bool: 5, datetime: 6}
+
+
+def _order(value: Any) -> tuple[int, Any]:
+    """BSON comparison order for the types these pipelines compare."""
+    return (_TYPE_RANK[type(value)], 0 if value is None else value)
+
+
+def _path(document: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(document, list):
+            document = [_path(item, part) for item in document]
+        elif isinstance(document, dict):
+            document = document.get(part)
+        else:
+            return None
+    return document
+
+
+def _matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
+    for field, condition in query.items():
+        if field == "$or":
+            if not any(_matches(row, branch) for branch in condition):
+                return False
+            continue
+        value = _path(row, field)
+        operators = condition if isinstance(condition, dict) else {"$eq": condition}
+        for operator, operand in operators.items():
+            if operator == "$eq":
+                ok = value == operand
+            elif operator == "$in":
+                ok = value in operand
+            elif operator == "$type":
+                ok = {"string": str}[operand] is type(value)
+            elif operator in ("$gte", "$gt", "$lt", "$lte"):
+                ok = (
+                    value is not None
+                    and type(value) is type(operand)
+                    and _compare(operator, value, operand)
+                )
+            else:
+                raise NotImplementedError(operator)
+            if not ok:
+                return False
+    return True
+
+
+def _compare(operator: str, left: Any, right: Any) -> bool:
+    a, b = _order(left), _order(right)
+    return {"$gte": a >= b, "$gt": a > b, "$lt": a < b, "$lte": a <= b}[operator]
+
+
+_UNITS = {"minute": {"second": 0}, "hour": {"minute": 0, "second": 0}}
+
+
+def _eval(expression: Any, row: dict[str, Any], variables: dict[str, Any]) -> Any:
+    if isinstance(expression, str) and expression.startswith("$$"):
+        name, _, rest = expression[2:].partition(".")
+        return _path(variables[name], rest) if rest else variables[name]
+    if isinstance(expression, str) and expression.startswith("$"):
+        return _path(row, expression[1:])
+    if isinstance(expression, list):
+        return [_eval(item, row, variables) for item in expression]
+    if not isinstance(expression, dict):
+        return expression
+    if not any(key.startswith("$") for key in expression):
+        return {key: _eval(value, row, variables) for key, value in expression.items()}
+    ((operator, argument),) = expression.items()
+
+    def ev(item: Any, extra: dict[str, Any] | None = None) -> Any:
+        return _eval(item, row, {**variables, **(extra or {})})
+
+    if operator == "$literal":
+        return argument
+    if operator == "$dateTrunc":
+        assert argument["timezone"] == "UTC"
+        date = ev(argument["date"]).astimezone(UTC).replace(microsecond=0)
+        unit = argument["unit"]
+        fields = {"hour": 0, "minute": 0, "second": 0} if unit == "day" else _UNITS[unit]
+        return date.replace(**fields)
+    if operator == "$reduce":
+        value = ev(argument["initialValue"])
+        for item in ev(argument["input"]):
+            value = ev(argument["in"], {"value": value, "this": item})
+        return value
+    if operator == "$map":
+        name = argument.get("as", "this")
+        return [ev(argument["in"], {name: item}) for item in ev(argument["input"])]
+    if operator == "$let":
+        bound = {name: ev(value) for name, value in argument["vars"].items()}
+        return ev(argument["in"], bound)
+    if operator == "$cond":
+        condition, then, otherwise = argument
+        return ev(then) if ev(condition) else ev(otherwise)
+    if operator == "$and":
+        return all(ev(item) for item in argument)
+    if operator == "$or":
+        return any(ev(item) for item in argument)
+    values = [ev(item) for item in argument] if isinstance(argument, list) else [ev(argument)]
+    if operator == "$eq":
+        return values[0] == values[1]
+    if operator in ("$lt", "$lte", "$gt", "$gte"):
+        return _compare(operator, values[0], values[1])
+    if operator == "$add":
+        return sum(values)
+    if operator == "$subtract":
+        left, right = values
+        if left is None or right is None:
+            return None
+        if isinstance(left, datetime):
+            return (left - right) // timedelta(milliseconds=1)
+        return left - right
+    if operator == "$arrayElemAt":
+        array, index = values
+        return array[index] if -len(array) <= index < len(array) else None
+    if operator == "$size":
+        return len(values[0])
+    if operator == "$range":
+        return list(range(*values))
+    if operator == "$slice":
+        array, start, count = values
+        return array[start : start + count]
+    if operator == "$max":
+        candidates = values[0] if len(values) == 1 and isinstance(values[0], list) else values
+        present = [value for value in candidates if value is not None]
+        return max(present, key=_order) if present else None
+    raise NotImplementedError(operator)

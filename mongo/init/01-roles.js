@@ -6,6 +6,11 @@
 //   NEXUS_MONGO_APP_PASSWORD        password of "nexus_app", the user the application runs as
 //   NEXUS_MONGO_MIGRATOR_PASSWORD   password of "nexus_migrator", the user `nexus-store init` runs as
 //
+// Every action below is one that a command nexus-store sends needs, per the "Required Access"
+// section of that command's page in the MongoDB manual; tests/mongo/test_privileges.py records
+// the commands of a full workload, maps them with that table and checks that these roles grant
+// all of them and nothing else. Change both together.
+//
 // The application may only read and append to the audit log: no update, no remove, no index
 // or collection changes. `nexus-store init` creates the same audit role (audit.role_name) and
 // keeps its privileges in step with settings; this script exists so that a fresh server is
@@ -19,13 +24,22 @@ if (!appPassword || !migratorPassword) {
 }
 
 const nexus = db.getSiblingDB(dbName);
+const admin = db.getSiblingDB("admin");
+
+// Health (`nexus-store health`, readiness) reads the collections' validators
+// (listCollections on the database) and indexes (listIndexes on each collection).
+const schemaReads = { resource: { db: dbName, collection: "" }, actions: ["listCollections"] };
 
 // find + insert on the audit log and its checkpoints: append-only at the database level.
 nexus.createRole({
   role: "nexusAuditWriter",
   privileges: [
-    { resource: { db: dbName, collection: "audit_log" }, actions: ["find", "insert"] },
-    { resource: { db: dbName, collection: "audit_log_checkpoints" }, actions: ["find", "insert"] },
+    { resource: { db: dbName, collection: "audit_log" }, actions: ["find", "insert", "listIndexes"] },
+    {
+      resource: { db: dbName, collection: "audit_log_checkpoints" },
+      actions: ["find", "insert", "listIndexes"],
+    },
+    schemaReads,
   ],
   roles: [],
 });
@@ -34,7 +48,11 @@ nexus.createRole({
 nexus.createRole({
   role: "nexusEventsWriter",
   privileges: [
-    { resource: { db: dbName, collection: "events" }, actions: ["find", "insert", "remove"] },
+    {
+      resource: { db: dbName, collection: "events" },
+      actions: ["find", "insert", "remove", "listIndexes"],
+    },
+    schemaReads,
   ],
   roles: [],
 });
@@ -45,10 +63,39 @@ nexus.createUser({
   roles: [{ role: "nexusAuditWriter", db: dbName }, { role: "nexusEventsWriter", db: dbName }],
 });
 
-// `nexus-store init`: create collections, validators and indexes (dbAdmin) and manage the
-// audit role (userAdmin on this database only). Never used by the running application.
+// `nexus-store init`: create collections, validators and indexes, and manage the audit role,
+// on this database only. Never used by the running application.
+nexus.createRole({
+  role: "nexusMigrator",
+  privileges: [
+    {
+      resource: { db: dbName, collection: "" },
+      actions: [
+        "listCollections", // inspect what exists
+        "listIndexes",
+        "createCollection", // create (with its validator, or as a time-series collection)
+        "createIndex", // createIndexes
+        "collMod", // validator and TTL changes
+        "dropIndex", // the audit TTL index when retention is switched off
+        "viewRole", // rolesInfo of the audit role
+        "createRole", // createRole ...
+        "grantRole", // ... and updateRole, with privileges on this database
+      ],
+    },
+  ],
+  roles: [],
+});
+
+// updateRole also needs revokeRole "on all databases" (MongoDB manual, updateRole, Required
+// Access); a privilege on every database can only live in a role of the admin database.
+admin.createRole({
+  role: "nexusRoleUpdater",
+  privileges: [{ resource: { db: "", collection: "" }, actions: ["revokeRole"] }],
+  roles: [],
+});
+
 nexus.createUser({
   user: "nexus_migrator",
   pwd: migratorPassword,
-  roles: [{ role: "dbAdmin", db: dbName }, { role: "userAdmin", db: dbName }],
+  roles: [{ role: "nexusMigrator", db: dbName }, { role: "nexusRoleUpdater", db: "admin" }],
 });

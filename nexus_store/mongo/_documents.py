@@ -10,18 +10,23 @@ keys with a :class:`~nexus_store.errors.ValidationError` naming the full path
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import bson
 import orjson
 import pydantic
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 
 from nexus_store._errors import describe
 from nexus_store.errors import ValidationError
 
 __all__ = [
+    "BSON_CODEC",
+    "MAX_DEPTH",
     "NO_NUL",
     "InputModel",
     "clean_document",
@@ -38,7 +43,23 @@ __all__ = [
 NO_NUL = r"^[^\x00]*$"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_MAX_DEPTH = 32
+#: How deep a caller's mapping may nest, counting the mapping itself (``properties`` holding
+#: a list of dicts is 3 levels). One limit for every path that stores caller data; with the
+#: stored document's own level it stays far below MongoDB's 100 levels.
+MAX_DEPTH = 32
+#: How caller documents are encoded: a ``uuid.UUID`` becomes standard binary subtype 4, as
+#: the client's ``uuidRepresentation="standard"`` does for documents it encodes itself.
+BSON_CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
+    uuid_representation=UuidRepresentation.STANDARD
+)
+# orjson hands these to the ``default`` hook instead of serialising them itself, so that
+# the screen accepts exactly what clean_document accepts (orjson alone would take
+# dataclasses, dates and times, and StrEnum/IntEnum members as text).
+_SCREEN_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 _MAX_PAGE = 1000
 
 
@@ -85,7 +106,7 @@ def _check_key(key: Any, parent: str) -> str:
     return key
 
 
-def _clean_value(value: Any, parent: str, key: str | int, depth: int) -> Any:
+def _clean_value(value: Any, parent: str, key: str | int, depth: int, binary: bool) -> Any:
     # The hot path: exact builtin scalars, checked without building the field path.
     kind = type(value)
     if kind is str:
@@ -96,61 +117,87 @@ def _clean_value(value: Any, parent: str, key: str | int, depth: int) -> Any:
         return value
     if value is None or kind is bool or kind is float:
         return value
-    return _clean_other(value, parent, key, depth)
+    return _clean_other(value, parent, key, depth, binary)
 
 
-def _clean_other(value: Any, parent: str, key: str | int, depth: int) -> Any:
+def _clean_other(value: Any, parent: str, key: str | int, depth: int, binary: bool) -> Any:
     path = _join(parent, key)
     if isinstance(value, dict | Mapping):
         _check_depth(depth, path)
         return {
-            _check_key(name, path): _clean_value(item, path, name, depth + 1)
+            _check_key(name, path): _clean_value(item, path, name, depth + 1, binary)
             for name, item in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple):  # a tuple is stored as an array (read back: a list)
         _check_depth(depth, path)
-        return [_clean_value(item, path, index, depth + 1) for index, item in enumerate(value)]
+        return [
+            _clean_value(item, path, index, depth + 1, binary) for index, item in enumerate(value)
+        ]
     if isinstance(value, dt.datetime):
         return utc_millis(value, path)
+    if binary and type(value) in (bytes, uuid.UUID):  # BSON binary, read back as the same type
+        return value
     for base in (str, int, float):  # str/int/float subclasses such as enums: store the value
         if isinstance(value, base):
-            return _clean_value(base(value), parent, key, depth)
-    raise ValidationError(
-        path, f"unsupported type {type(value).__name__}; use JSON types or an aware datetime"
-    )
+            return _clean_value(base(value), parent, key, depth, binary)
+    raise ValidationError(path, f"unsupported type {type(value).__name__}; {_SUPPORTED}")
+
+
+_SUPPORTED = (
+    "use str, int (64-bit), float, bool, None, an aware datetime, bytes, uuid.UUID, "
+    "lists and mappings (convert Decimal, date, set, enum or model values yourself)"
+)
 
 
 def _check_depth(depth: int, path: str) -> None:
-    if depth >= _MAX_DEPTH:
-        raise ValidationError(path, f"nested deeper than {_MAX_DEPTH} levels")
+    if depth >= MAX_DEPTH:
+        raise ValidationError(path, f"nested deeper than {MAX_DEPTH} levels")
 
 
-def clean_document(value: Mapping[str, Any], path: str) -> dict[str, Any]:
+def clean_document(value: Mapping[str, Any], path: str, *, binary: bool = False) -> dict[str, Any]:
     """A plain-dict copy of ``value`` that is safe to store, or a ValidationError.
 
     Keys must be non-empty strings without a leading ``$``, a ``.`` or NUL. Values may be
-    None, bool, int (64-bit), float, str, aware datetime, lists and mappings of those.
-    Datetimes become UTC at millisecond precision, as BSON stores them.
+    None, bool, int (64-bit), float, str, aware datetime, lists (or tuples) and mappings of
+    those, nested at most :data:`MAX_DEPTH` levels; with ``binary`` also ``bytes`` and
+    ``uuid.UUID`` (BSON binary subtypes 0 and 4). Datetimes become UTC at millisecond
+    precision, as BSON stores them; members of str/int/float enums become their value.
 
         >>> clean_document({"plan": "pro"}, "properties")
         {'plan': 'pro'}
     """
-    return {_check_key(key, path): _clean_value(item, path, key, 1) for key, item in value.items()}
+    return {
+        _check_key(key, path): _clean_value(item, path, key, 1, binary)
+        for key, item in value.items()
+    }
 
 
-def _reject_naive(value: Any) -> None:
-    if isinstance(value, dt.datetime) and value.utcoffset() is not None:
-        return
+def _screen_default(value: Any) -> Any:
+    """orjson's hook for what it does not take itself; ``None`` marks a value as accepted."""
+    if isinstance(value, dt.datetime):
+        if value.utcoffset() is None:
+            raise TypeError("naive datetime")
+        return None
+    if isinstance(value, dict | Mapping):  # a dict subclass or another mapping: walk on
+        return dict(value)
+    if isinstance(value, list | tuple):
+        return list(value)
+    if type(value) is bytes or isinstance(value, str | float):
+        return None
+    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
+        return None
     raise TypeError(type(value).__name__)
 
 
 def screen_values(value: Any, field: str) -> dict[str, Any]:
     """``value`` as a dict, once orjson (in C) accepts every value in it; else a ValidationError.
 
-    orjson walks the values: 64-bit integers, JSON types, aware datetimes (through
-    :func:`_reject_naive`). Keys are left to the BSON encoder's ``check_keys`` (see
-    :func:`screen_mapping`). Only when orjson objects does the slower :func:`clean_document`
-    run, to name the offending path.
+    orjson walks the values: 64-bit integers, JSON types, UUIDs, and through
+    :func:`_screen_default` aware datetimes, bytes and str/int/float subclasses. Its output
+    bounds the nesting: a value cannot nest deeper than it has ``{`` and ``[`` characters,
+    so only a value with more than :data:`MAX_DEPTH` of them is walked to measure it. Keys
+    are left to the BSON encoder's ``check_keys`` (see :func:`screen_mapping`). Only when a
+    screen objects does the slower :func:`clean_document` run, to name the offending path.
     """
     if type(value) is dict:
         mapping: dict[str, Any] = value
@@ -159,10 +206,12 @@ def screen_values(value: Any, field: str) -> dict[str, Any]:
     else:
         raise ValidationError(field, f"must be a mapping, got {type(value).__name__}")
     try:
-        orjson.dumps(mapping, default=_reject_naive, option=orjson.OPT_PASSTHROUGH_DATETIME)
+        encoded = orjson.dumps(mapping, default=_screen_default, option=_SCREEN_OPTIONS)
     except orjson.JSONEncodeError as exc:
-        clean_document(mapping, field)  # raises, naming the path
+        clean_document(mapping, field, binary=True)  # raises, naming the path
         raise ValidationError(field, describe(exc)) from None
+    if encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH:
+        clean_document(mapping, field, binary=True)  # raises when it is really too deep
     return mapping
 
 
@@ -175,9 +224,9 @@ def screen_mapping(value: Any, field: str) -> dict[str, Any]:
     """
     value = screen_values(value, field)
     try:
-        bson.encode(value, check_keys=True)
+        bson.encode(value, check_keys=True, codec_options=BSON_CODEC)
     except (InvalidDocument, OverflowError) as exc:
-        clean_document(value, field)  # raises, naming the path
+        clean_document(value, field, binary=True)  # raises, naming the path
         raise ValidationError(field, describe(exc)) from None
     return dict(value)
 

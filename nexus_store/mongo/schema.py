@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pymongo.errors import OperationFailure
 
 from nexus_store._errors import describe
+from nexus_store.errors import ConfigurationError
 from nexus_store.log import get_logger
 from nexus_store.mongo._layout import (
     AUDIT_ENTRY_FIELDS,
@@ -44,6 +45,7 @@ __all__ = [
     "SchemaChange",
     "SchemaProblem",
     "audit_role_privileges",
+    "check_time_series_support",
     "collection_specs",
     "ensure_schema",
     "inspect_schema",
@@ -51,7 +53,18 @@ __all__ = [
 
 _log = get_logger("nexus_store.mongo.schema")
 _DAY = 86_400
-_UNSUPPORTED = (59, 13, 115)  # CommandNotFound, Unauthorized, CommandNotSupported
+_UNAUTHORIZED = 13
+_UNSUPPORTED = (59, _UNAUTHORIZED, 115)  # CommandNotFound, Unauthorized, CommandNotSupported
+_NOT_AUTHORIZED_DETAIL = (
+    "this user may not run {command}: {what} not checked (grant {command} as "
+    "mongo/init/01-roles.js does)"
+)
+# Deleting from a time-series collection by a field that is not its metaField (erasure by
+# user_id) needs MongoDB 7.0.
+_TIME_SERIES_ERASURE_VERSION = (7, 0)
+# The audit role's actions on each audit collection: read, append, and list the indexes for
+# the health report. Never update or remove.
+_AUDIT_ACTIONS = ("find", "insert", "listIndexes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,14 +230,44 @@ def collection_specs(settings: NexusSettings) -> list[CollectionSpec]:
 
 
 def audit_role_privileges(settings: NexusSettings) -> list[dict[str, Any]]:
-    """find + insert on the audit collections, nothing else (no update, no remove)."""
+    """What the application needs on the audit collections, nothing else.
+
+    ``find`` + ``insert`` (append-only: no update, no remove) and ``listIndexes`` on the
+    entries and their checkpoints, and ``listCollections`` on the database: the health
+    report's schema checks read the collections' validators and indexes. The same grants
+    are in ``mongo/init/01-roles.js``; ``tests/mongo/test_privileges.py`` derives them
+    from the commands a full workload sends.
+    """
+    database = settings.mongo.database
     return [
-        {
-            "resource": {"db": settings.mongo.database, "collection": name},
-            "actions": ["find", "insert"],
-        }
-        for name in (settings.audit.collection, checkpoint_collection(settings))
+        *(
+            {"resource": {"db": database, "collection": name}, "actions": list(_AUDIT_ACTIONS)}
+            for name in (settings.audit.collection, checkpoint_collection(settings))
+        ),
+        {"resource": {"db": database, "collection": ""}, "actions": ["listCollections"]},
     ]
+
+
+def check_time_series_support(settings: NexusSettings, server_version: str) -> None:
+    """Refuse ``events.time_series`` on a server that cannot erase a user's events there.
+
+    ``delete_user`` deletes by ``user_id``, which is not the time-series metaField; MongoDB
+    allows that only from 7.0. A server that reports no version is given the benefit of the
+    doubt (logged).
+    """
+    if not settings.events.time_series:
+        return
+    parts = server_version.split(".")[:2]
+    if len(parts) < 2 or not all(part.isdigit() for part in parts):
+        _log.warning("mongo_version_unknown", version=server_version, needed="7.0")
+        return
+    if (int(parts[0]), int(parts[1])) < _TIME_SERIES_ERASURE_VERSION:
+        raise ConfigurationError(
+            f"events.time_series needs MongoDB 7.0 or later (the server is {server_version}): "
+            "erasing a user's events deletes by user_id, which a time-series collection allows "
+            "only from 7.0; set events.time_series = false or upgrade the server",
+            setting="events.time_series",
+        )
 
 
 # -- reading the server's state ------------------------------------------------------------
@@ -302,6 +345,8 @@ async def ensure_schema(
     (``rolesInfo``); ``True`` forces it, ``False`` skips it.
     """
     changes: list[SchemaChange] = []
+    if settings.events.time_series:
+        check_time_series_support(settings, await backend.server_version())
     with operation(backend, "schema.ensure") as op, backend.unavailable():
         db = backend.db
         existing = await _collections(db)
@@ -460,7 +505,9 @@ async def _ensure_role(
     else:
         command = {"createRole": role, "privileges": privileges, "roles": []}
         action = "create_role"
-    change = SchemaChange(settings.audit.collection, action, f"{role}: find+insert only", command)
+    change = SchemaChange(
+        settings.audit.collection, action, f"{role}: find+insert (and index listing) only", command
+    )
     try:
         return [await _run(db, change, dry_run)]
     except OperationFailure as exc:
@@ -474,11 +521,22 @@ async def _ensure_role(
 
 
 async def inspect_schema(backend: MongoBackend, settings: NexusSettings) -> list[SchemaProblem]:
-    """What differs between the declared schema and the server (empty when all is well)."""
+    """What differs between the declared schema and the server (empty when all is well).
+
+    A user without the ``listCollections`` or ``listIndexes`` action (an application role
+    older than ``mongo/init/01-roles.js``) still gets the collections checked, by name
+    (``nameOnly`` + ``authorizedCollections`` needs no privilege), and a ``not_authorized``
+    problem saying what went unchecked, instead of a failure.
+    """
     problems: list[SchemaProblem] = []
     with backend.unavailable():
         db = backend.db
-        existing = await _collections(db)
+        try:
+            existing = await _collections(db)
+        except OperationFailure as exc:
+            if exc.code != _UNAUTHORIZED:
+                raise
+            return await _inspect_names_only(db, settings)
         for spec in collection_specs(settings):
             info = existing.get(spec.name)
             if info is None:
@@ -505,9 +563,33 @@ async def inspect_schema(backend: MongoBackend, settings: NexusSettings) -> list
                         f"settings {spec.expire_after_seconds}",
                     )
                 )
-            found = await _indexes(db, spec.name)
+            try:
+                found = await _indexes(db, spec.name)
+            except OperationFailure as exc:
+                if exc.code != _UNAUTHORIZED:
+                    raise
+                detail = _NOT_AUTHORIZED_DETAIL.format(command="listIndexes", what="indexes")
+                problems.append(SchemaProblem(spec.name, "not_authorized", detail))
+                continue
             problems += _index_problems(spec, found)
     return problems
+
+
+async def _inspect_names_only(
+    db: AsyncDatabase[dict[str, Any]], settings: NexusSettings
+) -> list[SchemaProblem]:
+    names = set(await db.list_collection_names(authorizedCollections=True))
+    detail = _NOT_AUTHORIZED_DETAIL.format(
+        command="listCollections", what="validators, TTLs and indexes"
+    )
+    return [
+        *(
+            SchemaProblem(spec.name, "missing_collection", "run `nexus-store init`")
+            for spec in collection_specs(settings)
+            if spec.name not in names
+        ),
+        SchemaProblem(settings.mongo.database, "not_authorized", detail),
+    ]
 
 
 def _index_problems(

@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 from pymongo.errors import WriteError
+from structlog.testing import capture_logs
 
+from nexus_store.errors import ConfigurationError
 from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS
 from nexus_store.mongo.audit.chain import HASHED_FIELDS
 from nexus_store.mongo.audit.model import AuditEntry
-from nexus_store.mongo.schema import ensure_schema, inspect_schema
+from nexus_store.mongo.schema import check_time_series_support, ensure_schema, inspect_schema
 from tests.support import CommandRecorder
 
 DAY = 86_400
@@ -162,11 +164,15 @@ async def test_audit_role_command(mongo_stack, open_backends, recorder, unique) 
     assert recorder.named("createRole")[-1] == {
         "createRole": f"nexusAudit_{unique}",
         "privileges": [
-            {"resource": {"db": database, "collection": audit}, "actions": ["find", "insert"]},
+            {
+                "resource": {"db": database, "collection": audit},
+                "actions": ["find", "insert", "listIndexes"],
+            },
             {
                 "resource": {"db": database, "collection": f"{audit}_checkpoints"},
-                "actions": ["find", "insert"],
+                "actions": ["find", "insert", "listIndexes"],
             },
+            {"resource": {"db": database, "collection": ""}, "actions": ["listCollections"]},
         ],
         "roles": [],
     }
@@ -185,7 +191,10 @@ async def test_real_server_role_validator_and_idempotency(mongo_stack, open_back
         assert await inspect_schema(backends.mongo, settings) == []
         info = await db.command({"rolesInfo": settings.audit.role_name, "showPrivileges": True})
         actions = {frozenset(p["actions"]) for p in info["roles"][0]["privileges"]}
-        assert actions == {frozenset({"find", "insert"})}
+        assert actions == {
+            frozenset({"find", "insert", "listIndexes"}),
+            frozenset({"listCollections"}),
+        }
         with pytest.raises(WriteError):  # the validator is enforced
             await db[settings.events.collection].insert_one({"name": "no ids", "ts": 1})
         moved = mongo_stack.settings(
@@ -211,3 +220,68 @@ async def test_inspect_reports_missing_schema(mongo_stack, open_backends) -> Non
     await ensure_schema(backends.mongo, settings)
     remaining = await inspect_schema(backends.mongo, settings)
     assert {p.problem for p in remaining} <= {"validator_mismatch"}
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [("5.0.26", True), ("6.0.14", True), ("7.0.0", False), ("8.0.4", False), ("unknown", False)],
+)
+def test_time_series_mode_needs_mongodb_7(mongo_stack, version: str, refused: bool) -> None:
+    """Erasure deletes by user_id, not the metaField: MongoDB allows that from 7.0."""
+    time_series = mongo_stack.settings(events={"time_series": True})
+    if refused:
+        with pytest.raises(ConfigurationError) as caught:
+            check_time_series_support(time_series, version)
+        assert caught.value.setting == "events.time_series"
+        assert version in str(caught.value) and "7.0" in str(caught.value)
+    else:
+        check_time_series_support(time_series, version)
+    check_time_series_support(mongo_stack.settings(), "5.0.0")  # a plain collection: any
+
+
+async def test_init_checks_the_version_before_a_time_series_collection(
+    mongo_stack, open_backends, recorder
+) -> None:
+    settings = mongo_stack.settings(events={"time_series": True})
+    backends = await open_backends(settings, recorder)
+    with capture_logs() as logs:
+        await ensure_schema(backends.mongo, settings, dry_run=True)
+    names = [name for name, _ in recorder.commands]
+    assert names.index("buildInfo") < names.index("listCollections")
+    version = await backends.mongo.server_version()
+    if version == "unknown":  # the substitute reports none: allowed, and said so
+        assert any(log["event"] == "mongo_version_unknown" for log in logs)
+
+
+async def test_health_without_schema_read_privileges_warns_and_checks_names(
+    mongo_stack, open_backends, recorder, monkeypatch
+) -> None:
+    """An application role older than 01-roles.js (no listCollections action): readiness
+    does not fail; the collections are still checked by name, with the form of
+    listCollections that needs no privilege."""
+    from pymongo.errors import OperationFailure
+
+    from nexus_store import NexusStore
+    from nexus_store.mongo import schema
+
+    settings = mongo_stack.settings()
+    await ensure_schema((await open_backends(settings)).mongo, settings)
+
+    async def refused(*args: Any) -> Any:  # the server's answer to this user
+        raise OperationFailure("not authorized on nexus to execute command", code=13)
+
+    monkeypatch.setattr(schema, "_collections", refused)
+    backends = await open_backends(settings, recorder)
+    problems = await inspect_schema(backends.mongo, settings)
+    assert [(p.collection, p.problem) for p in problems] == [
+        (settings.mongo.database, "not_authorized")
+    ]
+    assert "listCollections" in problems[0].detail
+    (names_only,) = recorder.named("listCollections")
+    assert names_only["nameOnly"] is True and names_only["authorizedCollections"] is True
+
+    async with NexusStore(settings) as store:
+        checks = (await store.health()).to_dict()["checks"]
+    for key in ("mongo:indexes", "mongo:validators"):
+        assert checks[key][0]["status"] == "warn", checks[key]
+        assert "may not run listCollections" in checks[key][0]["output"]

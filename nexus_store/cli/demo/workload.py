@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from nexus_store.cli._common import json_ready
-from nexus_store.errors import ValidationError
+from nexus_store.errors import BackendUnavailableError, ValidationError
 from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
@@ -251,7 +251,18 @@ async def _events(store: NexusStore, record: _Recorder, state: _State, report: D
             ),
             kind="event",
         )
-    await record("events.flush", events.flush())
+    # flush() waits for MongoDB as long as it takes; the demo waits as long as the store's
+    # close would (events.close_timeout), then reports the section as failed.
+    bound = store.settings.events.close_timeout
+    try:
+        async with asyncio.timeout(bound):
+            await record("events.flush", events.flush())
+    except TimeoutError:
+        raise BackendUnavailableError(
+            "mongo",
+            f"events not stored within events.close_timeout={bound} s "
+            f"(last error: {events.stats().last_error or 'none'})",
+        ) from None
     top = await record(
         "events.top_events", events.top_events(start=state.started, end=datetime.now(UTC), limit=5)
     )

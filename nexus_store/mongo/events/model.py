@@ -25,6 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from nexus_store._errors import describe
 from nexus_store.errors import ValidationError
 from nexus_store.mongo._documents import (
+    BSON_CODEC,
     InputModel,
     clean_document,
     screen_mapping,
@@ -253,8 +254,9 @@ def encode_event(
         context=_NO_MAPPING if context is None else screen_values(context, "context"),
     )
     try:
-        return event_id, bson.encode(document, check_keys=True)
+        return event_id, bson.encode(document, check_keys=True, codec_options=BSON_CODEC)
     except (InvalidDocument, OverflowError) as exc:
-        clean_document(document["properties"], "properties")  # raises, naming the path
-        clean_document(document["context"], "context")
+        # raises, naming the path
+        clean_document(document["properties"], "properties", binary=True)
+        clean_document(document["context"], "context", binary=True)
         raise ValidationError("event", describe(exc)) from None

@@ -16,6 +16,7 @@ event name such as ``"$where"`` is matched as text, never read as a field path o
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -40,7 +41,12 @@ __all__ = [
 ]
 
 Interval = Literal["minute", "hour", "day"]
+Anchor = Literal["first", "any"]
 Rows = list[dict[str, Any]]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MILLISECOND = dt.timedelta(milliseconds=1)
+_CURSOR = re.compile(r"(-?[0-9]{1,15})\.(.+)", re.DOTALL)
 
 
 class ResultCache(Protocol):
@@ -98,15 +104,68 @@ def _names(names: str | Sequence[str], field: str) -> list[str]:
     return checked
 
 
+def bson_millis(value: dt.datetime) -> int:
+    """The integer milliseconds since the epoch that BSON stores for ``value``.
+
+    Exact integer arithmetic: ``int(value.timestamp() * 1000)`` goes through a float and
+    comes out 1 ms low for some instants (2004-09-23T15:54:43.735Z), which made a timeline
+    cursor skip the events of that millisecond.
+    """
+    return (value - _EPOCH) // _MILLISECOND
+
+
 def _encode_cursor(event: Event) -> str:
-    return f"{int(event.ts.timestamp() * 1000)}.{event.event_id}"
+    return f"{bson_millis(event.ts)}.{event.event_id}"
 
 
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
-    millis, _, event_id = query_text(cursor, "cursor").partition(".")
-    if not millis.isdigit() or not event_id:
+    found = _CURSOR.fullmatch(query_text(cursor, "cursor"))
+    if found is None:
         raise ValidationError("cursor", "not a cursor returned by timeline()")
-    return dt.datetime.fromtimestamp(int(millis) / 1000, dt.UTC), event_id
+    try:
+        return _EPOCH + int(found[1]) * _MILLISECOND, found[2]
+    except OverflowError:
+        raise ValidationError("cursor", "not a cursor returned by timeline()") from None
+
+
+def _funnel_depth(
+    anchor: Anchor, first_step: str, step_matches: dict[str, Any], advance: dict[str, Any]
+) -> dict[str, Any]:
+    """The expression of how many steps a user's ``$events`` (oldest first) reached."""
+
+    def walk(events: Any) -> dict[str, Any]:
+        progress = {
+            "$reduce": {
+                "input": events,
+                "initialValue": {"reached": 0, "started": None},
+                "in": {"$cond": [step_matches, advance, "$$value"]},
+            }
+        }
+        return {"$let": {"vars": {"progress": progress}, "in": "$$progress.reached"}}
+
+    if anchor == "first":
+        return walk("$events")
+    # Every step-1 event starts a walk over the events from it on; the deepest counts.
+    return {
+        "$max": {
+            "$map": {
+                "input": {"$range": [0, {"$size": "$events"}]},
+                "as": "at",
+                "in": {
+                    "$cond": [
+                        {
+                            "$eq": [
+                                {"$arrayElemAt": ["$events.name", "$$at"]},
+                                {"$literal": first_step},
+                            ]
+                        },
+                        walk({"$slice": ["$events", "$$at", {"$size": "$events"}]}),
+                        0,
+                    ]
+                },
+            }
+        }
+    }
 
 
 class EventQueries:
@@ -207,19 +266,25 @@ class EventQueries:
         start: dt.datetime,
         end: dt.datetime,
         window: dt.timedelta,
+        anchor: Anchor = "first",
     ) -> list[FunnelStep]:
-        """How many users did ``steps`` in order, each within ``window`` of their first step.
+        """How many users did ``steps`` in order, each within ``window`` of their step 1.
 
         Each user's events of those names in ``[start, end)`` are walked oldest first on the
         server; a step counts when it follows the previous one and lies within ``window`` of
-        the user's first step.
+        the anchoring step-1 event. ``anchor="first"`` anchors on the user's first step-1
+        event only (a user who views, leaves, and views again to convert later than the
+        window counts at depth 1); ``anchor="any"`` tries every step-1 event and counts the
+        deepest run (that user converts).
         """
         checked = _names(list(steps), "steps")
         if len(checked) < 2:
             raise ValidationError("steps", "a funnel needs at least two steps")
-        window_ms = int(window.total_seconds() * 1000)
+        window_ms = window // _MILLISECOND if isinstance(window, dt.timedelta) else 0
         if window_ms <= 0:
-            raise ValidationError("window", "must be positive")
+            raise ValidationError("window", "must be a positive timedelta")
+        if anchor not in ("first", "any"):
+            raise ValidationError("anchor", "must be first or any")
         reached = "$$value.reached"
         step_matches = {
             "$and": [
@@ -247,18 +312,8 @@ class EventQueries:
             },
             {"$sort": {"ts": 1, "event_id": 1}},
             {"$group": {"_id": "$user_id", "events": {"$push": {"name": "$name", "ts": "$ts"}}}},
-            {
-                "$project": {
-                    "progress": {
-                        "$reduce": {
-                            "input": "$events",
-                            "initialValue": {"reached": 0, "started": None},
-                            "in": {"$cond": [step_matches, advance, "$$value"]},
-                        }
-                    }
-                }
-            },
-            {"$group": {"_id": "$progress.reached", "users": {"$sum": 1}}},
+            {"$project": {"depth": _funnel_depth(anchor, checked[0], step_matches, advance)}},
+            {"$group": {"_id": "$depth", "users": {"$sum": 1}}},
         ]
         rows = await self._aggregate("funnel", pipeline)
         users_by_depth = {int(row["_id"]): int(row["users"]) for row in rows}

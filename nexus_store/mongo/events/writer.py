@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -51,6 +52,10 @@ __all__ = ["EventWriter", "WriterStats"]
 _log = get_logger("nexus_store.events")
 _DUPLICATE_KEY = 11000
 _DROP_LOG_EVERY_SECONDS = 1.0
+# What MongoDB 5+ puts in errInfo.details of error 121 that comes from the document itself:
+# replaced before the details reach a log line or an exception.
+_VALUE_KEYS = frozenset({"consideredValue", "consideredValues", "failingDocumentId"})
+_REDACTED = "<redacted>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,52 @@ class WriterStats:
     dropped: int
     rejected: int
     last_error: str | None
+
+
+def redact_details(details: Any) -> Any:
+    """``errInfo.details`` of a validation failure with every value of the document replaced.
+
+    The rules (operator names, property names, ``specifiedAs``, reasons, considered types)
+    are kept: they say which rule failed without repeating what the event held.
+    """
+    if isinstance(details, dict):
+        return {
+            str(key): _REDACTED if key in _VALUE_KEYS else redact_details(value)
+            for key, value in details.items()
+        }
+    if isinstance(details, list):
+        return [redact_details(item) for item in details]
+    return (
+        details
+        if isinstance(details, str | int | float | bool) or details is None
+        else str(details)
+    )
+
+
+def _failed_property(details: Any, parent: str = "") -> str | None:
+    """The path of the first property the validator names (``name``, ``properties``)."""
+    if isinstance(details, dict):
+        for item in details.get("propertiesNotSatisfied", ()) or ():
+            name = f"{parent}{item.get('propertyName', '')}"
+            return _failed_property(item.get("details"), f"{name}.") or name
+        for item in details.get("missingProperties", ()) or ():
+            return f"{parent}{item}"
+        for key in ("schemaRulesNotSatisfied", "details"):
+            found = _failed_property(details.get(key), parent)
+            if found:
+                return found
+    if isinstance(details, list):
+        for item in details:
+            found = _failed_property(item, parent)
+            if found:
+                return found
+    return None
+
+
+def _consume_outcome(task: asyncio.Task[None]) -> None:
+    """Retrieve a given-up task's outcome, so that nothing is reported at loop shutdown."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _already_stored(error: dict[str, Any]) -> bool:
@@ -115,7 +166,12 @@ class EventWriter:
         self._dropped = 0
         self._rejected = 0
         self._last_error: str | None = None
-        self._last_drop_log = 0.0
+        self._last_drop_log = -_DROP_LOG_EVERY_SECONDS
+        self._full_drops = 0  # refused on a full buffer (dropped also counts abandoned ones)
+        self._logged_drops = 0
+        self._last_dropped_name = ""
+        self._drop_log_pending: asyncio.TimerHandle | None = None
+        self._given_up = False  # close_timeout passed while a batch was in flight
         # read on every track(): plain attributes, not settings lookups
         self._max_event_bytes = self._settings.max_event_bytes
         self._max_queue_size = self._settings.max_queue_size
@@ -177,17 +233,34 @@ class EventWriter:
         """Drain the buffer, waiting at most ``events.close_timeout`` for MongoDB.
 
         Events still unwritten after that are counted in ``dropped`` and logged as an error.
+        The bound holds whatever the driver's own timeouts are: a batch still in flight at
+        the deadline is given up (it may or may not have reached the server) and the task
+        writing it is cancelled, not awaited.
         """
         if self._closing:
             return
         self._closing = True
         self._close_deadline = time.monotonic() + self._settings.close_timeout
-        if self._task is not None:
+        task = self._task
+        if task is not None:
             self._urgent = True
             self._wake.set()
-            await self._task
+            done, _ = await asyncio.wait({task}, timeout=self._settings.close_timeout)
+            if not done:
+                self._give_up(task)
         if self._buffer:  # never reached the flusher (no running task)
             self._abandon_rest(self._taken, "closed before the flusher ran")
+        self._log_drops()
+
+    def _give_up(self, task: asyncio.Task[None]) -> None:
+        """Stop waiting for ``task`` at the close deadline and abandon what it holds."""
+        self._given_up = True
+        first = self._taken - len(self._in_flight)
+        task.cancel()
+        # Whatever it ends with is this writer's no more (it checks _given_up).
+        task.add_done_callback(_consume_outcome)
+        self._abandon_rest(first, self._last_error or "close_timeout reached")
+        self._signal_progress()
 
     def stats(self) -> WriterStats:
         """A snapshot of the writer's counters."""
@@ -235,16 +308,34 @@ class EventWriter:
 
     def _count_drop(self, name: str) -> None:
         self._dropped += 1
-        now = time.monotonic()
-        if now - self._last_drop_log >= _DROP_LOG_EVERY_SECONDS:
-            self._last_drop_log = now
-            _log.warning(
-                "event_dropped",
-                reason="buffer full",
-                dropped_total=self._dropped,
-                max_queue_size=self._settings.max_queue_size,
-                event_name=name,
-            )
+        self._full_drops += 1
+        self._last_dropped_name = name
+        if self._drop_log_pending is not None:
+            return
+        wait = self._last_drop_log + _DROP_LOG_EVERY_SECONDS - time.monotonic()
+        if wait <= 0:
+            self._log_drops()
+        else:
+            # At most one line a second, and the line after the burst carries its total.
+            self._drop_log_pending = asyncio.get_running_loop().call_later(wait, self._log_drops)
+
+    def _log_drops(self) -> None:
+        """Log the buffer-full drops not yet logged, with the running total."""
+        if self._drop_log_pending is not None:
+            self._drop_log_pending.cancel()
+            self._drop_log_pending = None
+        if self._full_drops == self._logged_drops:
+            return
+        self._last_drop_log = time.monotonic()
+        _log.warning(
+            "event_dropped",
+            reason="buffer full",
+            dropped=self._full_drops - self._logged_drops,
+            dropped_total=self._dropped,
+            max_queue_size=self._settings.max_queue_size,
+            event_name=self._last_dropped_name,
+        )
+        self._logged_drops = self._full_drops
 
     # -- the background flusher ------------------------------------------------------------
 
@@ -257,7 +348,7 @@ class EventWriter:
             )
 
     async def _run(self) -> None:
-        while True:
+        while not self._given_up:
             if not self._buffer:
                 self._urgent = False
                 if self._closing:
@@ -281,8 +372,11 @@ class EventWriter:
                 await self._write(first, self._in_flight)
             finally:
                 self._in_flight = []
-                progress, self._progress = self._progress, asyncio.Event()
-                progress.set()
+                self._signal_progress()
+
+    def _signal_progress(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
 
     async def _write(self, first: int, batch: list[bytes]) -> None:
         """Store events ``first`` .. ``first + len(batch) - 1``, retrying until done or closed."""
@@ -293,10 +387,16 @@ class EventWriter:
             try:
                 with operation(self._mongo, "events.flush", collection.name, size=len(batch)):
                     await collection.insert_many(documents, ordered=False)
+                if self._given_up:  # abandoned and counted at close while this ran
+                    return
             except BulkWriteError as exc:
+                if self._given_up:
+                    return
                 self._settle_partial(first, len(batch), dict(exc.details))
                 return
             except PyMongoError as exc:
+                if self._given_up:
+                    return
                 self._last_error = describe(exc)
                 if self._past_close_deadline():
                     self._abandon_rest(first, self._last_error)
@@ -330,8 +430,15 @@ class EventWriter:
             self._rejected += 1
             self._settled += 1
             self._last_error = describe(RuntimeError(message))
-            _log.error("event_rejected", code=error.get("code"), error=message)
-            self._resolve(number, ValidationError("event", f"rejected by MongoDB: {message}"))
+            raw_details = (error.get("errInfo") or {}).get("details")
+            rules = None if raw_details is None else redact_details(raw_details)
+            _log.error("event_rejected", code=error.get("code"), error=message, details=rules)
+            field = "event"
+            if rules is not None:
+                failed = _failed_property(rules)
+                field = "event" if failed is None else f"event.{failed}"
+                message = f"{message}; failed rules: {orjson.dumps(rules).decode()}"
+            self._resolve(number, ValidationError(field, f"rejected by MongoDB: {message}"))
 
     def _settle(self, stored: Sequence[int]) -> None:
         self._written += len(stored)

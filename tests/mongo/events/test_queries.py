@@ -121,7 +121,8 @@ async def test_pipelines_sent_to_the_server(mongo_stack, open_backends) -> None:
     ]
     await events.funnel(["view", "$cart"], start=T0, end=end, window=dt.timedelta(hours=1))
     funnel = _pipeline(recorder)
-    step_name = funnel[3]["$project"]["progress"]["$reduce"]["in"]["$cond"][0]["$and"][1]
+    walk = funnel[3]["$project"]["depth"]["$let"]["vars"]["progress"]
+    step_name = walk["$reduce"]["in"]["$cond"][0]["$and"][1]
     assert step_name == {
         "$eq": [
             "$$this.name",

@@ -243,3 +243,147 @@ async def test_other_write_errors_are_rejected_not_counted_as_written(
     assert any(log["event"] == "event_rejected" for log in logs)
     assert await collection.count_documents({}) == 1
     await events.aclose()
+
+
+async def test_close_honours_close_timeout_whatever_the_driver_waits(mongo_stack) -> None:
+    from devstack.servers import closed_port
+
+    settings = mongo_stack.settings(
+        mongo={
+            "url": f"mongodb://127.0.0.1:{closed_port()}",
+            "server_selection_timeout": 30,  # the driver alone would hold close() this long
+            "connect_timeout": 30,
+        },
+        events={"close_timeout": 0.5, "flush_interval": 0.01},
+    )
+    store = NexusStore(settings)
+    waiting = asyncio.ensure_future(store.events.track("x", user_id="u", wait=True))
+    for i in range(5):
+        await store.events.track("x", user_id="u", properties={"i": i})
+    await asyncio.sleep(0.1)  # the batch is in flight, inside server selection
+    started = time.monotonic()
+    with capture_logs() as logs:
+        await store.close()
+    assert time.monotonic() - started < 0.5 + 1.0  # the bound, with room for a loaded machine
+    with pytest.raises(BackendUnavailableError):
+        await waiting
+    stats = store.events.stats()
+    assert (stats.queued, stats.dropped, stats.written) == (0, 6, 0)
+    assert any(log["event"] == "events_abandoned_at_close" and log["count"] == 6 for log in logs)
+
+
+async def test_drop_log_carries_the_running_total(mongo_stack) -> None:
+    with silent_port() as port:
+        settings = _stalled_settings(mongo_stack, port, max_queue_size=10, on_full="drop")
+        store = NexusStore(settings)
+        with capture_logs() as logs:
+            for _ in range(5010):  # far more drops than one log line a second shows
+                await store.events.track("x", user_id="u")
+            lines = [log for log in logs if log["event"] == "event_dropped"]
+            assert len(lines) == 1 and lines[0]["dropped_total"] == 1  # the first, at once
+            await asyncio.sleep(1.2)  # the rate limit's second passes: the burst is logged
+            lines = [log for log in logs if log["event"] == "event_dropped"]
+            assert [line["dropped_total"] for line in lines] == [1, 5000]
+            assert lines[-1]["dropped"] == 4999
+            await store.events.track("x", user_id="u")  # a later drop: logged by close() at last
+            await store.close()
+        lines = [log for log in logs if log["event"] == "event_dropped"]
+        assert sum(line["dropped"] for line in lines) == 5001  # every buffer-full drop
+        # the total also counts the 10 abandoned at close
+        assert lines[-1]["dropped_total"] == store.events.stats().dropped == 5001 + 10
+
+
+async def test_validator_rejection_names_the_rule_with_values_redacted(mongo_stack) -> None:
+    """Error 121 as MongoDB 5+ returns it (the manual's "Schema Validation" example shape);
+    the substitute never validates, so the server's reply is injected at the driver call."""
+    from pymongo.errors import BulkWriteError
+
+    from nexus_store.mongo.events.writer import EventWriter
+
+    secret = "4111-1111-1111-1111"
+    rejection = {
+        "index": 0,
+        "code": 121,
+        "errmsg": "Document failed validation",
+        "errInfo": {
+            "failingDocumentId": "65f0c0ffee0000000000beef",
+            "details": {
+                "operatorName": "$jsonSchema",
+                "schemaRulesNotSatisfied": [
+                    {
+                        "operatorName": "properties",
+                        "propertiesNotSatisfied": [
+                            {
+                                "propertyName": "name",
+                                "details": [
+                                    {
+                                        "operatorName": "maxLength",
+                                        "specifiedAs": {"maxLength": 200},
+                                        "reason": "specified string length was not satisfied",
+                                        "consideredValue": secret,
+                                    }
+                                ],
+                            }
+                        ],
+                    },
+                    {
+                        "operatorName": "required",
+                        "specifiedAs": {"required": ["event_id", "name"]},
+                        "missingProperties": ["event_id"],
+                    },
+                ],
+            },
+        },
+    }
+
+    class RejectingCollection:  # fault injection: the server's reply to insert_many
+        name = "events"
+
+        async def insert_many(self, documents: Any, ordered: bool) -> None:
+            raise BulkWriteError(
+                {
+                    "writeErrors": [rejection],
+                    "nInserted": len(documents) - 1,
+                    "writeConcernErrors": [],
+                }
+            )
+
+    writer = EventWriter(RejectingCollection(), mongo_stack.settings().events)  # type: ignore[arg-type]
+    with capture_logs() as logs, pytest.raises(ValidationError) as caught:
+        await writer.track("x", user_id="u", properties={"card": secret}, wait=True)
+    error = caught.value
+    assert error.field == "event.name"
+    assert "maxLength" in str(error) and "specified string length was not satisfied" in str(error)
+    assert "missingProperties" in str(error) and "event_id" in str(error)
+    rejected = next(log for log in logs if log["event"] == "event_rejected")
+    assert rejected["code"] == 121
+    rule = rejected["details"]["schemaRulesNotSatisfied"][0]["propertiesNotSatisfied"][0]
+    assert rule["details"][0]["consideredValue"] == "<redacted>"
+    assert rejected["details"]["schemaRulesNotSatisfied"][1]["missingProperties"] == ["event_id"]
+    for text in (str(error), repr(error.__cause__), str(rejected)):
+        assert secret not in text and "65f0c0ffee" not in text
+    assert writer.stats().rejected == 1
+    await writer.aclose()
+
+
+@pytest.mark.real_mongodb
+async def test_real_server_rejection_carries_the_failed_rule(mongo_stack, open_backends) -> None:
+    """A document the validator refuses (bypassing the client's own checks) comes back as
+    error 121 with errInfo.details (MongoDB 5+), redacted into the ValidationError."""
+    import bson
+
+    settings = mongo_stack.settings()
+    backends = await open_backends(settings)
+    await ensure_schema(backends.mongo, settings)
+    events = Events(backends)
+    secret = "n" * 300  # over the validator's maxLength of 200 for name
+    document = {"event_id": "e1", "name": secret, "ts": 1, "user_id": "u", "properties": {}}
+    document["context"] = {}
+    with capture_logs() as logs, pytest.raises(ValidationError) as caught:
+        await events.track.__self__._enqueue(bson.encode(document), "x", wait=True)  # type: ignore[attr-defined]
+    assert caught.value.field.startswith("event.")
+    assert secret not in str(caught.value)
+    rejected = next(log for log in logs if log["event"] == "event_rejected")
+    assert rejected["code"] == 121 and rejected["details"] is not None
+    assert secret not in str(rejected)
+    await events.aclose()
