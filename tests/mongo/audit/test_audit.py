@@ -57,6 +57,8 @@ def _independent_hash(prev_hash: str, document: dict[str, Any]) -> str:
         "expires_at",
         "prev_expires_at",
     ]
+    if "v" in document:  # version 2 also covers the version
+        fields.append("v")
     payload = {field: document.get(field) for field in fields}
     canonical = json.dumps(
         payload, sort_keys=True, separators=(",", ":"), default=iso, ensure_ascii=False
@@ -95,7 +97,21 @@ async def test_record_returns_the_stored_chained_entry(mongo_stack, open_backend
 
 async def test_there_is_no_update_or_delete_api() -> None:
     public = {name for name in dir(AuditLog) if not name.startswith("_")}
-    assert public == {"put", "record", "verify", "by_actor", "by_resource", "in_range", "entries"}
+    assert public == {
+        "put",
+        "record",
+        "verify",
+        "by_actor",
+        "by_resource",
+        "in_range",
+        "entries",
+        "tree_head",
+        "prove",
+        "prove_consistency",
+        "public_key",
+        "check_tree_head",
+        "aclose",
+    }
 
 
 @pytest.mark.parametrize(
@@ -195,7 +211,9 @@ async def test_edit_is_detected(mongo_stack, open_backends) -> None:
     assert await _broken_at(log) == 6
 
 
-async def test_edit_with_recomputed_hash_breaks_the_next_link(mongo_stack, open_backends):
+async def test_edit_with_recomputed_hash_breaks_its_merkle_leaf_and_the_next_link(
+    mongo_stack, open_backends
+):
     log = await _chain(mongo_stack, open_backends)
     entry = await _collection(log).find_one({"seq": 6})
     entry["actor"] = "someone else"
@@ -203,7 +221,12 @@ async def test_edit_with_recomputed_hash_breaks_the_next_link(mongo_stack, open_
     await _collection(log).update_one(
         {"seq": 6}, {"$set": {"actor": "someone else", "hash": forged}}
     )
-    assert await _broken_at(log) == 7
+    assert await _broken_at(log) == 6  # its stored leaf hash no longer matches
+    assert "Merkle" in ((await log.verify()).reason or "")
+    # with the derived nodes gone too, the chain still breaks at the next link
+    await _collection(log).update_many({}, {"$unset": {"tree": ""}, "$set": {"v": None}})
+    await _collection(log).update_many({}, {"$unset": {"v": ""}})
+    assert await _broken_at(log) == 1  # dropping the version changes every hash
 
 
 async def test_with_hmac_a_recomputed_hash_does_not_verify(mongo_stack, open_backends):
