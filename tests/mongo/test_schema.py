@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pymongo.errors import WriteError
 
-from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS
+from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS, AUDIT_TREE_FIELD
 from nexus_store.mongo.audit.chain import HASHED_FIELDS
 from nexus_store.mongo.audit.model import AuditEntry
 from nexus_store.mongo.schema import ensure_schema, inspect_schema
@@ -30,7 +30,7 @@ def test_audit_fields_are_listed_once_for_model_hash_and_validator() -> None:
     assert {name: field.required for name, field in AUDIT_ENTRY_FIELDS.items()} == {
         name: model[name].is_required() for name in model
     }
-    assert set(HASHED_FIELDS) == set(AUDIT_ENTRY_FIELDS) - set(AUDIT_CHAIN_LINKS)
+    assert set(HASHED_FIELDS) == set(AUDIT_ENTRY_FIELDS) - {*AUDIT_CHAIN_LINKS, AUDIT_TREE_FIELD}
 
 
 async def test_first_run_creates_validated_collections_and_indexes(
@@ -73,7 +73,7 @@ async def test_first_run_creates_validated_collections_and_indexes(
         "key": {"idempotency_key": 1},
         "name": "idempotency_key_unique",
         "unique": True,
-        "partialFilterExpression": {"idempotency_key": {"$type": "string"}},
+        "partialFilterExpression": {"idempotency_key": {"$exists": True}},
     } in audit_indexes
     # a second run creates nothing (validators are re-sent only where the server hides them)
     recorder.clear()
@@ -167,6 +167,10 @@ async def test_audit_role_command(mongo_stack, open_backends, recorder, unique) 
                 "resource": {"db": database, "collection": f"{audit}_checkpoints"},
                 "actions": ["find", "insert"],
             },
+            {
+                "resource": {"db": database, "collection": f"{audit}_lease"},
+                "actions": ["find", "insert", "update"],
+            },
         ],
         "roles": [],
     }
@@ -185,7 +189,7 @@ async def test_real_server_role_validator_and_idempotency(mongo_stack, open_back
         assert await inspect_schema(backends.mongo, settings) == []
         info = await db.command({"rolesInfo": settings.audit.role_name, "showPrivileges": True})
         actions = {frozenset(p["actions"]) for p in info["roles"][0]["privileges"]}
-        assert actions == {frozenset({"find", "insert"})}
+        assert actions == {frozenset({"find", "insert"}), frozenset({"find", "insert", "update"})}
         with pytest.raises(WriteError):  # the validator is enforced
             await db[settings.events.collection].insert_one({"name": "no ids", "ts": 1})
         moved = mongo_stack.settings(

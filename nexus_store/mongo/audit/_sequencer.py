@@ -61,10 +61,7 @@ class SequencerLease:
                 wanted = float(before.get("wanted") or 0)
                 if mine_before and wanted > self._since:
                     # someone waited while this writer held the lease: let them have it
-                    await self._collection.update_one(
-                        {"_id": _ID, "owner": self.owner}, {"$set": {"until": 0}}
-                    )
-                    self._until = 0.0
+                    await self.release()
                     await asyncio.sleep(self._seconds * random.uniform(0.1, 0.3))  # noqa: S311
                     continue
                 self._since, self._until = now, now + self._seconds
@@ -80,6 +77,11 @@ class SequencerLease:
             await asyncio.sleep(
                 min(max(wait, 0.0), self._seconds) + random.uniform(0, self._seconds * 0.1)  # noqa: S311
             )
+
+    async def release(self) -> None:
+        """End this writer's lease now."""
+        self._until = 0.0
+        await self._collection.update_one({"_id": _ID, "owner": self.owner}, {"$set": {"until": 0}})
 
     def lost(self) -> None:
         """Another writer appended (a duplicate key): hold no lease until acquired again."""
