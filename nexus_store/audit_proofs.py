@@ -316,11 +316,12 @@ class TreeHead:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TreeHead:
+        """Read :meth:`to_json` (or the CLI's camelCase ``--format json``) back."""
         data = _json_object(text, "tree_head")
         try:
             head = cls(
                 size=int(data["size"]),
-                root_hash=str(data["root_hash"]),
+                root_hash=str(data.get("root_hash", data.get("rootHash"))),
                 timestamp=int(data["timestamp"]),
                 algorithm=data["algorithm"],
                 signature=str(data["signature"]),
@@ -351,7 +352,7 @@ class InclusionProof:
         try:
             return cls(
                 int(data["seq"]),
-                int(data["tree_size"]),
+                int(data["tree_size"] if "tree_size" in data else data["treeSize"]),
                 [str(item) for item in data["path"]],
                 _entry_from_json(data.get("entry") or {}),
             )
