@@ -21,11 +21,13 @@ if (!appPassword || !migratorPassword) {
 const nexus = db.getSiblingDB(dbName);
 
 // find + insert on the audit log and its checkpoints: append-only at the database level.
+// The sequencer lease (one document, no audit data) is also updated.
 nexus.createRole({
   role: "nexusAuditWriter",
   privileges: [
     { resource: { db: dbName, collection: "audit_log" }, actions: ["find", "insert"] },
     { resource: { db: dbName, collection: "audit_log_checkpoints" }, actions: ["find", "insert"] },
+    { resource: { db: dbName, collection: "audit_log_lease" }, actions: ["find", "insert", "update"] },
   ],
   roles: [],
 });
