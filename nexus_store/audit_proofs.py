@@ -89,14 +89,39 @@ _FLOAT_TAGS = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 def _datetime(value: Any) -> str:
     if isinstance(value, dt.datetime):
-        moment: dt.datetime = value.astimezone(dt.UTC)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        if value.utcoffset():
+            value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
     raise TypeError(f"{type(value).__name__} is not part of the canonical form")
 
 
-def _tagged(value: Any) -> Any:
+_PLAIN = frozenset({str, int, bool, type(None), dt.datetime})
+
+
+def _plain(value: Any) -> bool:  # noqa: PLR0911 - one return per kind of value
+    """Whether ``value`` needs no tag (the common case, checked without copying)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or key[:1] == "$":
+                return False
+            if type(item) not in _PLAIN and not _plain(item):
+                return False
+        return True
+    if kind is list:
+        return all(type(item) in _PLAIN or _plain(item) for item in value)
+    return False  # anything else goes through _tagged, which keeps it as it is
+
+
+def _tagged(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     """``value`` with non-finite floats and ``$`` keys in their injective, tagged form."""
     kind = type(value)
+    if kind in _PLAIN:
+        return value
     if kind is float:
         if math.isfinite(value):
             return value
@@ -119,7 +144,10 @@ def canonical_json(document: Mapping[str, Any], fields: Sequence[str] | None = N
         fields = HASHED_FIELDS_V1 if version is None else HASHED_FIELDS_V2
     payload = {name: document.get(name) for name in fields}
     if version is not None:
-        payload = {name: _tagged(value) for name, value in payload.items()}
+        for value in payload.values():
+            if type(value) not in _PLAIN and not _plain(value):
+                payload = {name: _tagged(item) for name, item in payload.items()}
+                break
     return orjson.dumps(
         payload, default=_datetime, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
     )

@@ -92,7 +92,9 @@ class _DocumentCounter(monitoring.CommandListener):
         pass
 
 
-async def _writer(mode: str, url: str, database: str, collection: str, count: int, tasks: int):
+async def _writer(
+    mode: str, url: str, database: str, collection: str, count: int, tasks: int
+) -> None:
     """One writer process: connect, say ready, wait for "go" on stdin, append, exit."""
     store: NexusStore | None = None
     if mode == "sdk":
@@ -252,9 +254,12 @@ async def scenarios(env: Stack) -> list[Pair]:
         chunk = 2000
         for first in range(0, LOG_SIZE, chunk):
             await asyncio.gather(
-                *(audit.record(**_fields(0, index)) for index in range(first, first + chunk))
+                *(
+                    audit.record(**_fields(0, index))
+                    for index in range(first, min(first + chunk, LOG_SIZE))
+                )
             )
-            print(f"  audit log: {first + chunk:,}/{LOG_SIZE:,} entries", file=sys.stderr)
+            print(f"  audit log: {min(first + chunk, LOG_SIZE):,}/{LOG_SIZE:,}", file=sys.stderr)
         print(
             f"  built {LOG_SIZE:,} entries in {time.perf_counter() - started:.0f} s",
             file=sys.stderr,

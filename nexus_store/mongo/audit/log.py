@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -616,49 +617,53 @@ class AuditLog:
         def broken(seq: int, reason: str) -> VerifyResult:
             return VerifyResult(False, checked, seq, reason, compared, skipped, since_checked)
 
-        cursor = self._entries.find(query, sort=[("seq", 1)], batch_size=batch_size)
-        async for document in cursor:
-            seq = document.get("seq")
-            if not isinstance(seq, int) or seq < expected_seq:
-                return broken(expected_seq, f"unexpected entry with seq {seq!r} (inserted)")
-            if seq > expected_seq or expected_prev is None:
-                expired = document.get("prev_expires_at")
-                if expired is None or expired > now:
-                    # Older entries may have expired legitimately; the one before this entry
-                    # provably had not, unless nothing can be known about it.
-                    leading = checked == 0 and expired is not None
-                    missing = seq - 1 if leading or seq == expected_seq else expected_seq
-                    return broken(missing, f"entry {missing} is missing and was not due to expire")
-                skipped += seq - expected_seq
-                anchor = checkpoints.get(seq - 1)
-                expected_prev = anchor["hash"] if anchor else document.get("prev_hash")
-                nodes = anchor.get("frontier") if anchor else None
-                frontier = (
-                    Frontier(seq - 1, [bytes.fromhex(node) for node in nodes])
-                    if isinstance(nodes, list)
-                    else None
+        async with contextlib.aclosing(self._prefetched(query, batch_size)) as documents:
+            async for document in documents:
+                seq = document.get("seq")
+                if not isinstance(seq, int) or seq < expected_seq:
+                    return broken(expected_seq, f"unexpected entry with seq {seq!r} (inserted)")
+                if seq > expected_seq or expected_prev is None:
+                    expired = document.get("prev_expires_at")
+                    if expired is None or expired > now:
+                        # Older entries may have expired legitimately; the one before this entry
+                        # provably had not, unless nothing can be known about it.
+                        leading = checked == 0 and expired is not None
+                        missing = seq - 1 if leading or seq == expected_seq else expected_seq
+                        return broken(
+                            missing, f"entry {missing} is missing and was not due to expire"
+                        )
+                    skipped += seq - expected_seq
+                    anchor = checkpoints.get(seq - 1)
+                    expected_prev = anchor["hash"] if anchor else document.get("prev_hash")
+                    nodes = anchor.get("frontier") if anchor else None
+                    frontier = (
+                        Frontier(seq - 1, [bytes.fromhex(node) for node in nodes])
+                        if isinstance(nodes, list)
+                        else None
+                    )
+                canonical = canonical_json(document)
+                reason = self._link_problem(
+                    document, canonical, expected_prev, checkpoints.get(seq)
                 )
-            canonical = canonical_json(document)
-            reason = self._link_problem(document, canonical, expected_prev, checkpoints.get(seq))
-            if reason is not None:
-                return broken(seq, reason)
-            tree = document.get("tree")
-            if frontier is not None:
-                nodes_now = frontier.append(leaf_hash(document, canonical))
-                if tree is not None and tree != [node.hex() for node in nodes_now]:
-                    return broken(seq, "the entry's Merkle nodes do not match the entries")
-                checkpoint = checkpoints.get(seq)
-                recorded = checkpoint.get("frontier") if checkpoint else None
-                if recorded is not None and recorded != [node.hex() for node in frontier.nodes]:
-                    return broken(seq, "the checkpoint's Merkle frontier does not match")
-                if since is not None and seq == since.size:
-                    since_root = frontier.root()
-            elif document.get("v") is not None and not isinstance(tree, list):
-                return broken(seq, "the entry's Merkle nodes are missing")
-            checked += 1
-            compared += seq in checkpoints
-            expected_seq = seq + 1
-            expected_prev = document["hash"]
+                if reason is not None:
+                    return broken(seq, reason)
+                tree = document.get("tree")
+                if frontier is not None:
+                    nodes_now = frontier.append(leaf_hash(document, canonical))
+                    if tree is not None and tree != [node.hex() for node in nodes_now]:
+                        return broken(seq, "the entry's Merkle nodes do not match the entries")
+                    checkpoint = checkpoints.get(seq)
+                    recorded = checkpoint.get("frontier") if checkpoint else None
+                    if recorded is not None and recorded != [node.hex() for node in frontier.nodes]:
+                        return broken(seq, "the checkpoint's Merkle frontier does not match")
+                    if since is not None and seq == since.size:
+                        since_root = frontier.root()
+                elif document.get("v") is not None and not isinstance(tree, list):
+                    return broken(seq, "the entry's Merkle nodes are missing")
+                checked += 1
+                compared += seq in checkpoints
+                expected_seq = seq + 1
+                expected_prev = document["hash"]
         last = expected_seq - 1
         # A checkpoint past the last entry records entries that are gone: the tail was cut.
         for seq, checkpoint in sorted(checkpoints.items()):
@@ -690,6 +695,34 @@ class AuditLog:
                     "(rewritten behind it)",
                 )
         return VerifyResult(True, checked, None, None, compared, skipped, since_checked)
+
+    async def _prefetched(
+        self, query: dict[str, Any], batch_size: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The entries in seq order; the next batch is on its way while this one is
+        checked (the server works while the client hashes)."""
+        batches: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue(maxsize=2)
+
+        failures: list[Exception] = []
+
+        async def fetch() -> None:
+            try:
+                cursor = self._entries.find(query, sort=[("seq", 1)], batch_size=batch_size)
+                while batch := await cursor.to_list(batch_size):
+                    await batches.put(batch)
+            except Exception as exc:  # handed to the walk, after the entries before it
+                failures.append(exc)
+            await batches.put([])
+
+        fetcher = asyncio.ensure_future(fetch())
+        try:
+            while batch := await batches.get():
+                for document in batch:
+                    yield document
+            if failures:
+                raise failures[0]
+        finally:
+            fetcher.cancel()
 
     def _link_problem(
         self,
