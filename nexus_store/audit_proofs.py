@@ -89,9 +89,8 @@ _FLOAT_TAGS = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 def _datetime(value: Any) -> str:
     if isinstance(value, dt.datetime):
-        if value.utcoffset():
-            value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+        moment: dt.datetime = value.astimezone(dt.UTC) if value.utcoffset() else value
+        return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
     raise TypeError(f"{type(value).__name__} is not part of the canonical form")
 
 
