@@ -240,6 +240,24 @@ class AuditSettings(_Section):
     journal: bool = True
     checkpoint_every: int = Field(1000, ge=1)
     role_name: str = "nexusAuditWriter"
+    signing_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 private key (PEM, or 64 hex digits) signing tree heads "
+        "(the crypto extra); without it tree heads are signed with hmac_key.",
+    )
+    batch_max_entries: int = Field(
+        500, ge=1, description="Most entries one group-commit insert_many writes."
+    )
+    batch_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=16 * 1024, description="Most canonical bytes per group commit."
+    )
+    lease_seconds: float = Field(
+        0.05,
+        gt=0,
+        le=60,
+        description="How long one process appends before another may take the sequencer "
+        "lease; a writer that died frees it after this.",
+    )
 
 
 class SessionSettings(_Section):

@@ -1,42 +1,63 @@
-"""Audit log appends: ``store.audit.record()`` against raw ``insert_one`` of the same documents.
+"""Audit log: ``store.audit`` against raw PyMongo doing the same work without a chain.
 
-    python -m bench.run --only mongo --repeats 3
+    python -m bench.run --only mongo_audit --repeats 3
 
 - audit.record sequential: entries/s of one writer recording 300 entries in a row. Raw:
   ``insert_one`` of the same fields with the same write concern (majority, journaled), with
-  no chain (no seq, no hash, no checkpoints): the price of tamper evidence.
-- audit.record, 8 concurrent writers: 8 independent ``AuditLog`` instances (each its own
-  client and lock, as 8 processes would be) appending 40 entries each at once; they race
-  for sequence numbers through the unique index and retry. Raw: 8 tasks doing ``insert_one``.
-- audit.record, 8 tasks on one store: the same load through one ``NexusStore`` (its lock
-  serialises the appends of one process).
+  no chain (no seq, no hash, no tree, no checkpoints): the price of tamper evidence.
+- audit.record, 8 tasks on one store: 8 tasks recording 40 entries each through one
+  ``NexusStore`` (group commit: their entries share ordered ``insert_many`` batches). Raw:
+  8 tasks doing ``insert_one``.
+- audit.record, 8 writer processes: 8 OS processes, each its own store recording
+  ``PROCESS_ENTRIES`` entries in a row (one task), started together once all are connected;
+  they take turns on the sequencer lease. Raw: 8 processes doing ``insert_one`` in a row.
+- audit.record, 8 writer processes x 8 tasks: the same with 8 tasks in each process.
+- audit.verify: entries/s of ``verify()`` over a log of ``NEXUS_BENCH_AUDIT_SIZE`` (100,000)
+  entries (chain, Merkle nodes, checkpoints). Raw: a cursor reading the same documents in
+  seq order.
+- audit.prove: milliseconds per inclusion proof of a random entry of that log, and the
+  documents it reads (counted with command monitoring). Set ``NEXUS_BENCH_AUDIT_SIZE`` to
+  1000000 for the issue's 1M-entry log (building it takes minutes on the substitute).
 
-Each SDK run verifies afterwards that the chain is gap-free and valid.
+Each SDK run of the append rows verifies afterwards that the chain is gap-free and valid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import statistics
+import sys
 import time
 import uuid
 from typing import Any
 
-from pymongo import AsyncMongoClient, WriteConcern
+from pymongo import AsyncMongoClient, WriteConcern, monitoring
 
 from bench.harness import Pair
 from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
+from nexus_store.connections import Backends
+from nexus_store.mongo.audit.log import AuditLog
+from nexus_store.mongo.client import MongoBackend
 from nexus_store.mongo.schema import ensure_schema
 
 SEQUENTIAL = 300
 WRITERS = 8
 PER_WRITER = 40
+PROCESS_ENTRIES = 60
+LOG_SIZE = int(os.environ.get("NEXUS_BENCH_AUDIT_SIZE", "100000"))
+PROOFS = 30
+HMAC_KEY = "bench-hmac-key"
 
 
-def _settings(env: Stack, collection: str) -> NexusSettings:
-    return env.only("mongo").settings(
+def _settings(url: str, database: str, collection: str) -> NexusSettings:
+    return NexusSettings.load(
+        # the substitute sorts 100k entries for a cursor's first batch: slow on a busy machine
+        mongo={"url": url, "database": database, "socket_timeout": 300},
+        audit={"collection": collection, "hmac_key": HMAC_KEY},
         events={"collection": f"{collection}_events"},
-        audit={"collection": collection},
         log={"level": "error"},
     )
 
@@ -55,41 +76,123 @@ def _fields(writer: int, index: int) -> dict[str, Any]:
     }
 
 
+class _DocumentCounter(monitoring.CommandListener):
+    """Counts the documents the server returns (first batches and getMores)."""
+
+    def __init__(self) -> None:
+        self.documents = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        cursor = event.reply.get("cursor") or {}
+        self.documents += len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def _writer(
+    mode: str, url: str, database: str, collection: str, count: int, tasks: int
+) -> None:
+    """One writer process: connect, say ready, wait for "go" on stdin, append, exit."""
+    store: NexusStore | None = None
+    if mode == "sdk":
+        store = NexusStore(_settings(url, database, collection))
+        await store.backends.mongo.ping()
+        audit = store.audit
+    else:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, tz_aware=True)
+        target = client[database].get_collection(
+            collection, write_concern=WriteConcern(w="majority", j=True)
+        )
+        await client.admin.command("ping")
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    writer = os.getpid()
+
+    async def task(number: int) -> None:
+        for index in range(count):
+            if store is not None:
+                await audit.record(**_fields(writer, number * count + index))
+            else:
+                await target.insert_one(_fields(writer, number * count + index))
+
+    await asyncio.gather(*(task(number) for number in range(tasks)))
+    if store is not None:
+        await store.close()
+    else:
+        await client.close()
+
+
+async def _run_processes(mode: str, env: Stack, collection: str, tasks: int) -> float:
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.scenarios.mongo_audit",
+            mode,
+            env.mongo_url,
+            env.mongo_database,
+            collection,
+            str(PROCESS_ENTRIES),
+            str(tasks),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,  # slow_operation warnings under load
+        )
+        for _ in range(WRITERS)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        assert (await process.stdout.readline()).strip() == b"ready"
+    started = time.perf_counter()
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+        await process.stdin.drain()
+    codes = [await process.wait() for process in processes]
+    elapsed = time.perf_counter() - started
+    assert codes == [0] * WRITERS, codes
+    return WRITERS * PROCESS_ENTRIES * tasks / elapsed
+
+
 async def scenarios(env: Stack) -> list[Pair]:
     raw_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(env.mongo_url, tz_aware=True)
     concern = WriteConcern(w="majority", j=True)
+    db = raw_client[env.mongo_database]
 
-    async def open_stores(count: int) -> tuple[list[NexusStore], str]:
+    def settings(collection: str) -> NexusSettings:
+        return _settings(env.mongo_url, env.mongo_database, collection)
+
+    async def new_store() -> tuple[NexusStore, str]:
         collection = f"bench_audit_{uuid.uuid4().hex[:8]}"
-        stores = [NexusStore(_settings(env, collection)) for _ in range(count)]
-        await ensure_schema(stores[0].backends.mongo, stores[0].settings, manage_roles=False)
-        return stores, collection
+        store = NexusStore(settings(collection))
+        await ensure_schema(store.backends.mongo, store.settings, manage_roles=False)
+        return store, collection
 
-    async def finish(stores: list[NexusStore], collection: str, expected: int) -> None:
-        result = await stores[0].audit.verify()
+    async def finish(store: NexusStore, collection: str, expected: int) -> None:
+        result = await store.audit.verify()
         assert result.ok and result.checked == expected, result
-        db = stores[0].backends.mongo.db
-        for name in (collection, f"{collection}_checkpoints", f"{collection}_events"):
-            await db.drop_collection(name)
-        for store in stores:
-            await store.close()
+        for suffix in ("", "_checkpoints", "_events", "_lease"):
+            await db.drop_collection(collection + suffix)
+        await store.close()
 
-    async def raw_collection() -> Any:
-        collection = f"bench_audit_raw_{uuid.uuid4().hex[:8]}"
-        return raw_client[env.mongo_database].get_collection(collection, write_concern=concern)
+    def raw_collection() -> Any:
+        return db.get_collection(f"bench_audit_raw_{uuid.uuid4().hex[:8]}", write_concern=concern)
 
     async def sdk_sequential() -> float:
-        stores, collection = await open_stores(1)
-        audit = stores[0].audit
+        store, collection = await new_store()
         started = time.perf_counter()
         for index in range(SEQUENTIAL):
-            await audit.record(**_fields(0, index))
+            await store.audit.record(**_fields(0, index))
         rate = SEQUENTIAL / (time.perf_counter() - started)
-        await finish(stores, collection, SEQUENTIAL)
+        await finish(store, collection, SEQUENTIAL)
         return rate
 
     async def raw_sequential() -> float:
-        target = await raw_collection()
+        target = raw_collection()
         started = time.perf_counter()
         for index in range(SEQUENTIAL):
             await target.insert_one(_fields(0, index))
@@ -97,22 +200,21 @@ async def scenarios(env: Stack) -> list[Pair]:
         await target.drop()
         return rate
 
-    async def sdk_concurrent(independent: bool) -> float:
-        stores, collection = await open_stores(WRITERS if independent else 1)
+    async def sdk_tasks() -> float:
+        store, collection = await new_store()
 
         async def write(writer: int) -> None:
-            audit = stores[writer % len(stores)].audit
             for index in range(PER_WRITER):
-                await audit.record(**_fields(writer, index))
+                await store.audit.record(**_fields(writer, index))
 
         started = time.perf_counter()
         await asyncio.gather(*(write(writer) for writer in range(WRITERS)))
         rate = WRITERS * PER_WRITER / (time.perf_counter() - started)
-        await finish(stores, collection, WRITERS * PER_WRITER)
+        await finish(store, collection, WRITERS * PER_WRITER)
         return rate
 
-    async def raw_concurrent() -> float:
-        target = await raw_collection()
+    async def raw_tasks() -> float:
+        target = raw_collection()
 
         async def write(writer: int) -> None:
             for index in range(PER_WRITER):
@@ -124,16 +226,86 @@ async def scenarios(env: Stack) -> list[Pair]:
         await target.drop()
         return rate
 
-    async def independent() -> float:
-        return await sdk_concurrent(independent=True)
+    def processes(tasks: int) -> tuple[Any, Any]:
+        async def sdk() -> float:
+            store, collection = await new_store()
+            rate = await _run_processes("sdk", env, collection, tasks)
+            await finish(store, collection, WRITERS * PROCESS_ENTRIES * tasks)
+            return rate
 
-    async def shared() -> float:
-        return await sdk_concurrent(independent=False)
+        async def raw() -> float:
+            collection = f"bench_audit_raw_{uuid.uuid4().hex[:8]}"
+            rate = await _run_processes("raw", env, collection, tasks)
+            await db.drop_collection(collection)
+            return rate
 
-    async def close_raw() -> None:
+        return sdk, raw
+
+    # -- verify and prove over one big log, built once ----------------------------------
+    big = f"bench_audit_big_{uuid.uuid4().hex[:8]}"
+    counter = _DocumentCounter()
+    built: list[AuditLog] = []
+
+    async def build_big_log() -> None:
+        backends = Backends(settings(big))
+        backends._mongo = MongoBackend(backends.settings.mongo, event_listeners=[counter])
+        await ensure_schema(backends.mongo, backends.settings, manage_roles=False)
+        audit = AuditLog(backends)
+        started = time.perf_counter()
+        chunk = 2000
+        for first in range(0, LOG_SIZE, chunk):
+            await asyncio.gather(
+                *(
+                    audit.record(**_fields(0, index))
+                    for index in range(first, min(first + chunk, LOG_SIZE))
+                )
+            )
+            print(f"  audit log: {min(first + chunk, LOG_SIZE):,}/{LOG_SIZE:,}", file=sys.stderr)
+        print(
+            f"  built {LOG_SIZE:,} entries in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+        built.append(audit)
+
+    async def sdk_verify() -> float:
+        started = time.perf_counter()
+        result = await built[0].verify()
+        assert result.ok and result.checked == LOG_SIZE, result
+        return LOG_SIZE / (time.perf_counter() - started)
+
+    async def raw_read() -> float:
+        started = time.perf_counter()
+        read = 0
+        async for _document in db[big].find({}, sort=[("seq", 1)], batch_size=1000):
+            read += 1
+        assert read == LOG_SIZE
+        return read / (time.perf_counter() - started)
+
+    proof_documents: list[float] = []
+
+    async def sdk_prove() -> float:
+        picks = random.Random(9).sample(range(1, LOG_SIZE + 1), PROOFS)
+        timings = []
+        for seq in picks:
+            counter.documents = 0
+            started = time.perf_counter()
+            proof = await built[0].prove(seq)
+            timings.append((time.perf_counter() - started) * 1000)
+            proof_documents.append(counter.documents)
+            assert len(proof.path) <= LOG_SIZE.bit_length()
+        return statistics.median(timings)
+
+    async def documents_read() -> float:
+        return max(proof_documents)
+
+    async def drop_big() -> None:
+        for suffix in ("", "_checkpoints", "_events", "_lease"):
+            await db.drop_collection(big + suffix)
+        await built[0]._mongo.close()
         await raw_client.close()
 
     label = "insert_one, same fields and write concern, no chain"
+    one_task, eight_tasks = processes(1), processes(8)
     return [
         Pair(
             "audit.record sequential",
@@ -144,20 +316,54 @@ async def scenarios(env: Stack) -> list[Pair]:
             raw_label=label,
         ),
         Pair(
-            "audit.record, 8 independent writers",
-            "entries/s",
-            independent,
-            raw_concurrent,
-            target="report",
-            raw_label=label,
-        ),
-        Pair(
             "audit.record, 8 tasks on one store",
             "entries/s",
-            shared,
-            raw_concurrent,
+            sdk_tasks,
+            raw_tasks,
+            target=">= 3x 1,087 and >= 1.0x",
+            raw_label="8 tasks, " + label,
+        ),
+        Pair(
+            "audit.record, 8 writer processes",
+            "entries/s",
+            *one_task,
+            target=">= 1.0x",
+            raw_label="8 processes, " + label,
+        ),
+        Pair(
+            "audit.record, 8 writer processes x 8 tasks",
+            "entries/s",
+            *eight_tasks,
             target="report",
-            raw_label=label,
-            teardown=close_raw,
+            raw_label="8 processes x 8 tasks, " + label,
+        ),
+        Pair(
+            f"audit.verify, {LOG_SIZE:,} entries",
+            "entries/s",
+            sdk_verify,
+            raw_read,
+            target=">= 0.8x",
+            raw_label="cursor over the same documents",
+            setup=build_big_log,
+        ),
+        Pair(
+            f"audit.prove, random entry of {LOG_SIZE:,}",
+            "ms/proof",
+            sdk_prove,
+            higher_is_better=False,
+            target="report (O(log n))",
+        ),
+        Pair(
+            f"audit.prove, documents read (max of {PROOFS})",
+            "documents",
+            documents_read,
+            higher_is_better=False,
+            target=f"O(log n): <= {2 * LOG_SIZE.bit_length()}",
+            teardown=drop_big,
         ),
     ]
+
+
+if __name__ == "__main__":
+    mode, url, database, collection, count, tasks = sys.argv[1:7]
+    asyncio.run(_writer(mode, url, database, collection, int(count), int(tasks)))

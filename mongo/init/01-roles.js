@@ -31,6 +31,7 @@ const admin = db.getSiblingDB("admin");
 const schemaReads = { resource: { db: dbName, collection: "" }, actions: ["listCollections"] };
 
 // find + insert on the audit log and its checkpoints: append-only at the database level.
+// The sequencer lease (one document, no audit data) is also updated.
 nexus.createRole({
   role: "nexusAuditWriter",
   privileges: [
@@ -39,6 +40,7 @@ nexus.createRole({
       resource: { db: dbName, collection: "audit_log_checkpoints" },
       actions: ["find", "insert", "listIndexes"],
     },
+    { resource: { db: dbName, collection: "audit_log_lease" }, actions: ["find", "insert", "update"] },
     schemaReads,
   ],
   roles: [],

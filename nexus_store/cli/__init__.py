@@ -3,7 +3,9 @@
     nexus-store init [--dry-run] [--only postgres|mongo|redis] [--format json]
     nexus-store health [--probe liveness|readiness] [--format json] [--watch SECONDS]
     nexus-store migrate upgrade|downgrade|current|history
-    nexus-store audit verify [--from SEQ] [--to SEQ]
+    nexus-store audit verify [--from SEQ] [--to SEQ] [--since-tree-head FILE]
+    nexus-store audit tree-head [--out FILE]
+    nexus-store audit prove SEQ
     nexus-store events stats [--since 24h] [--top 10]
     nexus-store outbox relay [--once]
     nexus-store privacy export USER_ID

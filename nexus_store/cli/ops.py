@@ -1,9 +1,10 @@
-"""Ops commands: ``migrate``, ``audit verify`` and ``events stats``."""
+"""Ops commands: ``migrate``, ``audit verify|tree-head|prove`` and ``events stats``."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -136,18 +137,82 @@ def audit_verify(
     output_format: FormatOption = OutputFormat.table,
     start: Annotated[int | None, typer.Option("--from", min=1, help="First seq.")] = None,
     end: Annotated[int | None, typer.Option("--to", min=1, help="Last seq.")] = None,
+    since_tree_head: Annotated[
+        Path | None,
+        typer.Option(
+            "--since-tree-head",
+            help="A signed tree head kept outside the database (audit tree-head --out): "
+            "exit 1 if the log was cut or rewritten behind it.",
+        ),
+    ] = None,
 ) -> None:
-    """Verify the audit hash chain. Exit 1 naming the first broken seq."""
+    """Verify the audit hash chain and Merkle tree. Exit 1 naming the first broken seq."""
     settings = load_settings(config)
+    head = None if since_tree_head is None else _read_tree_head(since_tree_head)
 
     async def verify() -> Any:
         async with open_store(settings) as store:
-            return await store.audit.verify(start, end)
+            return await store.audit.verify(start, end, since=head)
 
     result = call(verify(), "audit verify")
     _show(result, output_format, "audit verify")
     if not result.ok:
         fail(f"audit chain broken at seq {result.first_broken_seq}: {result.reason}", EXIT_FAILED)
+
+
+def _read_tree_head(path: Path) -> Any:
+    from nexus_store.audit_proofs import TreeHead
+    from nexus_store.errors import ValidationError
+
+    try:
+        return TreeHead.from_json(path.read_bytes())
+    except (OSError, ValidationError) as exc:
+        fail(f"--since-tree-head {path}: {exc}", EXIT_USAGE)
+
+
+@audit_app.command("tree-head")
+def audit_tree_head(
+    config: ConfigOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the signed head to FILE.")
+    ] = None,
+) -> None:
+    """Sign the log's tree head (size, RFC 9162 root, time). Keep it outside the database."""
+    settings = load_settings(config)
+
+    async def tree_head() -> Any:
+        async with open_store(settings) as store:
+            return await store.audit.tree_head()
+
+    head = call(tree_head(), "audit tree-head")
+    if out is not None:
+        try:
+            out.write_text(head.to_json() + "\n")
+        except OSError as exc:
+            fail(f"--out {out}: {exc}", EXIT_USAGE)
+    _show(head, output_format, "audit tree-head")
+
+
+@audit_app.command("prove")
+def audit_prove(
+    seq: Annotated[int, typer.Argument(min=1, help="The entry to prove.")],
+    config: ConfigOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    tree_size: Annotated[
+        int | None, typer.Option("--tree-size", min=1, help="Prove against this size.")
+    ] = None,
+) -> None:
+    """An RFC 9162 inclusion proof of entry SEQ, with the entry (check it offline with
+    nexus_store.audit_proofs.check_entry)."""
+    settings = load_settings(config)
+
+    async def prove() -> Any:
+        async with open_store(settings) as store:
+            return await store.audit.prove(seq, tree_size=tree_size)
+
+    proof = call(prove(), "audit prove")
+    _show(proof, output_format, "audit prove")
 
 
 # -- events ----------------------------------------------------------------------------------

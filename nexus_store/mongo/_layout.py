@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIT_CHAIN_LINKS",
     "AUDIT_ENTRY_FIELDS",
+    "AUDIT_TREE_FIELD",
     "EVENT_ID_MAX_LENGTH",
     "EVENT_NAME_MAX_LENGTH",
     "AuditField",
     "audit_max_length",
     "checkpoint_collection",
+    "lease_collection",
 ]
 
 #: Longest ``event_id``, ``user_id``, ``anonymous_id`` and ``session_id``.
@@ -46,9 +48,14 @@ _OPTIONAL_OBJECT = {"bsonType": ["object", "null"]}
 #: The links of the hash chain: the previous entry's hash and this entry's.
 AUDIT_CHAIN_LINKS = ("prev_hash", "hash")
 
+#: The Merkle tree nodes an entry completes (``tree[level]``, hex; ``tree[0]`` its leaf hash):
+#: derived from the entries, so neither hashed nor part of the leaf; verify recomputes them.
+AUDIT_TREE_FIELD = "tree"
+
 #: Every field of a stored audit entry, in the order the collection validator lists them.
-#: The entry hash covers every field but :data:`AUDIT_CHAIN_LINKS` (absent ones as null), so
-#: adding a field changes the hash of every entry: chains written before would not verify.
+#: The entry hash covers every field but :data:`AUDIT_CHAIN_LINKS` and the tree nodes (absent
+#: ones as null). What it covers is versioned (``v``) in :mod:`nexus_store.audit_proofs`: a
+#: field added here needs a new version there, or chains written before would not verify.
 AUDIT_ENTRY_FIELDS: dict[str, AuditField] = {
     "seq": AuditField(True, {"bsonType": ["int", "long"], "minimum": 1}),
     "ts": AuditField(True, _DATE),
@@ -64,8 +71,10 @@ AUDIT_ENTRY_FIELDS: dict[str, AuditField] = {
     "idempotency_key": AuditField(False, _text(256)),  # absent, never null, when not given
     "expires_at": AuditField(False, _DATE),  # absent without retention
     "prev_expires_at": AuditField(False, _DATE),
+    "v": AuditField(False, {"bsonType": ["int", "long"], "minimum": 2}),  # absent: version 1
     "prev_hash": AuditField(True, _HASH),
     "hash": AuditField(True, _HASH),
+    AUDIT_TREE_FIELD: AuditField(False, {"bsonType": "array", "items": _HASH}),
 }
 
 
@@ -77,3 +86,8 @@ def audit_max_length(field: str) -> int:
 def checkpoint_collection(settings: NexusSettings) -> str:
     """Name of the collection of signed audit checkpoints (``<audit>_checkpoints``)."""
     return f"{settings.audit.collection}_checkpoints"
+
+
+def lease_collection(settings: NexusSettings) -> str:
+    """Name of the collection holding the audit sequencer lease (``<audit>_lease``)."""
+    return f"{settings.audit.collection}_lease"

@@ -10,8 +10,10 @@
 :func:`ensure_schema` is idempotent: it creates what is missing and reconciles what drifted
 without dropping data. A changed ``events.retention_days`` becomes a ``collMod`` of the TTL
 index (never a drop and rebuild); ``audit.retention_days = None`` drops the audit TTL index
-so nothing expires. Where the server manages roles, it creates (or updates) a role that may
-only ``find`` and ``insert`` in the audit collections (``audit.role_name``).
+so nothing expires. An index whose partial filter changed is dropped and created again, for
+the audit log under its sequencer lease (no append runs in between), since ``collMod``
+cannot change a partial filter. Where the server manages roles, it creates (or updates) a role
+that may only ``find`` and ``insert`` in the audit collections (and update the lease).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from nexus_store.mongo._layout import (
     EVENT_ID_MAX_LENGTH,
     EVENT_NAME_MAX_LENGTH,
     checkpoint_collection,
+    lease_collection,
 )
 from nexus_store.telemetry import operation
 
@@ -65,6 +68,7 @@ _TIME_SERIES_ERASURE_VERSION = (7, 0)
 # The audit role's actions on each audit collection: read, append, and list the indexes for
 # the health report. Never update or remove.
 _AUDIT_ACTIONS = ("find", "insert", "listIndexes")
+_REBUILD_LEASE_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,8 @@ class CollectionSpec:
     forbidden_ttl: tuple[tuple[str, ...], ...] = ()
     timeseries: Mapping[str, Any] | None = None
     expire_after_seconds: int | None = None  # collection-level, time-series only
+    # the audit sequencer lease's collection: index rebuilds hold the lease
+    lease: str | None = None
 
 
 def _string(max_length: int | None = None) -> dict[str, Any]:
@@ -197,11 +203,14 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
             IndexSpec(
                 ("idempotency_key",),
                 unique=True,
-                partial_filter={"idempotency_key": {"$type": "string"}},
+                # $exists, not $type: the planner uses a partial index only for queries
+                # provably inside its filter, and an equality proves $exists, not $type
+                partial_filter={"idempotency_key": {"$exists": True}},
             ),
             *retention,
         ),
         forbidden_ttl=() if retention else (ttl.keys,),
+        lease=lease_collection(settings),
     )
     checkpoints = CollectionSpec(
         checkpoint_collection(settings),
@@ -216,6 +225,7 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
                         for name in ("seq", "hash", "ts", "expires_at")
                     },
                     "signature": AUDIT_ENTRY_FIELDS["hash"].schema,
+                    "frontier": AUDIT_ENTRY_FIELDS["tree"].schema,  # Merkle compact range
                 },
             }
         },
@@ -233,7 +243,8 @@ def audit_role_privileges(settings: NexusSettings) -> list[dict[str, Any]]:
     """What the application needs on the audit collections, nothing else.
 
     ``find`` + ``insert`` (append-only: no update, no remove) and ``listIndexes`` on the
-    entries and their checkpoints, and ``listCollections`` on the database: the health
+    entries and their checkpoints; ``find``, ``insert`` and ``update`` on the sequencer lease
+    (one document, no audit data); and ``listCollections`` on the database: the health
     report's schema checks read the collections' validators and indexes. The same grants
     are in ``mongo/init/01-roles.js``; ``tests/mongo/test_privileges.py`` derives them
     from the commands a full workload sends.
@@ -244,6 +255,10 @@ def audit_role_privileges(settings: NexusSettings) -> list[dict[str, Any]]:
             {"resource": {"db": database, "collection": name}, "actions": list(_AUDIT_ACTIONS)}
             for name in (settings.audit.collection, checkpoint_collection(settings))
         ),
+        {
+            "resource": {"db": database, "collection": lease_collection(settings)},
+            "actions": ["find", "insert", "update"],
+        },
         {"resource": {"db": database, "collection": ""}, "actions": ["listCollections"]},
     ]
 
@@ -290,6 +305,11 @@ def _same_options(spec: IndexSpec, found: Mapping[str, Any]) -> bool:
     return bool(found.get("unique", False)) == spec.unique and (
         spec.partial_filter is None or partial is None or dict(partial) == dict(spec.partial_filter)
     )
+
+
+def _only_filter_differs(spec: IndexSpec, found: Mapping[str, Any]) -> bool:
+    """Same uniqueness, another partial filter: a rebuild that loses no constraint."""
+    return bool(found.get("unique", False)) == spec.unique and spec.partial_filter is not None
 
 
 def _ttl_of(found: Mapping[str, Any]) -> int | None:
@@ -380,7 +400,18 @@ async def _ensure_collection(
 ) -> list[SchemaChange]:
     found = {} if info is None else await _indexes(db, spec.name)
     planned = [*_collection_changes(spec, info), *_index_changes(spec, found)]
-    return [await _run(db, change, dry_run) for change in planned]
+    if dry_run or spec.lease is None or not any(c.action == "drop_index" for c in planned):
+        return [await _run(db, change, dry_run) for change in planned]
+    from nexus_store.mongo.audit._sequencer import SequencerLease
+
+    # Between the drop and the create no unique index guards idempotency keys: hold the
+    # lease, which every appender waits for, over both.
+    lease = SequencerLease(db[spec.lease], _REBUILD_LEASE_SECONDS)
+    await lease.acquire()
+    try:
+        return [await _run(db, change, dry_run) for change in planned]
+    finally:
+        await lease.release()
 
 
 def _collection_changes(spec: CollectionSpec, info: dict[str, Any] | None) -> list[SchemaChange]:
@@ -422,9 +453,16 @@ def _index_changes(
     changes = []
     missing = []
     drops = []
+    command: dict[str, Any]
     for drift in _index_drift(spec, found):
         index, present = drift.index, drift.found
         if drift.kind == "missing":
+            missing.append(index)
+        elif drift.kind == "options" and _only_filter_differs(index, present):
+            # collMod cannot change a partial filter: drop and create (under the lease)
+            command = {"dropIndexes": spec.name, "index": present["name"]}
+            detail = f"{present['name']}: partial filter -> {dict(index.partial_filter or {})}"
+            changes.append(SchemaChange(spec.name, "drop_index", detail, command))
             missing.append(index)
         elif drift.kind == "options":
             # Changing uniqueness needs a rebuild; init never drops data-bearing indexes.
@@ -435,7 +473,7 @@ def _index_changes(
                 found=describe(RuntimeError(str(present))),
             )
         elif drift.kind == "ttl":
-            command: dict[str, Any] = {
+            command = {
                 "collMod": spec.name,
                 "index": {
                     "keyPattern": dict.fromkeys(index.keys, 1),

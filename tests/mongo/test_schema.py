@@ -9,7 +9,7 @@ from pymongo.errors import WriteError
 from structlog.testing import capture_logs
 
 from nexus_store.errors import ConfigurationError
-from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS
+from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS, AUDIT_TREE_FIELD
 from nexus_store.mongo.audit.chain import HASHED_FIELDS
 from nexus_store.mongo.audit.model import AuditEntry
 from nexus_store.mongo.schema import check_time_series_support, ensure_schema, inspect_schema
@@ -32,7 +32,7 @@ def test_audit_fields_are_listed_once_for_model_hash_and_validator() -> None:
     assert {name: field.required for name, field in AUDIT_ENTRY_FIELDS.items()} == {
         name: model[name].is_required() for name in model
     }
-    assert set(HASHED_FIELDS) == set(AUDIT_ENTRY_FIELDS) - set(AUDIT_CHAIN_LINKS)
+    assert set(HASHED_FIELDS) == set(AUDIT_ENTRY_FIELDS) - {*AUDIT_CHAIN_LINKS, AUDIT_TREE_FIELD}
 
 
 async def test_first_run_creates_validated_collections_and_indexes(
@@ -75,7 +75,7 @@ async def test_first_run_creates_validated_collections_and_indexes(
         "key": {"idempotency_key": 1},
         "name": "idempotency_key_unique",
         "unique": True,
-        "partialFilterExpression": {"idempotency_key": {"$type": "string"}},
+        "partialFilterExpression": {"idempotency_key": {"$exists": True}},
     } in audit_indexes
     # a second run creates nothing (validators are re-sent only where the server hides them)
     recorder.clear()
@@ -172,6 +172,10 @@ async def test_audit_role_command(mongo_stack, open_backends, recorder, unique) 
                 "resource": {"db": database, "collection": f"{audit}_checkpoints"},
                 "actions": ["find", "insert", "listIndexes"],
             },
+            {
+                "resource": {"db": database, "collection": f"{audit}_lease"},
+                "actions": ["find", "insert", "update"],
+            },
             {"resource": {"db": database, "collection": ""}, "actions": ["listCollections"]},
         ],
         "roles": [],
@@ -193,6 +197,7 @@ async def test_real_server_role_validator_and_idempotency(mongo_stack, open_back
         actions = {frozenset(p["actions"]) for p in info["roles"][0]["privileges"]}
         assert actions == {
             frozenset({"find", "insert", "listIndexes"}),
+            frozenset({"find", "insert", "update"}),
             frozenset({"listCollections"}),
         }
         with pytest.raises(WriteError):  # the validator is enforced

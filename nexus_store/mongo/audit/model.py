@@ -76,6 +76,8 @@ class AuditEntry(AuditRecord):
     idempotency_key: str | None = Field(None, max_length=audit_max_length("idempotency_key"))
     expires_at: dt.datetime | None = None
     prev_expires_at: dt.datetime | None = None
+    v: int | None = None  # the hash's canonical form (None: version 1, before NaN was kept)
+    tree: list[str] | None = Field(None, repr=False)  # Merkle nodes this entry completes
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> AuditEntry:

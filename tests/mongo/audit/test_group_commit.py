@@ -1,0 +1,115 @@
+"""Group commit, the sequencer lease, majority reads and the canonical form (version 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from nexus_store.audit_proofs import canonical_json, entry_hash
+from nexus_store.mongo.audit.chain import GENESIS
+from tests.support import CommandRecorder
+
+
+def _inserts(recorder: CommandRecorder, collection: str) -> list[dict[str, Any]]:
+    return [body for body in recorder.named("insert") if body["insert"] == collection]
+
+
+async def test_concurrent_records_share_one_ordered_insert(make_audit, raw) -> None:
+    recorder = CommandRecorder()
+    log = await make_audit(recorder)
+    await log.record("warm", "up", "doc", "0")  # takes the lease and reads the head
+    recorder.clear()
+    entries = await asyncio.gather(
+        *(log.record(f"task{n}", "write", "doc", str(n)) for n in range(16))
+    )
+    inserts = _inserts(recorder, log._settings.collection)
+    assert len(inserts) < 16  # fewer round trips than entries
+    assert all(body["ordered"] is True for body in inserts)
+    assert sum(len(body["documents"]) for body in inserts) == 16
+    # each caller got its own entry, consecutive and chained
+    assert sorted(entry.seq for entry in entries) == list(range(2, 18))
+    assert {entry.actor for entry in entries} == {f"task{n}" for n in range(16)}
+    by_seq = {entry.seq: entry for entry in entries}
+    for seq in range(3, 18):
+        assert by_seq[seq].prev_hash == by_seq[seq - 1].hash
+    assert (await log.verify()).ok
+
+
+async def test_batches_are_bounded_by_count_and_bytes(make_audit) -> None:
+    recorder = CommandRecorder()
+    log = await make_audit(recorder, batch_max_entries=3)
+    await asyncio.gather(*(log.record("a", "b", "c", str(n)) for n in range(10)))
+    sizes = [len(body["documents"]) for body in _inserts(recorder, log._settings.collection)]
+    assert max(sizes) <= 3 and sum(sizes) == 10
+    recorder.clear()
+    big = {"blob": "x" * 9000}
+    bounded = await make_audit(recorder, batch_max_bytes=16 * 1024)
+    await asyncio.gather(*(bounded.record("a", "b", "c", str(n), after=big) for n in range(6)))
+    sizes = [len(body["documents"]) for body in _inserts(recorder, bounded._settings.collection)]
+    assert max(sizes) <= 2 and sum(sizes) == 6  # two 9 KB entries pass 16 KiB
+    assert (await bounded.verify()).ok
+
+
+async def test_idempotency_key_stored_once_within_and_across_batches(make_audit, raw) -> None:
+    log = await make_audit()
+    first = await log.record("relay", "create", "order", "1", idempotency_key="outbox:1")
+    results = await asyncio.gather(
+        *(
+            log.record("relay", "create", "order", str(n % 3), idempotency_key=f"outbox:{n % 3}")
+            for n in range(12)
+        )
+    )
+    assert {entry.idempotency_key: entry.seq for entry in results}["outbox:1"] == first.seq
+    stored = await raw(log).find({}, projection={"idempotency_key": 1}).to_list()
+    keys = [doc["idempotency_key"] for doc in stored]
+    assert sorted(keys) == ["outbox:0", "outbox:1", "outbox:2"]
+    for key in ("outbox:0", "outbox:2"):
+        assert len({entry.seq for entry in results if entry.idempotency_key == key}) == 1
+    assert (await log.verify()).ok
+
+
+async def test_head_and_idempotency_reads_are_majority(make_audit) -> None:
+    recorder = CommandRecorder()
+    log = await make_audit(recorder)
+    await log.record("a", "b", "c", "1", idempotency_key="k1")
+    finds = [body for body in recorder.named("find") if body["find"] == log._settings.collection]
+    assert finds, "the head and the key were read"
+    assert all(body.get("readConcern") == {"level": "majority"} for body in finds)
+    recorder.clear()
+    local = await make_audit(recorder, write_concern="1")
+    await local.record("a", "b", "c", "1", idempotency_key="k2")
+    finds = [body for body in recorder.named("find") if body["find"] == local._settings.collection]
+    assert finds and all("readConcern" not in body for body in finds)
+
+
+async def test_independent_writers_take_turns_on_the_lease(make_audit, raw) -> None:
+    recorder = CommandRecorder()
+    writers = [await make_audit(recorder, checkpoint_every=5) for _ in range(4)]
+
+    async def write(n: int) -> None:
+        for index in range(8):
+            await writers[n % 4].record(f"w{n}", "write", "doc", str(index))
+
+    await asyncio.gather(*(write(n) for n in range(8)))
+    seqs = sorted(await raw(writers[0]).distinct("seq"))
+    assert seqs == list(range(1, 65))
+    lease = f"{writers[0]._settings.collection}_lease"
+    assert [body for body in recorder.named("findAndModify") if body["findAndModify"] == lease]
+    result = await writers[0].verify()
+    assert (result.ok, result.checked, result.checkpoints_checked) == (True, 64, 12)
+
+
+def test_canonical_form_keeps_nan_infinities_and_null_apart() -> None:
+    base = {"seq": 1, "actor": "a", "v": 2}
+    values = [math.nan, math.inf, -math.inf, None, {"$float": "NaN"}, "NaN"]
+    forms = {canonical_json({**base, "before": {"x": value}}) for value in values}
+    assert len(forms) == len(values)
+    hashes = {entry_hash(GENESIS, {**base, "before": {"x": value}}, None) for value in values}
+    assert len(hashes) == len(values)
+    # version 1 (entries written before) is hashed as it was: NaN and null alike
+    legacy = {**base, "v": None}
+    legacy.pop("v")
+    assert canonical_json({**legacy, "before": {"x": math.nan}}) == canonical_json(
+        {**legacy, "before": {"x": None}}
+    )
