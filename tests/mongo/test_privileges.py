@@ -27,6 +27,7 @@ import pytest
 
 from devstack.stack import Stack, scratch_stack
 from nexus_store import NexusSettings, NexusStore
+from nexus_store.mongo._layout import checkpoint_collection, lease_collection
 from nexus_store.mongo.client import MongoBackend
 from nexus_store.mongo.schema import audit_role_privileges, ensure_schema
 from nexus_store.postgres.models import User
@@ -71,6 +72,13 @@ REQUIRED_ACCESS: dict[str, Access | tuple[Access, ...]] = {
     "insert": Access("collection", ("insert",)),
     "delete": Access("collection", ("remove",)),
     "update": Access("collection", ("update",)),
+    # findAndModify: find + update; insert with upsert; remove (instead of update) with remove
+    "findAndModify": (
+        Access("collection", ("find",)),
+        Access("collection", ("update",), unless=lambda command: bool(command.get("remove"))),
+        Access("collection", ("insert",), unless=lambda command: not command.get("upsert")),
+        Access("collection", ("remove",), unless=lambda command: not command.get("remove")),
+    ),
     # schema reads: "listCollections" needs the action unless nameOnly and
     # authorizedCollections are both true
     "listCollections": Access(
@@ -266,7 +274,11 @@ async def test_app_roles_grant_exactly_what_the_workload_needs(
         "nexus_app (01-roles.js)",
     )
     # The audit role init manages grants the audit part of the same needs, exactly.
-    audit_collections = {settings.audit.collection, f"{settings.audit.collection}_checkpoints"}
+    audit_collections = {
+        settings.audit.collection,
+        checkpoint_collection(settings),
+        lease_collection(settings),
+    }
     audit_needs = {need for need in needs if need[0][1] in audit_collections or need[0][1] == ""}
     assert_exact(granted(audit_role_privileges(settings)), audit_needs, "the init audit role")
     assert granted(audit_role_privileges(settings)) == for_database(

@@ -293,7 +293,9 @@ async def test_drop_log_carries_the_running_total(mongo_stack) -> None:
         assert lines[-1]["dropped_total"] == store.events.stats().dropped == 5001 + 10
 
 
-async def test_validator_rejection_names_the_rule_with_values_redacted(mongo_stack) -> None:
+async def test_validator_rejection_names_the_rule_with_values_redacted(
+    mongo_stack, open_backends
+) -> None:
     """Error 121 as MongoDB 5+ returns it (the manual's "Schema Validation" example shape);
     the substitute never validates, so the server's reply is injected at the driver call."""
     from pymongo.errors import BulkWriteError
@@ -348,7 +350,9 @@ async def test_validator_rejection_names_the_rule_with_values_redacted(mongo_sta
                 }
             )
 
-    writer = EventWriter(RejectingCollection(), mongo_stack.settings().events)  # type: ignore[arg-type]
+    settings = mongo_stack.settings()
+    backends = await open_backends(settings)
+    writer = EventWriter(RejectingCollection(), settings.events, backends.mongo)  # type: ignore[arg-type]
     with capture_logs() as logs, pytest.raises(ValidationError) as caught:
         await writer.track("x", user_id="u", properties={"card": secret}, wait=True)
     error = caught.value
