@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 from pymongo import monitoring
 from sqlalchemy import event
@@ -23,7 +23,7 @@ from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import BackendUnavailableError, ConflictError
 from nexus_store.mongo.client import MongoBackend
 from nexus_store.postgres.models import User
-from nexus_store.telemetry import operation, uninstrument
+from nexus_store.telemetry import instrument, operation, uninstrument
 from tests.support import FAST_FAILURE, PASSWORD, REPO_ROOT, Telemetry, tag, user_values
 
 CONVENTIONS = {"db.system.name", "db.operation.name", "server.address", "server.port"}
@@ -282,3 +282,26 @@ asyncio.run(main())
     )
     assert finished.returncode == 0, finished.stderr
     assert "nexus-store[otel]" in finished.stdout
+
+
+async def test_instrumented_without_an_sdk_the_callers_span_context_carries_on(
+    secret_settings: NexusSettings,
+) -> None:
+    """nexus-store on OpenTelemetry's no-op providers (the API alone): inside an operation
+    the current span context is still the application's (so whatever runs there keeps its
+    parent), and the store answers as usual."""
+    application = TracerProvider().get_tracer("application")
+    instrument(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
+    seen = []
+    try:
+        async with NexusStore(secret_settings) as store:
+            with operation(store.backends.redis, "tests.noop", "cache"):
+                seen.append(trace.get_current_span().get_span_context())
+            with application.start_as_current_span("request") as request:
+                with operation(store.backends.redis, "tests.noop", "cache"):
+                    seen.append(trace.get_current_span().get_span_context())
+                await store.cache.set("noop", 1, ttl=5)
+                assert await store.cache.get("noop") == 1
+    finally:
+        uninstrument()
+    assert seen == [trace.INVALID_SPAN_CONTEXT, request.get_span_context()]
