@@ -13,7 +13,9 @@
   whole process (interpreter start, imports, connections, checks, JSON), what a Kubernetes
   exec probe pays; the median of 10 runs, next to the median of 10 bare
   ``python -c 'import redis, psycopg, pymongo'`` (the drivers it cannot do without); and
-  the same pair in CPU time (user + sys of the child), which a shared machine skews less.
+  the same pair in CPU time (user + sys of the child), which a shared machine skews less;
+  and the probe's CPU time against the same report through typer and rich (``--count 1``
+  keeps a command on the typer path).
 - exec probe, every backend hanging (a port that accepts and never answers), with
   ``--timeout 1``: the whole process, median of 3; it should cost one timeout more than the
   healthy probe.
@@ -188,6 +190,14 @@ async def scenarios(env: Stack) -> list[Pair]:
             raw=lambda: process_cpu_ms(BARE_IMPORTS, probe_env, PROBE_RUNS),
             higher_is_better=False,
             raw_label="python -c 'import redis, psycopg, pymongo'",
+        ),
+        Pair(
+            "health: exec probe, CPU time, fast path vs typer and rich (median of 10)",
+            "ms/run",
+            sdk=lambda: process_cpu_ms(PROBE, probe_env, PROBE_RUNS),
+            raw=lambda: process_cpu_ms([*PROBE, "--count", "1"], probe_env, PROBE_RUNS),
+            higher_is_better=False,
+            raw_label="the same report through typer (--count 1)",
         ),
         Pair(
             "health: exec probe, every backend hanging, --timeout 1 (whole process, median of 3)",

@@ -24,7 +24,17 @@ from rich.table import Table
 from rich.text import Text
 
 from nexus_store._secrets import scrub
-from nexus_store.cli._plain import camel_case, cli_log_level, emit_json, json_logs, json_ready
+from nexus_store.cli._plain import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    camel_case,
+    cli_log_level,
+    emit_json,
+    json_logs,
+    json_ready,
+)
 
 __all__ = [
     "EXIT_FAILED",
@@ -54,10 +64,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 # A store that cannot close (a backend that hangs) must not hold the command past this.
 _CLOSE_TIMEOUT = 5.0
 

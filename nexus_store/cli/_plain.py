@@ -1,4 +1,5 @@
-"""What the CLI shares that needs neither typer nor rich: JSON output and the log level.
+"""What the CLI shares that needs neither typer nor rich: exit codes, JSON output and the
+log level.
 
 ``nexus-store health --probe ... --format json`` (a Kubernetes exec probe) runs without
 typer, rich or structlog (see ``nexus_store.cli._probe``), and writes its document through
@@ -19,7 +20,22 @@ from nexus_store._secrets import scrub_value
 if TYPE_CHECKING:
     from nexus_store.settings import LogSettings
 
-__all__ = ["camel_case", "cli_log_level", "emit_json", "json_logs", "json_ready"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "camel_case",
+    "cli_log_level",
+    "emit_json",
+    "json_logs",
+    "json_ready",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def cli_log_level(log: LogSettings) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nexus_store.cli._plain import cli_log_level, emit_json, json_logs
+from nexus_store.cli._plain import EXIT_INTERRUPTED, EXIT_USAGE, cli_log_level, emit_json, json_logs
 
 if TYPE_CHECKING:
     from nexus_store.health import HealthReport
@@ -34,8 +34,6 @@ __all__ = ["CLOSE_GRACE", "ProbeRequest", "parse", "run"]
 
 #: Seconds to close the store after the report (a healthy stack closes in milliseconds).
 CLOSE_GRACE = 0.25
-_EXIT_USAGE = 2
-_PROBES = ("liveness", "readiness")
 _WARN_EXITS = ("0", "1")
 
 
@@ -80,9 +78,11 @@ def parse(argv: list[str]) -> ProbeRequest | None:
 
 
 def _validated(values: dict[str, str]) -> ProbeRequest | None:
+    from nexus_store.health import PROBES
+
     probe = values.get("probe", "readiness")
     warn_exit = values.get("warn_exit", "1")
-    if probe not in _PROBES or warn_exit not in _WARN_EXITS:
+    if probe not in PROBES or warn_exit not in _WARN_EXITS:
         return None
     timeout: float | None = None
     if "timeout" in values:
@@ -111,14 +111,14 @@ def run(request: ProbeRequest) -> int:
         from nexus_store._secrets import scrub
 
         sys.stderr.write(f"error: {scrub(str(exc))}\n")
-        return _EXIT_USAGE
+        return EXIT_USAGE
     _log_to_stderr(settings)
     loop = asyncio.new_event_loop()
     try:
         report, abandoned = loop.run_until_complete(_report(settings, request.probe))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     emit_json(report.to_dict())
     code = report.exit_code_for(warn=request.warn_exit)
     if abandoned:

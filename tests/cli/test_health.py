@@ -337,16 +337,12 @@ def test_the_probe_reports_bad_settings_as_a_usage_error() -> None:
 
 @pytest.fixture(scope="module")
 def probe_timings(session_env: dict[str, str]) -> dict[str, list[float]]:
-    """Wall seconds (``probe``, ``typer``, ``bare``) and CPU seconds (``*_cpu``) of three
-    interleaved runs each: the readiness probe of the session's stack, the same report
-    through typer, and a bare ``import redis, psycopg, pymongo``, so that load on the
-    machine hits all three alike."""
+    """Wall seconds (``probe``, ``bare``) and CPU seconds (``*_cpu``) of three interleaved
+    runs each: the readiness probe of the session's stack and a bare ``import redis,
+    psycopg, pymongo``, so that load on the machine hits both alike."""
     bare = [sys.executable, "-c", "import redis, psycopg, pymongo"]
     runs: dict[str, Callable[[], object]] = {
         "probe": lambda: run_cli("health", "--probe", "readiness", "-f", "json", env=session_env),
-        "typer": lambda: run_cli(
-            "health", "--probe", "readiness", "-f", "json", "--count", "1", env=session_env
-        ),
         "bare": lambda: subprocess.run(bare, capture_output=True, check=True, timeout=60),
     }
     timings: dict[str, list[float]] = {}
@@ -372,7 +368,7 @@ def test_the_probe_costs_little_more_than_importing_the_drivers(
     # The target is under 0.5 s on an idle machine (bench/scenarios/health.py reports it). On
     # a shared machine wall time mostly measures the queue for the cores (and the servers'
     # own), so CPU time is compared: the probe's (settings, connections, 17 checks, JSON)
-    # within 3x a bare import of the drivers it needs, and below the same report's through
-    # typer and rich.
+    # within 3x a bare import of the drivers it needs. (What typer and rich would add, about
+    # a tenth, drowns in the noise of three runs: the import test above asserts their
+    # absence, and the bench compares the two paths.)
     assert min(probe_timings["probe_cpu"]) < 3 * min(probe_timings["bare_cpu"]) + 0.3, probe_timings
-    assert min(probe_timings["probe_cpu"]) < min(probe_timings["typer_cpu"]), probe_timings
