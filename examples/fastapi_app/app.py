@@ -28,6 +28,7 @@ from nexus_store.integrations.asgi import (
     SessionAuth,
     add_exception_handlers,
     add_health_routes,
+    add_metrics_route,
     get_store,
     lifespan,
 )
@@ -35,7 +36,8 @@ from nexus_store.redis.sessions import Session
 
 GLOBAL_LIMITS = os.environ.get("EXAMPLE_GLOBAL_LIMITS", "100/second")
 QUOTA_LIMITS = os.environ.get("EXAMPLE_QUOTA_LIMITS", "20/day")
-PROBES = {"/health/live", "/health/ready"}
+# Kubernetes probes and Prometheus scrapes are not rate limited.
+UNLIMITED = {"/health/live", "/health/ready", "/metrics"}
 
 
 def api_key(request: Request) -> str:
@@ -43,8 +45,9 @@ def api_key(request: Request) -> str:
 
 
 app = FastAPI(title="nexus-store example", lifespan=lifespan())
-app.add_middleware(RateLimitMiddleware, limits=GLOBAL_LIMITS, exempt=PROBES)
+app.add_middleware(RateLimitMiddleware, limits=GLOBAL_LIMITS, exempt=UNLIMITED)
 add_health_routes(app)
+add_metrics_route(app)
 add_exception_handlers(app)
 current_session = SessionAuth(cookie="session")
 Store = Annotated[NexusStore, Depends(get_store)]

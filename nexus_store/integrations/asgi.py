@@ -10,6 +10,7 @@ Starlette).
     app = FastAPI(lifespan=lifespan())              # opens and closes one NexusStore
     app.add_middleware(RateLimitMiddleware, limits="100/minute", exempt={"/health/live"})
     add_health_routes(app)                          # /health/live, /health/ready
+    add_metrics_route(app)                          # /metrics (extra ``prometheus``)
     add_exception_handlers(app)                     # @rate_limit inside endpoints: 429/503
     current_session = SessionAuth()
 
@@ -26,8 +27,9 @@ Starlette).
 - :class:`SessionAuth` reads a bearer token or a cookie: 401 for a missing, unknown, expired or
   revoked token, 503 when Redis is unreachable.
 - :func:`add_health_routes` serves ``await store.health(probe=...)`` as
-  ``application/health+json`` with ``Cache-Control: no-store``. A Prometheus ``/metrics`` route
-  belongs next to them (mount it with ``app.mount("/metrics", ...)``).
+  ``application/health+json`` with ``Cache-Control: no-store``.
+- :func:`add_metrics_route` serves the SDK's metrics to Prometheus
+  (:mod:`nexus_store.telemetry.prometheus`; extra ``prometheus``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from nexus_store.store import NexusStore
 # FastAPI reads the annotations of the dependencies' __call__ at run time: what they name
 # (Request, Response, Session) must be imported at run time too.
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
     from starlette.applications import Starlette
 
     from nexus_store.settings import NexusSettings
@@ -67,6 +70,7 @@ __all__ = [
     "SessionAuth",
     "add_exception_handlers",
     "add_health_routes",
+    "add_metrics_route",
     "client_address",
     "get_store",
     "lifespan",
@@ -251,6 +255,20 @@ def add_health_routes(
 
     app.add_route(liveness, endpoint("liveness"), methods=["GET"], include_in_schema=False)
     app.add_route(readiness, endpoint("readiness"), methods=["GET"], include_in_schema=False)
+
+
+def add_metrics_route(
+    app: Starlette, path: str = "/metrics", *, registry: CollectorRegistry | None = None
+) -> None:
+    """Serve nexus-store's metrics (and the rest of ``registry``, prometheus-client's default
+    one unless given) in Prometheus' text format at ``path`` (GET)."""
+    from starlette.routing import Route
+
+    from nexus_store.telemetry.prometheus import metrics_app
+
+    metrics = metrics_app() if registry is None else metrics_app(registry)
+    # A Route, not a Mount: a Mount would answer /metrics with a redirect to /metrics/.
+    app.router.routes.append(Route(path, metrics, methods=["GET"], include_in_schema=False))
 
 
 def add_exception_handlers(app: Starlette) -> None:

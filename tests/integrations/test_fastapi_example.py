@@ -213,6 +213,18 @@ def test_health_routes(example: Example) -> None:
         assert_health_json(body)
 
 
+def test_metrics_route_serves_the_sdk_metrics_to_prometheus(example: Example) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    example.get("/items")  # at least one limiter decision in some worker
+    response = example.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "RateLimit" not in response.headers  # scrapes are exempt from the global limit
+    families = {family.name for family in text_string_to_metric_families(response.text)}
+    assert {"db_client_operation_duration_seconds", "nexus_store_limiter_decisions"} <= families
+
+
 def test_redis_outage_is_503_never_429_then_recovers(example: Example) -> None:
     example.redis.stop()
     try:
