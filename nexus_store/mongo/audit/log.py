@@ -304,8 +304,9 @@ class AuditLog:
         except BulkWriteError as exc:
             inserted = int(exc.details.get("nInserted", 0))
             errors = exc.details.get("writeErrors") or [{}]
-            self._resolve(documents[:inserted], owners[:inserted])
             self._head = None
+            await self._write_checkpoints(documents[:inserted], frontier_sizes=False)
+            self._resolve(documents[:inserted], owners[:inserted])
             rest = [pending for group in owners[inserted:] for pending in group]
             if errors[0].get("code") == _DUPLICATE_KEY:
                 # another writer took this seq (or this idempotency key): re-read, retry
@@ -314,8 +315,9 @@ class AuditLog:
                 return
             raise
         self._head = _Head(head.seq, head.hash, head.expires_at, frontier)
-        self._resolve(documents, owners)
+        # checkpoints first: a caller that verifies as soon as it has its entry finds them
         await self._write_checkpoints(documents, frontier_sizes=frontier is not None)
+        self._resolve(documents, owners)
 
     async def _insert(self, documents: list[dict[str, Any]]) -> None:
         """One ordered insert of the batch (``insert_one`` for a batch of one: the same
@@ -441,15 +443,14 @@ class AuditLog:
         due = [document for document in documents if document["seq"] % every == 0]
         if not due:
             return
-        checkpoints = []
-        for document in due:
-            frontier = None
-            if frontier_sizes:
-                pieces = perfect_pieces(0, document["seq"])
-                nodes = await self._frontier_nodes(documents, pieces)
-                frontier = nodes
-            checkpoints.append(self._checkpoint(document, frontier))
         try:
+            checkpoints = []
+            for document in due:
+                frontier = None
+                if frontier_sizes:
+                    pieces = perfect_pieces(0, document["seq"])
+                    frontier = await self._frontier_nodes(documents, pieces)
+                checkpoints.append(self._checkpoint(document, frontier))
             await self._insert_checkpoints(checkpoints)
         except Exception as exc:  # the entries are written; the next head read repairs it
             self._head = None

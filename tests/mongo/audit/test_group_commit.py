@@ -113,3 +113,20 @@ def test_canonical_form_keeps_nan_infinities_and_null_apart() -> None:
     assert canonical_json({**legacy, "before": {"x": math.nan}}) == canonical_json(
         {**legacy, "before": {"x": None}}
     )
+
+
+async def test_a_caller_holding_its_entry_finds_its_checkpoint(make_audit) -> None:
+    recorder = CommandRecorder()
+    log = await make_audit(recorder, checkpoint_every=6)
+    await asyncio.gather(*(log.record("a", "b", "c", str(n)) for n in range(4)))
+    # seqs 5-8 in one batch; checkpoint 6's frontier needs the stored subtree of seqs 1-4
+    await asyncio.gather(*(log.record("a", "b", "c", str(n)) for n in range(4)))
+    recorder.commands.append(("answered", {}))
+    names = [
+        name
+        if name != "insert" or body["insert"] != f"{log._settings.collection}_checkpoints"
+        else "checkpoint"
+        for name, body in recorder.commands
+    ]
+    assert names.index("checkpoint") < names.index("answered")
+    assert (await log.verify()).ok
