@@ -40,7 +40,10 @@ nexus.createRole({
       resource: { db: dbName, collection: "audit_log_checkpoints" },
       actions: ["find", "insert", "listIndexes"],
     },
-    { resource: { db: dbName, collection: "audit_log_lease" }, actions: ["find", "insert", "update"] },
+    {
+      resource: { db: dbName, collection: "audit_log_lease" },
+      actions: ["find", "insert", "update", "listIndexes"],
+    },
     schemaReads,
   ],
   roles: [],

@@ -231,7 +231,10 @@ def _audit_specs(settings: NexusSettings) -> list[CollectionSpec]:
         },
         (IndexSpec(("seq",), unique=True),),
     )
-    return [entries, checkpoints]
+    # Created here, not by the first append: on a server with authorization, an insert that
+    # creates its collection needs createCollection, which the application's role lacks.
+    lease = CollectionSpec(lease_collection(settings), None, ())
+    return [entries, checkpoints, lease]
 
 
 def collection_specs(settings: NexusSettings) -> list[CollectionSpec]:
@@ -243,7 +246,7 @@ def audit_role_privileges(settings: NexusSettings) -> list[dict[str, Any]]:
     """What the application needs on the audit collections, nothing else.
 
     ``find`` + ``insert`` (append-only: no update, no remove) and ``listIndexes`` on the
-    entries and their checkpoints; ``find``, ``insert`` and ``update`` on the sequencer lease
+    entries and their checkpoints; ``find``, ``insert``, ``update`` and ``listIndexes`` on the sequencer lease
     (one document, no audit data); and ``listCollections`` on the database: the health
     report's schema checks read the collections' validators and indexes. The same grants
     are in ``mongo/init/01-roles.js``; ``tests/mongo/test_privileges.py`` derives them
@@ -257,7 +260,7 @@ def audit_role_privileges(settings: NexusSettings) -> list[dict[str, Any]]:
         ),
         {
             "resource": {"db": database, "collection": lease_collection(settings)},
-            "actions": ["find", "insert", "update"],
+            "actions": ["find", "insert", "update", "listIndexes"],
         },
         {"resource": {"db": database, "collection": ""}, "actions": ["listCollections"]},
     ]

@@ -49,6 +49,8 @@ async def test_first_run_creates_validated_collections_and_indexes(
         (audit, "create_indexes"),
         (f"{audit}_checkpoints", "create_collection"),
         (f"{audit}_checkpoints", "create_indexes"),
+        # the sequencer lease: init creates it, since the app's role may not create collections
+        (f"{audit}_lease", "create_collection"),
     ]
     create = next(body for body in recorder.named("create") if body["create"] == events)
     assert create["validationLevel"] == "strict"
@@ -174,7 +176,7 @@ async def test_audit_role_command(mongo_stack, open_backends, recorder, unique) 
             },
             {
                 "resource": {"db": database, "collection": f"{audit}_lease"},
-                "actions": ["find", "insert", "update"],
+                "actions": ["find", "insert", "update", "listIndexes"],
             },
             {"resource": {"db": database, "collection": ""}, "actions": ["listCollections"]},
         ],
@@ -197,7 +199,7 @@ async def test_real_server_role_validator_and_idempotency(mongo_stack, open_back
         actions = {frozenset(p["actions"]) for p in info["roles"][0]["privileges"]}
         assert actions == {
             frozenset({"find", "insert", "listIndexes"}),
-            frozenset({"find", "insert", "update"}),
+            frozenset({"find", "insert", "update", "listIndexes"}),
             frozenset({"listCollections"}),
         }
         with pytest.raises(WriteError):  # the validator is enforced
@@ -221,6 +223,7 @@ async def test_inspect_reports_missing_schema(mongo_stack, open_backends) -> Non
         (settings.events.collection, "missing_collection"),
         (settings.audit.collection, "missing_collection"),
         (f"{settings.audit.collection}_checkpoints", "missing_collection"),
+        (f"{settings.audit.collection}_lease", "missing_collection"),
     }
     await ensure_schema(backends.mongo, settings)
     remaining = await inspect_schema(backends.mongo, settings)
