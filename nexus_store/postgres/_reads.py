@@ -31,7 +31,7 @@ from nexus_store.postgres._query import (
     order_for,
     where_clause,
 )
-from nexus_store.postgres._transaction import Transactions
+from nexus_store.postgres._transaction import TENANT_SETTING, Transactions
 from nexus_store.postgres._types import column_type
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
@@ -42,6 +42,8 @@ M = TypeVar("M", bound=Base)
 R = TypeVar("R")
 
 MAX_PAGE = 1000
+
+_SCOPE_SQL = f"SELECT set_config('{TENANT_SETTING}', %s, true)"
 
 
 class Reads:
@@ -70,6 +72,11 @@ class Reads:
 
     async def _run(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
         active = self._transactions.active()
+        if active is None and self._transactions.tenant() is not None:
+            # The tenant setting is transaction-local: a scoped read needs a transaction of
+            # its own; it runs on the primary.
+            async with self._transactions.writing() as connection:
+                return await run(connection)
         with translate_errors():
             if active is not None:
                 return await run(active)
@@ -108,15 +115,25 @@ class Reads:
             self._lookups[cache_key] = found
         return found
 
-    async def _fast_lookup(self, target: int, sql: str, parameters: Any) -> Any:
+    async def _fast_lookup(self, target: int, sql: str, parameters: Any, tenant: str | None) -> Any:
         """One precompiled read on a psycopg-pooled autocommit connection: no SQLAlchemy
-        work at all, its pool checkout costs more than the rest of the call."""
+        work at all, its pool checkout costs more than the rest of the call.
+
+        In a tenant scope the ``set_config`` and the lookup go in one pipeline: statements
+        before its sync point form one implicit transaction, so the transaction-local
+        setting covers the lookup, ends with it, and costs no extra round trip.
+        """
         with translate_errors():
             pool = await self._backend.read_pool(target)
             for attempt in (1, 2):
                 driver = await pool.getconn()
                 try:
-                    cursor = await driver.execute(sql, parameters, prepare=True)
+                    if tenant is None:
+                        cursor = await driver.execute(sql, parameters, prepare=True)
+                    else:
+                        async with driver.pipeline():
+                            await driver.execute(_SCOPE_SQL, (tenant,), prepare=True)
+                            cursor = await driver.execute(sql, parameters, prepare=True)
                     row = await cursor.fetchone()
                 except psycopg.Error:
                     broken = driver.broken
@@ -148,7 +165,8 @@ class Reads:
             return (await connection.execute(statement, parameters)).first()
 
         if sql is not None and self._transactions.active() is None:
-            row = await self._fast_lookup(self._target(fresh), sql, parameters)
+            tenant = self._transactions.tenant()
+            row = await self._fast_lookup(self._target(fresh), sql, parameters, tenant)
         else:
             row = await self._run(fresh, run)
         observe("postgres", "get", started, model=model.__name__)

@@ -89,6 +89,24 @@ class EntityRepository:
         async with self._transactions.begin():
             yield self
 
+    @asynccontextmanager
+    async def tenant(self, organization_id: Any) -> AsyncIterator[EntityRepository]:
+        """Scope every call inside to one organization's rows (row-level security).
+
+            async with store.entities.tenant(org.id):
+                page = await store.entities.list(Project, {"status": "active"})
+                await store.entities.create(Project, organization_id=org.id, name="Apollo")
+
+        Reads, writes, bulk inserts, ``list`` with cursors and ``count`` see and touch only
+        rows of ``organization_id`` (and rows of child tables whose parent is one). Each
+        transaction starts with ``set_config('app.tenant', id, true)``, so the scope never
+        outlives the transaction on a pooled connection. The policies bind roles without
+        ``BYPASSRLS``, such as ``nexus_app``; outside a scope such a role sees no row of a
+        scoped table and cannot write one. ``ValidationError`` if the id is not a UUID.
+        """
+        async with self._transactions.scoped(organization_id):
+            yield self
+
     # -- create --------------------------------------------------------------------------
 
     async def create(self, model: type[M], /, *, audit: bool | None = None, **values: Any) -> M:
