@@ -70,7 +70,9 @@ class Reads:
         backend = self._backend
         return backend.read_engines[target - 1] if target else backend.autocommit_engine
 
-    async def _run(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+    async def run(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+        """``run(connection)`` where a read belongs: the caller's transaction, a transaction
+        of its own in a tenant scope, else an autocommit connection (replica unless fresh)."""
         active = self._transactions.active()
         if active is None and self._transactions.tenant() is not None:
             # The tenant setting is transaction-local: a scoped read needs a transaction of
@@ -168,7 +170,7 @@ class Reads:
             tenant = self._transactions.tenant()
             row = await self._fast_lookup(self._target(fresh), sql, parameters, tenant)
         else:
-            row = await self._run(fresh, run)
+            row = await self.run(fresh, run)
         observe("postgres", "get", started, model=model.__name__)
         return None if row is None else info.materialize(row)
 
@@ -210,7 +212,7 @@ class Reads:
         async def run(connection: AsyncConnection) -> builtins.list[Any]:
             return builtins.list((await connection.execute(statement)).all())
 
-        rows = await self._run(fresh, run)
+        rows = await self.run(fresh, run)
         observe("postgres", "list", started, model=model.__name__, rows=len(rows))
         cursor = None
         if len(rows) > limit:
@@ -241,7 +243,7 @@ class Reads:
         async def run(connection: AsyncConnection) -> int:
             return int((await connection.execute(statement)).scalar_one())
 
-        return await self._run(fresh, run)
+        return await self.run(fresh, run)
 
     async def exists(
         self,
@@ -258,4 +260,4 @@ class Reads:
         async def run(connection: AsyncConnection) -> bool:
             return bool((await connection.execute(statement)).scalar_one())
 
-        return await self._run(fresh, run)
+        return await self.run(fresh, run)

@@ -19,7 +19,7 @@ from nexus_store.postgres import migrate
 from nexus_store.postgres.models import NEXUS_TABLES
 
 # Every revision, oldest first (a new revision is added here on purpose).
-CHAIN = ["0001", "0002"]
+CHAIN = ["0001", "0002", "0003"]
 HEAD = CHAIN[-1]
 
 
@@ -141,3 +141,27 @@ async def test_unreachable_database_is_backend_unavailable() -> None:
         with pytest.raises(BackendUnavailableError) as caught:
             await call
         assert password not in str(caught.value)
+
+
+async def test_the_search_columns_take_the_configured_language(scratch: NexusSettings) -> None:
+    simple = scratch.model_copy(
+        update={"postgres": scratch.postgres.model_copy(update={"search_language": "simple"})}
+    )
+    await migrate.upgrade(simple)
+    url = scratch.postgres.url.get_secret_value()  # type: ignore[union-attr]
+    with psycopg.connect(url) as conn:
+        expressions = conn.execute(
+            "SELECT c.relname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
+            "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+            "JOIN pg_class c ON c.oid = d.adrelid WHERE a.attname = 'search_vector'"
+        ).fetchall()
+        # 'simple' does not stem: "running" stays "running" ('english' makes it "run").
+        conn.execute("INSERT INTO organizations (name, slug) VALUES ('o', 'o')")
+        conn.execute(
+            "INSERT INTO projects (organization_id, name) "
+            "SELECT id, 'running late' FROM organizations"
+        )
+        vector = conn.execute("SELECT search_vector::text FROM projects").fetchone()
+    assert {table for table, _ in expressions} == {"projects", "tasks", "documents"}
+    assert all("'simple'::regconfig" in expression for _, expression in expressions)
+    assert vector == ("'late':2A 'running':1A",)

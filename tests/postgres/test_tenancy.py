@@ -284,3 +284,19 @@ async def test_two_tenants_under_concurrent_load_never_see_each_other(
             assert await app.count(Project) == len(keys[tenant])
             everything = await app.list(Project, limit=1000)
             assert {p.id for p in everything.items} == set(keys[tenant])
+
+
+async def test_search_sees_only_the_tenants_rows(app: EntityRepository) -> None:
+    word = f"w{tag()}"
+    found: dict[uuid.UUID, uuid.UUID] = {}
+    for _ in range(2):
+        org = await _organization(app)
+        async with app.tenant(org.id):
+            project = await app.create(Project, organization_id=org.id, name=f"{word} plan")
+            found[org.id] = project.id
+    for org_id, project_id in found.items():
+        async with app.tenant(org_id):
+            assert [hit.item.id for hit in await app.search(Project, word)] == [project_id]
+            fuzzy = await app.search(Project, f"{word} plna", fuzzy=True)
+            assert [hit.item.id for hit in fuzzy] == [project_id]
+    assert (await app.search(Project, word)).items == []  # outside any scope
