@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 __all__ = [
+    "ApprovalRequiredError",
     "BackendUnavailableError",
     "ConfigurationError",
     "ConflictError",
@@ -104,6 +105,22 @@ class TamperDetected(IntegrityError):
     def __init__(self, message: str, *, seq: int) -> None:
         super().__init__(message, field="seq")
         self.seq = seq
+
+
+class ApprovalRequiredError(NexusStoreError):
+    """An update touched fields its model puts under approval; nothing was written.
+
+    ``fields`` names them. Ask for the change with ``store.approvals.request(...)``: it is
+    applied once approved.
+    """
+
+    def __init__(self, kind: str, fields: list[str]) -> None:
+        super().__init__(
+            f"changing {', '.join(fields)} of {kind} needs approval: "
+            "use store.approvals.request(...)"
+        )
+        self.kind = kind
+        self.fields = fields
 
 
 class BackendUnavailableError(NexusStoreError, ConnectionError):

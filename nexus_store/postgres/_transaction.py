@@ -37,14 +37,10 @@ class _Open:
     connection: AsyncConnection
 
 
-@dataclass(frozen=True)
-class _Tenant:
-    owner: Transactions
-    organization_id: str
-
-
 _ACTIVE: ContextVar[_Open | None] = ContextVar("nexus_entities_tx", default=None)
-_TENANT: ContextVar[_Tenant | None] = ContextVar("nexus_entities_tenant", default=None)
+# The tenant is the request's, not one repository's: every repository in the task (entities,
+# approvals) scopes its transactions to it.
+_TENANT: ContextVar[str | None] = ContextVar("nexus_entities_tenant", default=None)
 
 
 def _scope_statement(organization_id: str) -> Any:
@@ -63,9 +59,8 @@ class Transactions:
         return current.connection if current is not None and current.owner is self else None
 
     def tenant(self) -> str | None:
-        """The organization id (text) of this repository's tenant scope in this task, if any."""
-        current = _TENANT.get()
-        return current.organization_id if current is not None and current.owner is self else None
+        """The organization id (text) of the tenant scope of this task, if any."""
+        return _TENANT.get()
 
     async def _apply_scope(self, connection: AsyncConnection) -> None:
         organization_id = self.tenant()
@@ -83,7 +78,7 @@ class Transactions:
         if not isinstance(organization_id, uuid.UUID):
             raise ValidationError("organization_id", "must be a UUID")
         previous = self.tenant()
-        token = _TENANT.set(_Tenant(self, str(organization_id)))
+        token = _TENANT.set(str(organization_id))
         try:
             active = self.active()
             if active is not None:  # entered inside a transaction: scope it from now on
