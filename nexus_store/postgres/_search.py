@@ -29,7 +29,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Float, and_, bindparam, cast, func, literal, literal_column, or_, select
+from sqlalchemy import (
+    Float,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import JSONPATH, REGCONFIG, TSVECTOR
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -154,6 +165,7 @@ class Searches:
         table = info.table
         conditions = where_clause(table, info.rules, where) + info.visible(include_deleted)
         snippet: Any = None
+        source: Any = table
         if fuzzy:
             field = _FUZZY.get(table.name)
             if field is None:
@@ -166,7 +178,15 @@ class Searches:
             if spec is None:
                 raise ValidationError("model", f"{model.__name__} has no full-text search column")
             language = cast(bindparam("language", self._language), REGCONFIG)
-            query = func.websearch_to_tsquery(language, bindparam("phrase", text))
+            # In FROM, the query is parsed once per statement; as an expression of a prepared
+            # statement's generic plan it would be parsed again for every row.
+            parsed = (
+                func.websearch_to_tsquery(language, bindparam("phrase", text))
+                .table_valued("query")
+                .render_derived(name="search_query")
+            )
+            source = table.join(parsed, true())
+            query = parsed.c.query
             vector = literal_column(f'"{table.name}".search_vector', TSVECTOR)
             rank = func.ts_rank_cd(vector, query)
             conditions.append(vector.op("@@")(query))
@@ -183,7 +203,11 @@ class Searches:
         if snippet is not None:
             columns.append(snippet.label("search_snippet"))
         statement = (
-            select(*columns).where(*conditions).order_by(rank.desc(), info.key).limit(limit + 1)
+            select(*columns)
+            .select_from(source)
+            .where(*conditions)
+            .order_by(rank.desc(), info.key)
+            .limit(limit + 1)
         )
 
         async def run(connection: AsyncConnection) -> list[Any]:
