@@ -179,8 +179,6 @@ async def scenarios(env: Stack) -> list[Pair]:
     scoped_backend: list[PostgresBackend] = []
 
     async def seed_projects() -> None:
-        if organizations:
-            return
         for name in ("a", "b"):
             org = await repo.create(Organization, name=name, slug=f"{name}-{uuid.uuid4().hex[:8]}")
             organizations.append(org.id)
@@ -257,12 +255,16 @@ async def scenarios(env: Stack) -> list[Pair]:
             assert len(page.items) == 100
         return (time.perf_counter() - started) / (LIST_PAGES // 2) * 1e6
 
-    async def close_projects() -> None:
-        for scoped in scoped_backend:
-            await scoped.close()
+    async def clear_projects() -> None:
+        while scoped_backend:
+            await scoped_backend.pop().close()
         await raw.execute("DELETE FROM organizations WHERE id = ANY(%s)", (organizations,))
+        organizations.clear()
         await raw.execute(f"DROP OWNED BY {role}")
-        await raw.execute(f"DROP ROLE IF EXISTS {role}")
+        await raw.execute(f"DROP ROLE {role}")
+
+    async def clear_projects_and_close() -> None:
+        await clear_projects()
         await close()
 
     return [
@@ -317,6 +319,7 @@ async def scenarios(env: Stack) -> list[Pair]:
             target="report",
             raw_label="psycopg prepared",
             setup=seed_projects,
+            teardown=clear_projects,
         ),
         Pair(
             "postgres tenant-scoped get vs unscoped get",
@@ -327,6 +330,7 @@ async def scenarios(env: Stack) -> list[Pair]:
             target="<= 1.1x",
             raw_label="unscoped get (owner)",
             setup=seed_projects,
+            teardown=clear_projects,
         ),
         Pair(
             "postgres tenant-scoped list vs unscoped list",
@@ -337,6 +341,6 @@ async def scenarios(env: Stack) -> list[Pair]:
             target="<= 1.1x",
             raw_label="unscoped list (owner)",
             setup=seed_projects,
-            teardown=close_projects,
+            teardown=clear_projects_and_close,
         ),
     ]
