@@ -24,6 +24,7 @@ from nexus_store.log import observe
 from nexus_store.postgres._integrity import translate_errors
 from nexus_store.postgres._model import ModelInfo, model_info
 from nexus_store.postgres._query import (
+    Order,
     Page,
     decode_cursor,
     encode_cursor,
@@ -42,6 +43,7 @@ M = TypeVar("M", bound=Base)
 R = TypeVar("R")
 
 MAX_PAGE = 1000
+_MAX_CACHED_ORDERS = 512  # order_by values come from callers: keep the cache bounded
 
 _SCOPE_SQL = f"SELECT set_config('{TENANT_SETTING}', %s, true)"
 
@@ -54,6 +56,8 @@ class Reads:
         self._transactions = transactions
         # (model, include_deleted) -> the lookup by key, as a statement and as driver SQL.
         self._lookups: dict[tuple[type[Base], bool], tuple[Any, str | None]] = {}
+        # (model, order_by) -> the validated order and its clauses.
+        self._orders: dict[tuple[type[Base], Any], tuple[Order, builtins.list[Any]]] = {}
         self._replicas: Iterator[int] | None = (
             itertools.cycle(range(1, len(backend.read_engines) + 1))
             if backend.read_engines
@@ -108,7 +112,7 @@ class Reads:
         found = self._lookups.get(cache_key)
         if found is None:
             dialect = self._backend.engine.dialect
-            statement = select(*info.columns).where(
+            statement = info.select_all.where(
                 info.key == bindparam("key", type_=info.key.type),
                 *info.visible(include_deleted),
             )
@@ -200,14 +204,12 @@ class Reads:
         started = time.perf_counter()
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be an integer from 1 to {MAX_PAGE}")
-        order = order_for(info.table, info.rules, order_by, info.default_order)
+        order, clauses = self._order(info, order_by)
         conditions = where_clause(info.table, info.rules, where)
         conditions += info.visible(include_deleted)
         if after is not None:
             conditions.append(keyset_condition(order, decode_cursor(order, info.rules, after)))
-        statement = (
-            select(*info.columns).where(*conditions).order_by(*order.clauses()).limit(limit + 1)
-        )
+        statement = info.select_all.where(*conditions).order_by(*clauses).limit(limit + 1)
 
         async def run(connection: AsyncConnection) -> builtins.list[Any]:
             return builtins.list((await connection.execute(statement)).all())
@@ -220,6 +222,20 @@ class Reads:
             positions = [info.columns.index(column) for column in order.columns]
             cursor = encode_cursor(order, [rows[-1][index] for index in positions])
         return Page([info.materialize(row) for row in rows], cursor)
+
+    def _order(self, info: ModelInfo[Any], order_by: Any) -> tuple[Order, builtins.list[Any]]:
+        """The validated order and its ORDER BY clauses, built once per model and order_by."""
+        key: Any = order_by
+        if isinstance(order_by, list | tuple) and all(isinstance(k, str) for k in order_by):
+            key = tuple(order_by)
+        cacheable = key is None or isinstance(key, str | tuple)
+        found = self._orders.get((info.model, key)) if cacheable else None
+        if found is None:
+            order = order_for(info.table, info.rules, order_by, info.default_order)
+            found = (order, order.clauses())
+            if cacheable and len(self._orders) < _MAX_CACHED_ORDERS:
+                self._orders[(info.model, key)] = found
+        return found
 
     def _matching(
         self, model: type[Base], where: Mapping[str, Any] | None, include_deleted: bool
