@@ -25,7 +25,17 @@ def _include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     return type_ != "table" or name in NEXUS_TABLES
 
 
+# The generated search columns (revision 0003) and their GIN indexes live in the database
+# only: their expression carries the deploy's postgres.search_language, and leaving them off
+# the models keeps every entity read from fetching a tsvector.
+SEARCH_COLUMN = "search_vector"
+
+
 def _include_object(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
+    if type_ == "column" and name == SEARCH_COLUMN:
+        return False
+    if type_ == "index" and name is not None and name.endswith(f"_{SEARCH_COLUMN}"):
+        return False
     table = obj if type_ == "table" else getattr(obj, "table", None)
     return table is None or table.name in NEXUS_TABLES
 
@@ -56,6 +66,7 @@ def run_offline() -> None:
     from nexus_store.settings import NexusSettings
 
     settings = NexusSettings.load()
+    config.attributes.setdefault("settings", settings)
     url = (
         sqlalchemy_url(settings.postgres.url) if settings.postgres.url else "postgresql+psycopg://"
     )
@@ -72,7 +83,9 @@ def run_online() -> None:
     from nexus_store.postgres.migrate import run_locked
     from nexus_store.settings import NexusSettings
 
-    asyncio.run(run_locked(NexusSettings.load(), _run_on))
+    settings = NexusSettings.load()
+    config.attributes.setdefault("settings", settings)
+    asyncio.run(run_locked(settings, _run_on))
 
 
 if context.is_offline_mode():

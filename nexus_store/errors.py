@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 __all__ = [
+    "ApprovalRequiredError",
     "BackendUnavailableError",
     "ConfigurationError",
     "ConflictError",
@@ -105,6 +106,22 @@ class TamperDetected(IntegrityError):
     def __init__(self, message: str, *, seq: int) -> None:
         super().__init__(message, field="seq")
         self.seq = seq
+
+
+class ApprovalRequiredError(NexusStoreError):
+    """An update touched fields its model puts under approval; nothing was written.
+
+    ``fields`` names them. Ask for the change with ``store.approvals.request(...)``: it is
+    applied once approved.
+    """
+
+    def __init__(self, kind: str, fields: list[str]) -> None:
+        super().__init__(
+            f"changing {', '.join(fields)} of {kind} needs approval: "
+            "use store.approvals.request(...)"
+        )
+        self.kind = kind
+        self.fields = fields
 
 
 class BackendUnavailableError(NexusStoreError, ConnectionError):

@@ -113,6 +113,13 @@ class PostgresSettings(_Section):
     migration_lock_id: int = Field(
         0x6E65787573, description="pg_advisory_lock key that serialises migrations."
     )
+    search_language: str = Field(
+        "english",
+        max_length=63,
+        pattern=r"^[a-z_]+$",
+        description="Text search configuration (regconfig) of the search columns and of "
+        "search(); the migration bakes it into the generated columns.",
+    )
 
     @field_validator("url")
     @classmethod

@@ -18,6 +18,7 @@ from nexus_store.settings import NexusSettings
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from nexus_store.approvals.service import Approvals
     from nexus_store.health import HealthChecks, HealthReport
     from nexus_store.mongo.audit.log import AuditLog
     from nexus_store.mongo.events.service import Events
@@ -62,7 +63,8 @@ class NexusStore:
     Sub-APIs: ``entities`` (PostgreSQL), ``events`` and ``audit`` (MongoDB), ``sessions``,
     ``cache``, ``limiter``, ``realtime`` and ``queue`` (Redis), ``outbox`` (entity changes
     relayed from PostgreSQL to the MongoDB audit log) and ``privacy`` (one user's data
-    exported from every store). Each is built on first use.
+    exported from every store), ``approvals`` (changes applied once approved). Each is built
+    on first use.
     """
 
     def __init__(self, settings: NexusSettings | None = None) -> None:
@@ -202,6 +204,12 @@ class NexusStore:
         from nexus_store.outbox.relay import OutboxRelay
 
         return self._start("outbox", OutboxRelay)
+
+    @cached_property
+    def approvals(self) -> Approvals:
+        from nexus_store.approvals.service import Approvals
+
+        return self._start("approvals", Approvals)
 
     @cached_property
     def privacy(self) -> Privacy:

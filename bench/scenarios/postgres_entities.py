@@ -9,6 +9,12 @@
   autocommit connection (the fastest a client can be).
 - list, page of 100 with a filter (us/op): ``list(where=..., order_by=..., limit=100)``
   against the same SQL through psycopg.
+- search, page of 20 (us/op): ``search(Project, word)`` against the same
+  ``websearch_to_tsquery`` / ``ts_rank_cd`` query through psycopg, over 20,000 projects.
+- tenant-scoped get and list (us/op): inside ``tenant(org)`` as a role the row-level
+  security policies bind (a throwaway ``nexus_bench_app_*`` role, dropped afterwards)
+  against the same calls unscoped as the owner, with the organization as an explicit filter:
+  the whole price of tenancy (the ``set_config`` and the policy).
 
 The users table is truncated before each bulk run, so every run inserts into the same state.
 """
@@ -27,9 +33,23 @@ from bench.harness import Pair
 from devstack.stack import Stack
 from nexus_store.postgres import migrate
 from nexus_store.postgres.engine import PostgresBackend
-from nexus_store.postgres.models import User
+from nexus_store.postgres.models import Organization, Project, User
 from nexus_store.postgres.repository import EntityRepository
 
+PROJECTS = 20_000
+SEARCHES = 500
+_WORDS = (
+    "apollo gemini mercury orbit launch budget review roadmap quarterly design audit "
+    "migration platform mobile billing onboarding security compliance analytics search"
+)
+VOCABULARY = _WORDS.split()
+_SEARCH = (
+    "SELECT id, organization_id, owner_id, name, description, status, priority, start_date, "
+    "end_date, budget, created_at, updated_at, version, deleted_at, "
+    "ts_rank_cd(search_vector, q)::float8 AS rank FROM projects, "
+    "websearch_to_tsquery('english', %s) AS q WHERE search_vector @@ q AND deleted_at IS NULL "
+    "ORDER BY rank DESC, id LIMIT 21"
+)
 BULK_ROWS = 50_000
 LOOKUPS = 20_000
 LIST_PAGES = 1_000
@@ -151,6 +171,102 @@ async def scenarios(env: Stack) -> list[Pair]:
         await raw.close()
         await backend.close()
 
+    # -- search and tenancy, over projects of two organizations ---------------------------
+
+    organizations: list[uuid.UUID] = []
+    project_ids: list[uuid.UUID] = []
+    role = f"nexus_bench_app_{uuid.uuid4().hex[:8]}"
+    scoped_backend: list[PostgresBackend] = []
+
+    async def seed_projects() -> None:
+        for name in ("a", "b"):
+            org = await repo.create(Organization, name=name, slug=f"{name}-{uuid.uuid4().hex[:8]}")
+            organizations.append(org.id)
+        words = random.Random(11)
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "organization_id": organizations[index % 2],
+                "name": " ".join(words.sample(VOCABULARY, 2)),
+                "description": " ".join(words.choices(VOCABULARY, k=12)),
+            }
+            for index in range(PROJECTS)
+        ]
+        await repo.bulk_create(Project, rows)
+        project_ids[:] = [row["id"] for row in rows if row["organization_id"] == organizations[0]]
+        random.Random(7).shuffle(project_ids)
+        await raw.execute("ANALYZE projects")
+        # A role without BYPASSRLS, as the application runs (trust authentication here).
+        await raw.execute(f"CREATE ROLE {role} LOGIN NOBYPASSRLS")
+        await raw.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        app_url = env.postgres_url.replace("postgres@", f"{role}@", 1)
+        scoped_backend.append(PostgresBackend(env.settings(postgres={"url": app_url}).postgres))
+
+    def scoped_repo() -> EntityRepository:
+        return EntityRepository(scoped_backend[0])
+
+    async def sdk_search() -> float:
+        started = time.perf_counter()
+        for index in range(SEARCHES):
+            word = VOCABULARY[index % len(VOCABULARY)]
+            page = await repo.search(Project, f"{word} {VOCABULARY[(index * 7) % 20]}")
+            assert page.items or word
+        return (time.perf_counter() - started) / SEARCHES * 1e6
+
+    async def raw_search() -> float:
+        started = time.perf_counter()
+        for index in range(SEARCHES):
+            word = VOCABULARY[index % len(VOCABULARY)]
+            text = f"{word} {VOCABULARY[(index * 7) % 20]}"
+            cursor = await raw.execute(_SEARCH, (text,), prepare=True)
+            await cursor.fetchall()
+        return (time.perf_counter() - started) / SEARCHES * 1e6
+
+    async def scoped_get() -> float:
+        scoped = scoped_repo()
+        started = time.perf_counter()
+        async with scoped.tenant(organizations[0]):
+            for key in project_ids[: LOOKUPS // 4]:
+                await scoped.get(Project, key)
+        return (time.perf_counter() - started) / (LOOKUPS // 4) * 1e6
+
+    async def unscoped_get() -> float:
+        started = time.perf_counter()
+        for key in project_ids[: LOOKUPS // 4]:
+            await repo.get(Project, key)
+        return (time.perf_counter() - started) / (LOOKUPS // 4) * 1e6
+
+    async def scoped_list() -> float:
+        scoped = scoped_repo()
+        started = time.perf_counter()
+        async with scoped.tenant(organizations[0]):
+            for _ in range(LIST_PAGES // 2):
+                page = await scoped.list(Project, {"status": "planning"}, limit=100)
+                assert len(page.items) == 100
+        return (time.perf_counter() - started) / (LIST_PAGES // 2) * 1e6
+
+    async def unscoped_list() -> float:
+        where = {"organization_id": organizations[0], "status": "planning"}
+        started = time.perf_counter()
+        for _ in range(LIST_PAGES // 2):
+            page = await repo.list(Project, where, limit=100)
+            assert len(page.items) == 100
+        return (time.perf_counter() - started) / (LIST_PAGES // 2) * 1e6
+
+    async def clear_projects() -> None:
+        while scoped_backend:
+            await scoped_backend.pop().close()
+        await raw.execute("DELETE FROM organizations WHERE id = ANY(%s)", (organizations,))
+        organizations.clear()
+        await raw.execute(f"DROP OWNED BY {role}")
+        await raw.execute(f"DROP ROLE {role}")
+
+    async def clear_projects_and_close() -> None:
+        await clear_projects()
+        await close()
+
     return [
         Pair(
             "postgres bulk_create 50k users vs executemany",
@@ -193,6 +309,38 @@ async def scenarios(env: Stack) -> list[Pair]:
             target="report",
             raw_label="psycopg prepared",
             setup=seed,
-            teardown=close,
+        ),
+        Pair(
+            "postgres search page of 20 (websearch_to_tsquery, ts_rank_cd)",
+            "us/op",
+            sdk_search,
+            raw_search,
+            higher_is_better=False,
+            target="report",
+            raw_label="psycopg prepared",
+            setup=seed_projects,
+            teardown=clear_projects,
+        ),
+        Pair(
+            "postgres tenant-scoped get vs unscoped get",
+            "us/op",
+            scoped_get,
+            unscoped_get,
+            higher_is_better=False,
+            target="<= 1.1x",
+            raw_label="unscoped get (owner)",
+            setup=seed_projects,
+            teardown=clear_projects,
+        ),
+        Pair(
+            "postgres tenant-scoped list vs unscoped list",
+            "us/op",
+            scoped_list,
+            unscoped_list,
+            higher_is_better=False,
+            target="<= 1.1x",
+            raw_label="unscoped list (owner)",
+            setup=seed_projects,
+            teardown=clear_projects_and_close,
         ),
     ]

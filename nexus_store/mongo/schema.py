@@ -246,9 +246,9 @@ def audit_role_privileges(settings: NexusSettings) -> list[dict[str, Any]]:
     """What the application needs on the audit collections, nothing else.
 
     ``find`` + ``insert`` (append-only: no update, no remove) and ``listIndexes`` on the
-    entries and their checkpoints; ``find``, ``insert``, ``update`` and ``listIndexes`` on the sequencer lease
-    (one document, no audit data); and ``listCollections`` on the database: the health
-    report's schema checks read the collections' validators and indexes. The same grants
+    entries and their checkpoints; ``find``, ``insert``, ``update`` and ``listIndexes`` on the
+    sequencer lease (one document, no audit data); and ``listCollections`` on the database: the
+    health report's schema checks read the collections' validators and indexes. The same grants
     are in ``mongo/init/01-roles.js``; ``tests/mongo/test_privileges.py`` derives them
     from the commands a full workload sends.
     """

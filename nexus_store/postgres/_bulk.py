@@ -29,6 +29,7 @@ from nexus_store.telemetry import operation
 __all__ = ["BulkInsert"]
 
 _MISSING = object()
+_STAGING = sql.Identifier("nexus_bulk_staging")
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,36 @@ def _fallback(table: Table, name: str) -> Any:
 
 
 async def _copy_rows(
-    connection: psycopg.AsyncConnection[Any], table: Table, prepared: _Prepared
+    connection: psycopg.AsyncConnection[Any], table: Table, prepared: _Prepared, *, staged: bool
 ) -> None:
-    """COPY ``prepared`` rows into ``table`` over an open driver connection."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier(*filter(None, (table.schema, table.name))),
-        sql.SQL(", ").join(map(sql.Identifier, prepared.columns)),
-    )
-    async with connection.cursor() as cursor, cursor.copy(statement) as copy:
-        copy.set_types(prepared.types)
-        for row in prepared.rows:
-            await copy.write_row(row)
+    """COPY ``prepared`` rows into ``table`` over an open driver connection.
+
+    PostgreSQL refuses ``COPY FROM`` into a table whose row-level security applies to the
+    current role. ``staged`` copies into a temporary table instead and moves the rows with one
+    ``INSERT ... SELECT``, which the tenant policies check row by row.
+    """
+    target = sql.Identifier(*filter(None, (table.schema, table.name)))
+    columns = sql.SQL(", ").join(map(sql.Identifier, prepared.columns))
+    into = _STAGING if staged else target
+    async with connection.cursor() as cursor:
+        if staged:
+            await cursor.execute(
+                sql.SQL(
+                    "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+                ).format(_STAGING, columns, target)
+            )
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(into, columns)
+        async with cursor.copy(statement) as copy:
+            copy.set_types(prepared.types)
+            for row in prepared.rows:
+                await copy.write_row(row)
+        if staged:
+            await cursor.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                    target, columns, columns, _STAGING
+                )
+            )
+            await cursor.execute(sql.SQL("DROP TABLE {}").format(_STAGING))
 
 
 def _with_keys(
@@ -147,6 +167,20 @@ class BulkInsert:
         self._backend = backend
         self._transactions = transactions
         self._audits = audits
+        # table -> whether row-level security binds this repository's role on it (fixed by
+        # the role and the schema, so asked once per table).
+        self._row_security: dict[str, bool] = {}
+
+    async def _row_security_active(
+        self, connection: psycopg.AsyncConnection[Any], table: Table
+    ) -> bool:
+        name = table.fullname
+        active = self._row_security.get(name)
+        if active is None:
+            cursor = await connection.execute("SELECT row_security_active(%s::regclass)", (name,))
+            found = await cursor.fetchone()
+            active = self._row_security[name] = bool(found and found[0])
+        return active
 
     async def bulk_create(
         self,
@@ -174,7 +208,8 @@ class BulkInsert:
                 driver = raw.driver_connection
                 if not isinstance(driver, psycopg.AsyncConnection):  # the engine is psycopg's
                     raise TypeError(f"bulk_create needs a psycopg connection, got {driver!r}")
-                await _copy_rows(driver, info.table, prepared)
+                staged = await self._row_security_active(driver, info.table)
+                await _copy_rows(driver, info.table, prepared, staged=staged)
                 if audited:
                     columns = prepared.columns
                     created = [dict(zip(columns, row, strict=True)) for row in prepared.rows]

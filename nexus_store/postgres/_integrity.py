@@ -83,7 +83,17 @@ def _integrity(orig: Any, metadata: MetaData) -> NexusStoreError:
     return IntegrityError(describe(orig), field=field, constraint=constraint)
 
 
-def _translate(orig: BaseException | None, exc: BaseException, metadata: MetaData) -> Exception:
+def _translate(  # noqa: PLR0911 - one answer per kind of driver error
+    orig: BaseException | None, exc: BaseException, metadata: MetaData
+) -> Exception:
+    if isinstance(orig, psycopg.errors.InsufficientPrivilege) and "row-level security" in str(orig):
+        # A write outside the current tenant (or outside any tenant scope) under a role
+        # subject to the tenant_isolation policies.
+        return IntegrityError(
+            f"{describe(orig)}: the row is outside the current tenant scope",
+            field=None,
+            constraint="tenant_isolation",
+        )
     if isinstance(orig, psycopg.IntegrityError):
         return _integrity(orig, metadata)
     if isinstance(orig, _RETRYABLE):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column, Table
+from sqlalchemy import Column, Select, Table, select
 from sqlalchemy.orm import ClassManager, Mapper, class_mapper
 
 from nexus_store.errors import ValidationError
@@ -36,6 +37,12 @@ class ModelInfo(Generic[M]):
     versioned: bool
     soft_delete: bool
     default_order: str | None
+
+    @cached_property
+    def select_all(self) -> Select[Any]:
+        """``SELECT`` of every column, built once: coercing the columns is most of what
+        building a page's statement costs; ``.where()`` and friends copy it cheaply."""
+        return select(*self.columns)
 
     def materialize(self, row: Sequence[Any]) -> M:
         """A model instance holding ``row`` as loaded state (no change history)."""

@@ -22,6 +22,7 @@ from nexus_store.errors import NotFoundError, ValidationError
 from nexus_store.postgres._integrity import translate_errors
 from nexus_store.postgres._model import ModelInfo, model_info
 from nexus_store.postgres._query import (
+    Order,
     Page,
     decode_cursor,
     encode_cursor,
@@ -29,7 +30,7 @@ from nexus_store.postgres._query import (
     order_for,
     where_clause,
 )
-from nexus_store.postgres._transaction import Transactions
+from nexus_store.postgres._transaction import TENANT_SETTING, Transactions
 from nexus_store.postgres._types import column_type
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
@@ -41,6 +42,9 @@ M = TypeVar("M", bound=Base)
 R = TypeVar("R")
 
 MAX_PAGE = 1000
+_MAX_CACHED_ORDERS = 512  # order_by values come from callers: keep the cache bounded
+
+_SCOPE_SQL = f"SELECT set_config('{TENANT_SETTING}', %s, true)"
 
 
 class Reads:
@@ -51,6 +55,8 @@ class Reads:
         self._transactions = transactions
         # (model, include_deleted) -> the lookup by key, as a statement and as driver SQL.
         self._lookups: dict[tuple[type[Base], bool], tuple[Any, str | None]] = {}
+        # (model, order_by) -> the validated order and its clauses.
+        self._orders: dict[tuple[type[Base], Any], tuple[Order, builtins.list[Any]]] = {}
         self._replicas: Iterator[int] | None = (
             itertools.cycle(range(1, len(backend.read_engines) + 1))
             if backend.read_engines
@@ -67,8 +73,15 @@ class Reads:
         backend = self._backend
         return backend.read_engines[target - 1] if target else backend.autocommit_engine
 
-    async def _run(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+    async def run(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+        """``run(connection)`` where a read belongs: the caller's transaction, a transaction
+        of its own in a tenant scope, else an autocommit connection (replica unless fresh)."""
         active = self._transactions.active()
+        if active is None and self._transactions.tenant() is not None:
+            # The tenant setting is transaction-local: a scoped read needs a transaction of
+            # its own; it runs on the primary.
+            async with self._transactions.writing() as connection:
+                return await run(connection)
         with translate_errors():
             if active is not None:
                 return await run(active)
@@ -98,7 +111,7 @@ class Reads:
         found = self._lookups.get(cache_key)
         if found is None:
             dialect = self._backend.engine.dialect
-            statement = select(*info.columns).where(
+            statement = info.select_all.where(
                 info.key == bindparam("key", type_=info.key.type),
                 *info.visible(include_deleted),
             )
@@ -107,15 +120,25 @@ class Reads:
             self._lookups[cache_key] = found
         return found
 
-    async def _fast_lookup(self, target: int, sql: str, parameters: Any) -> Any:
+    async def _fast_lookup(self, target: int, sql: str, parameters: Any, tenant: str | None) -> Any:
         """One precompiled read on a psycopg-pooled autocommit connection: no SQLAlchemy
-        work at all, its pool checkout costs more than the rest of the call."""
+        work at all, its pool checkout costs more than the rest of the call.
+
+        In a tenant scope the ``set_config`` and the lookup go in one pipeline: statements
+        before its sync point form one implicit transaction, so the transaction-local
+        setting covers the lookup, ends with it, and costs no extra round trip.
+        """
         with translate_errors():
             pool = await self._backend.read_pool(target)
             for attempt in (1, 2):
                 driver = await pool.getconn()
                 try:
-                    cursor = await driver.execute(sql, parameters, prepare=True)
+                    if tenant is None:
+                        cursor = await driver.execute(sql, parameters, prepare=True)
+                    else:
+                        async with driver.pipeline():
+                            await driver.execute(_SCOPE_SQL, (tenant,), prepare=True)
+                            cursor = await driver.execute(sql, parameters, prepare=True)
                     row = await cursor.fetchone()
                 except psycopg.Error:
                     broken = driver.broken
@@ -147,9 +170,10 @@ class Reads:
 
         with operation(self._backend, "entities.get", info.table.name, model=model.__name__):
             if sql is not None and self._transactions.active() is None:
-                row = await self._fast_lookup(self._target(fresh), sql, parameters)
+                tenant = self._transactions.tenant()
+                row = await self._fast_lookup(self._target(fresh), sql, parameters, tenant)
             else:
-                row = await self._run(fresh, run)
+                row = await self.run(fresh, run)
         return None if row is None else info.materialize(row)
 
     async def get(
@@ -177,21 +201,19 @@ class Reads:
         info = model_info(model)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise ValidationError("limit", f"must be an integer from 1 to {MAX_PAGE}")
-        order = order_for(info.table, info.rules, order_by, info.default_order)
+        order, clauses = self._order(info, order_by)
         conditions = where_clause(info.table, info.rules, where)
         conditions += info.visible(include_deleted)
         if after is not None:
             conditions.append(keyset_condition(order, decode_cursor(order, info.rules, after)))
-        statement = (
-            select(*info.columns).where(*conditions).order_by(*order.clauses()).limit(limit + 1)
-        )
+        statement = info.select_all.where(*conditions).order_by(*clauses).limit(limit + 1)
 
         async def run(connection: AsyncConnection) -> builtins.list[Any]:
             return builtins.list((await connection.execute(statement)).all())
 
         name = info.table.name
         with operation(self._backend, "entities.list", name, model=model.__name__) as op:
-            rows = await self._run(fresh, run)
+            rows = await self.run(fresh, run)
             op.note(rows=len(rows))
         cursor = None
         if len(rows) > limit:
@@ -199,6 +221,20 @@ class Reads:
             positions = [info.columns.index(column) for column in order.columns]
             cursor = encode_cursor(order, [rows[-1][index] for index in positions])
         return Page([info.materialize(row) for row in rows], cursor)
+
+    def _order(self, info: ModelInfo[Any], order_by: Any) -> tuple[Order, builtins.list[Any]]:
+        """The validated order and its ORDER BY clauses, built once per model and order_by."""
+        key: Any = order_by
+        if isinstance(order_by, list | tuple) and all(isinstance(k, str) for k in order_by):
+            key = tuple(order_by)
+        cacheable = key is None or isinstance(key, str | tuple)
+        found = self._orders.get((info.model, key)) if cacheable else None
+        if found is None:
+            order = order_for(info.table, info.rules, order_by, info.default_order)
+            found = (order, order.clauses())
+            if cacheable and len(self._orders) < _MAX_CACHED_ORDERS:
+                self._orders[(info.model, key)] = found
+        return found
 
     def _matching(
         self, model: type[Base], where: Mapping[str, Any] | None, include_deleted: bool
@@ -223,7 +259,7 @@ class Reads:
             return int((await connection.execute(statement)).scalar_one())
 
         with operation(self._backend, "entities.count", info.table.name, model=model.__name__):
-            return await self._run(fresh, run)
+            return await self.run(fresh, run)
 
     async def exists(
         self,
@@ -241,4 +277,4 @@ class Reads:
             return bool((await connection.execute(statement)).scalar_one())
 
         with operation(self._backend, "entities.exists", info.table.name, model=model.__name__):
-            return await self._run(fresh, run)
+            return await self.run(fresh, run)

@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Executable, UniqueConstraint, delete, func, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from nexus_store.errors import ConflictError, NotFoundError, ValidationError
+from nexus_store.approvals.policy import approval_policy
+from nexus_store.errors import (
+    ApprovalRequiredError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
 from nexus_store.outbox.changes import emit
 from nexus_store.postgres._audit import AuditPlan, Audits
 from nexus_store.postgres._model import (
@@ -28,12 +34,12 @@ from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
 from nexus_store.telemetry import operation
 
-__all__ = ["Writes"]
+__all__ = ["Writes", "bookkeeping"]
 
 M = TypeVar("M", bound=Base)
 
 
-def _bookkeeping(info: ModelInfo[Any]) -> dict[str, Any]:
+def bookkeeping(info: ModelInfo[Any]) -> dict[str, Any]:
     """What every update of a row also sets: the next ``version``, ``updated_at``."""
     changes: dict[str, Any] = {}
     if info.versioned:
@@ -143,7 +149,7 @@ class Writes:
             if name in targets or name == info.key.name:
                 raise ValidationError(f"update.{name}", "a key column cannot be updated")
             changes[name] = statement.excluded[name]
-        changes.update(_bookkeeping(info))
+        changes.update(bookkeeping(info))
         if info.soft_delete:
             changes["deleted_at"] = None
         statement = statement.on_conflict_do_update(index_elements=targets, set_=changes)
@@ -171,6 +177,9 @@ class Writes:
         converted = info.rules.values(changes, managed=MANAGED_ON_UPDATE, insert=False)
         if info.key.name in converted:
             raise ValidationError(info.key.name, "the key cannot be changed")
+        guarded = approval_policy(model)
+        if guarded is not None and not guarded.fields.isdisjoint(converted):
+            raise ApprovalRequiredError(model.__name__, sorted(guarded.fields & converted.keys()))
         conditions = [info.where_key(id), *info.visible(False)]
         if expected_version is not None:
             if not info.versioned:
@@ -180,7 +189,7 @@ class Writes:
         statement = (
             update(info.table)
             .where(*conditions)
-            .values({**converted, **_bookkeeping(info)})
+            .values({**converted, **bookkeeping(info)})
             .returning(*info.columns)
         )
         audited = self._audits.plan(info, audit, "update", info.where_key(id), *info.visible(False))
@@ -210,7 +219,7 @@ class Writes:
             live = [info.where_key(id), info.table.c.deleted_at.is_(None)]
             audited = self._audits.plan(info, audit, "delete", *live)
             statement = (
-                update(info.table).where(*live).values(deleted_at=func.now(), **_bookkeeping(info))
+                update(info.table).where(*live).values(deleted_at=func.now(), **bookkeeping(info))
             )
         else:  # an audited hard delete returns the row: its before-image
             audited = self._audits.plan(info, audit, "delete")
@@ -230,7 +239,7 @@ class Writes:
         statement = (
             update(info.table)
             .where(info.where_key(id), deleted)
-            .values(deleted_at=None, **_bookkeeping(info))
+            .values(deleted_at=None, **bookkeeping(info))
             .returning(*info.columns)
         )
         audited = self._audits.plan(info, audit, "restore", info.where_key(id), deleted)

@@ -89,10 +89,12 @@ def script_location() -> Path:
     return Path(str(importlib.resources.files("nexus_store.postgres._migrations")))
 
 
-def _config(connection: Connection | None = None) -> Config:
+def _config(connection: Connection | None = None, settings: NexusSettings | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     config.attributes["connection"] = connection
+    # Revisions may read deploy settings (0003: postgres.search_language).
+    config.attributes["settings"] = settings
     return config
 
 
@@ -168,10 +170,10 @@ async def run_locked(settings: NexusSettings, work: Callable[[Connection], Any])
 
 
 def _run_command(
-    direction: str, target: str
+    settings: NexusSettings, direction: str, target: str
 ) -> Callable[[Connection], tuple[list[str], list[Any]]]:
     def work(connection: Connection) -> tuple[list[str], list[Any]]:
-        config = _config(connection)
+        config = _config(connection, settings)
         try:
             getattr(command, direction)(config, target)
         except _BAD_REVISION as exc:
@@ -195,7 +197,7 @@ async def _migrate(
 
     def work(connection: Connection) -> tuple[list[str], list[str], list[Any]]:
         before = _current(connection)
-        after, applied = _run_command(direction, target)(connection)
+        after, applied = _run_command(settings, direction, target)(connection)
         return before, after, applied
 
     try:

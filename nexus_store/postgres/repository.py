@@ -47,6 +47,7 @@ from nexus_store.postgres._audit import Audits
 from nexus_store.postgres._bulk import BulkInsert
 from nexus_store.postgres._query import Page
 from nexus_store.postgres._reads import Reads
+from nexus_store.postgres._search import Searches, SearchHit
 from nexus_store.postgres._transaction import Transactions
 from nexus_store.postgres._writes import Writes
 from nexus_store.postgres.engine import PostgresBackend
@@ -55,7 +56,7 @@ from nexus_store.postgres.models.base import Base
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
 
-__all__ = ["EntityRepository", "Page"]
+__all__ = ["EntityRepository", "Page", "SearchHit"]
 
 M = TypeVar("M", bound=Base)
 
@@ -74,6 +75,7 @@ class EntityRepository:
         self._reads = Reads(backend, self._transactions)
         self._writes = Writes(backend, self._transactions, audits, self._reads)
         self._bulk = BulkInsert(backend, self._transactions, audits)
+        self._search = Searches(backend, self._reads, backend.settings.search_language)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[EntityRepository]:
@@ -87,6 +89,24 @@ class EntityRepository:
         transaction is aborted: let the error leave the block (or use a nested transaction).
         """
         async with self._transactions.begin():
+            yield self
+
+    @asynccontextmanager
+    async def tenant(self, organization_id: Any) -> AsyncIterator[EntityRepository]:
+        """Scope every call inside to one organization's rows (row-level security).
+
+            async with store.entities.tenant(org.id):
+                page = await store.entities.list(Project, {"status": "active"})
+                await store.entities.create(Project, organization_id=org.id, name="Apollo")
+
+        Reads, writes, bulk inserts, ``list`` with cursors and ``count`` see and touch only
+        rows of ``organization_id`` (and rows of child tables whose parent is one). Each
+        transaction starts with ``set_config('app.tenant', id, true)``, so the scope never
+        outlives the transaction on a pooled connection. The policies bind roles without
+        ``BYPASSRLS``, such as ``nexus_app``; outside a scope such a role sees no row of a
+        scoped table and cannot write one. ``ValidationError`` if the id is not a UUID.
+        """
+        async with self._transactions.scoped(organization_id):
             yield self
 
     # -- create --------------------------------------------------------------------------
@@ -175,6 +195,45 @@ class EntityRepository:
             order_by=order_by,
             limit=limit,
             after=after,
+            include_deleted=include_deleted,
+            fresh=fresh,
+        )
+
+    async def search(
+        self,
+        model: type[M],
+        text: str,
+        /,
+        *,
+        where: Mapping[str, Any] | None = None,
+        limit: int = 20,
+        after: str | None = None,
+        fuzzy: bool = False,
+        highlight: bool = False,
+        include_deleted: bool = False,
+        fresh: bool = False,
+    ) -> Page[SearchHit[M]]:
+        """Rows matching ``text``, best first: ``Page`` of ``SearchHit(item, rank, snippet)``.
+
+            page = await store.entities.search(Document, '"road map" -draft', limit=20,
+                                               where={"project_id": p.id}, highlight=True)
+
+        Full text (projects, tasks, documents): ``text`` is read by ``websearch_to_tsquery``
+        (quotes, ``or``, ``-word``; any text is valid), ranked by ``ts_rank_cd``; the title
+        weighs more than the body. ``highlight`` adds a ``ts_headline`` snippet with matches
+        in ``<b>...</b>`` (not HTML-escaped). ``fuzzy=True`` matches the short title field
+        (users' username, projects' name, tasks' and documents' title) by trigram word
+        similarity instead, for typos. ``where`` takes the filters of ``list``; pass
+        ``page.next_cursor`` as ``after`` with the same text for the next page.
+        """
+        return await self._search.search(
+            model,
+            text,
+            where=where,
+            limit=limit,
+            after=after,
+            fuzzy=fuzzy,
+            highlight=highlight,
             include_deleted=include_deleted,
             fresh=fresh,
         )

@@ -2,7 +2,10 @@
 -- `psql -v ON_ERROR_STOP=1 -d nexus -f postgres/init/02-roles.sql`) as a superuser.
 --
 --   nexus_migrator  owns the schema objects; runs `nexus-store init` (Alembic migrations).
---   nexus_app       the application at run time: reads and writes rows, never DDL.
+--                   BYPASSRLS: the migration and maintenance role, the one role that sees
+--                   every tenant's rows (backfills, cross-tenant reports, repairs).
+--   nexus_app       the application at run time: reads and writes rows, never DDL; subject
+--                   to the row-level security policies (tenant isolation).
 --   nexus_readonly  reports and read replicas: SELECT only.
 --
 -- Passwords come from the environment (psql 15+ \getenv); never commit them. A role whose
@@ -16,9 +19,25 @@
 
 SELECT current_database() AS dbname \gset
 
-CREATE ROLE nexus_migrator NOLOGIN;
-CREATE ROLE nexus_app NOLOGIN;
-CREATE ROLE nexus_readonly NOLOGIN;
+-- Roles are cluster-wide: a second database on the same cluster (or a concurrent run) finds
+-- them created, which is fine.
+DO $$
+DECLARE
+    role_name text;
+BEGIN
+    FOREACH role_name IN ARRAY ARRAY['nexus_migrator', 'nexus_app', 'nexus_readonly'] LOOP
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', role_name);
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$$;
+-- Only the migrator skips row-level security; the app and readonly roles never do.
+ALTER ROLE nexus_migrator BYPASSRLS;
+ALTER ROLE nexus_app NOBYPASSRLS;
+ALTER ROLE nexus_readonly NOBYPASSRLS;
 
 \if :{?migrator_password}
 ALTER ROLE nexus_migrator LOGIN PASSWORD :'migrator_password';

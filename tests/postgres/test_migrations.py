@@ -18,6 +18,10 @@ from nexus_store.errors import BackendUnavailableError, ValidationError
 from nexus_store.postgres import migrate
 from nexus_store.postgres.models import NEXUS_TABLES
 
+# Every revision, oldest first (a new revision is added here on purpose).
+CHAIN = ["0001", "0002", "0003", "0004"]
+HEAD = CHAIN[-1]
+
 
 @pytest.fixture
 def scratch(postgres_url: str) -> Iterator[NexusSettings]:
@@ -61,35 +65,38 @@ async def test_models_and_migrations_do_not_drift(scratch: NexusSettings) -> Non
 
 async def test_upgrade_downgrade_upgrade(scratch: NexusSettings) -> None:
     plan = await migrate.upgrade(scratch, dry_run=True)
-    assert plan.dry_run and [step.revision for step in plan.steps] == ["0001"]
+    assert plan.dry_run and [step.revision for step in plan.steps] == CHAIN
     assert _tables(scratch) == set()  # a dry run changes nothing
 
     first = await migrate.upgrade(scratch)
-    assert first.after == ["0001"] and [s.revision for s in first.steps] == ["0001"]
+    assert first.after == [HEAD] and [s.revision for s in first.steps] == CHAIN
     assert _tables(scratch) == NEXUS_TABLES | {"alembic_version"}
     state = await migrate.status(scratch)
     assert state.at_head and state.pending == []
 
     down = await migrate.downgrade(scratch, "base")
-    assert down.after == [] and [s.revision for s in down.steps] == ["0001"]
+    assert down.after == [] and [s.revision for s in down.steps] == CHAIN[::-1]
     assert _tables(scratch) == {"alembic_version"}
     assert not (await migrate.status(scratch)).at_head
 
     again = await migrate.upgrade(scratch)
-    assert again.after == ["0001"]
+    assert again.after == [HEAD]
     assert _tables(scratch) == NEXUS_TABLES | {"alembic_version"}
 
 
 async def test_concurrent_upgrades_are_serialised(scratch: NexusSettings) -> None:
     results = await asyncio.gather(*(migrate.upgrade(scratch) for _ in range(3)))
     applied = sorted(len(result.steps) for result in results)
-    assert applied == [0, 0, 1], "exactly one upgrade applied the revision"
+    assert applied == [0, 0, len(CHAIN)], "exactly one upgrade applied the revisions"
     url = scratch.postgres.url.get_secret_value()  # type: ignore[union-attr]
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
         # The lock is released: nobody holds it after the upgrades finished.
         held = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            # Advisory locks belong to one database: other test sessions on the shared
+            # server may hold theirs meanwhile.
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ).fetchone()
         assert held == (0,)
 
@@ -105,13 +112,15 @@ async def test_upgrade_waits_for_a_held_lock(scratch: NexusSettings) -> None:
         assert _tables(scratch) == set()
         await holder.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
         result = await asyncio.wait_for(upgrade, 60)
-    assert result.after == ["0001"]
+    assert result.after == [HEAD]
 
 
-def test_history_lists_the_initial_revision() -> None:
+def test_history_lists_the_revisions_oldest_first() -> None:
     revisions = migrate.history()
-    assert [r.revision for r in revisions] == ["0001"]
-    assert revisions[0].is_head and revisions[0].down_revisions == ()
+    assert [r.revision for r in revisions] == CHAIN
+    assert revisions[0].down_revisions == ()
+    assert [r.down_revisions for r in revisions[1:]] == [(r,) for r in CHAIN[:-1]]
+    assert [r.is_head for r in revisions] == [r == HEAD for r in CHAIN]
 
 
 async def test_unknown_revision_is_a_validation_error(scratch: NexusSettings) -> None:
@@ -135,3 +144,27 @@ async def test_unreachable_database_is_backend_unavailable() -> None:
         with pytest.raises(BackendUnavailableError) as caught:
             await call
         assert password not in str(caught.value)
+
+
+async def test_the_search_columns_take_the_configured_language(scratch: NexusSettings) -> None:
+    simple = scratch.model_copy(
+        update={"postgres": scratch.postgres.model_copy(update={"search_language": "simple"})}
+    )
+    await migrate.upgrade(simple)
+    url = scratch.postgres.url.get_secret_value()  # type: ignore[union-attr]
+    with psycopg.connect(url) as conn:
+        expressions = conn.execute(
+            "SELECT c.relname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
+            "JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+            "JOIN pg_class c ON c.oid = d.adrelid WHERE a.attname = 'search_vector'"
+        ).fetchall()
+        # 'simple' does not stem: "running" stays "running" ('english' makes it "run").
+        conn.execute("INSERT INTO organizations (name, slug) VALUES ('o', 'o')")
+        conn.execute(
+            "INSERT INTO projects (organization_id, name) "
+            "SELECT id, 'running late' FROM organizations"
+        )
+        vector = conn.execute("SELECT search_vector::text FROM projects").fetchone()
+    assert {table for table, _ in expressions} == {"projects", "tasks", "documents"}
+    assert all("'simple'::regconfig" in expression for _, expression in expressions)
+    assert vector == ("'late':2A 'running':1A",)

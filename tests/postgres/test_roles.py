@@ -2,72 +2,37 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
-from devstack import servers
 from nexus_store import NexusSettings
 from nexus_store.postgres import migrate
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models import User
 from nexus_store.postgres.repository import EntityRepository
-from tests.support import REPO_ROOT, user_values
+from tests.postgres._roles import initialised_database, role_url
+from tests.support import user_values
 
 pytestmark = pytest.mark.slow
 
-INIT = REPO_ROOT / "postgres" / "init"
-PASSWORDS = {
-    "NEXUS_MIGRATOR_PASSWORD": "migr-pw-1",
-    "NEXUS_APP_PASSWORD": "app-pw-2",
-    "NEXUS_READONLY_PASSWORD": "ro-pw-3",
-}
-
 
 @pytest.fixture(scope="module")
-def roles_database(private_cluster: tuple[str, str]) -> Iterator[str]:
+def roles_database(private_cluster: tuple[str, str]) -> str:
     """A database on the private cluster initialised by postgres/init/*.sql."""
-    primary, _ = private_cluster
-    server = primary.rsplit("/", 1)[0]
-    with psycopg.connect(primary, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE nexus_roles")
-    bin_path = servers.postgres_bindir()
-    assert bin_path is not None
-    for script in sorted(INIT.glob("*.sql")):
-        subprocess.run(
-            [
-                str(bin_path / "psql"),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                f"{server}/nexus_roles",
-                "-f",
-                str(script),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-            env={**os.environ, **PASSWORDS},
-        )
-    yield server
+    return initialised_database(private_cluster, "nexus_roles")
 
 
-def _url(server: str, role: str, password_env: str) -> str:
-    return f"{server.replace('postgres@', f'{role}:{PASSWORDS[password_env]}@')}/nexus_roles"
+def _url(server: str, role: str) -> str:
+    return role_url(server, "nexus_roles", role)
 
 
 async def test_roles_separate_migrations_from_the_app(roles_database: str) -> None:
-    migrator = _url(roles_database, "nexus_migrator", "NEXUS_MIGRATOR_PASSWORD")
-    app = _url(roles_database, "nexus_app", "NEXUS_APP_PASSWORD")
-    readonly = _url(roles_database, "nexus_readonly", "NEXUS_READONLY_PASSWORD")
+    migrator = _url(roles_database, "nexus_migrator")
+    app = _url(roles_database, "nexus_app")
+    readonly = _url(roles_database, "nexus_readonly")
 
     result = await migrate.upgrade(NexusSettings.load(postgres={"url": migrator}))
-    assert result.after == ["0001"]
+    assert result.after == [revision.revision for revision in migrate.history() if revision.is_head]
 
     backend = PostgresBackend(NexusSettings.load(postgres={"url": app}).postgres)
     try:

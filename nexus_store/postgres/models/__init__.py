@@ -1,4 +1,4 @@
-"""Entity models: identity, work, finance and the outbox, all on one declarative ``Base``.
+"""Entity models: identity, work, finance, change requests and the outbox, on one ``Base``.
 
     from nexus_store.postgres.models import Base, User, Project
 
@@ -8,6 +8,7 @@ conventions) and use them with ``store.entities`` like the built-in ones.
 
 from __future__ import annotations
 
+from nexus_store.postgres.models.approvals import ChangeRequest, ChangeRequestApproval
 from nexus_store.postgres.models.base import (
     NAMING_CONVENTION,
     Base,
@@ -44,6 +45,8 @@ __all__ = [
     "Base",
     "Budget",
     "BudgetAlert",
+    "ChangeRequest",
+    "ChangeRequestApproval",
     "Document",
     "DocumentShare",
     "DocumentVersion",
@@ -89,5 +92,7 @@ NEXUS_TABLES: frozenset[str] = frozenset(
         Budget,
         BudgetAlert,
         Outbox,
+        ChangeRequest,
+        ChangeRequestApproval,
     )
 )

@@ -66,6 +66,13 @@ class Project(SoftDeletable, Entity):
             info={"field": "end_date"},
         ),
         Index("ix_projects_status", "status"),
+        # Typo-tolerant search on names (search(..., fuzzy=True)) uses pg_trgm.
+        Index(
+            "ix_projects_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
     )
 
 
@@ -98,6 +105,12 @@ class Task(SoftDeletable, Entity):
         Index("ix_tasks_status", "status"),
         Index("ix_tasks_due_at", "due_at"),
         Index("ix_tasks_tags", "tags", postgresql_using="gin"),
+        Index(
+            "ix_tasks_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ),
     )
 
 
@@ -140,7 +153,15 @@ class Document(SoftDeletable, Entity):
     )
     current_revision: Mapped[int] = non_negative(Integer, default=0, server_default=text("0"))
 
-    __table_args__ = (Index("ix_documents_content", "content", postgresql_using="gin"),)
+    __table_args__ = (
+        Index("ix_documents_content", "content", postgresql_using="gin"),
+        Index(
+            "ix_documents_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ),
+    )
 
 
 class DocumentVersion(Entity):

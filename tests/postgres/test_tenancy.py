@@ -1,0 +1,302 @@
+"""Row-level tenant isolation under the least-privilege ``nexus_app`` role.
+
+A private cluster holds a database initialised by postgres/init/*.sql and migrated by
+``nexus_migrator``; the repository runs as ``nexus_app``, which the tenant policies bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+
+from nexus_store import NexusSettings
+from nexus_store.errors import IntegrityError, NotFoundError, ValidationError
+from nexus_store.postgres import migrate
+from nexus_store.postgres.engine import PostgresBackend
+from nexus_store.postgres.models import Organization, Project, Task
+from nexus_store.postgres.repository import EntityRepository
+from tests.postgres._roles import initialised_database, role_url
+from tests.support import tag
+
+pytestmark = pytest.mark.slow
+
+DATABASE = "nexus_tenancy"
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    migrator: str
+    app: str
+
+
+@pytest.fixture(scope="module")
+async def tenancy(private_cluster: tuple[str, str]) -> Tenancy:
+    server = initialised_database(private_cluster, DATABASE)
+    urls = Tenancy(
+        role_url(server, DATABASE, "nexus_migrator"), role_url(server, DATABASE, "nexus_app")
+    )
+    await migrate.upgrade(NexusSettings.load(postgres={"url": urls.migrator}))
+    return urls
+
+
+async def _repository(url: str, **pool: int) -> AsyncIterator[EntityRepository]:
+    backend = PostgresBackend(NexusSettings.load(postgres={"url": url, **pool}).postgres)
+    try:
+        yield EntityRepository(backend)
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+async def app(tenancy: Tenancy) -> AsyncIterator[EntityRepository]:
+    """The application's repository, as nexus_app, on a small pool (2 + 1 per pool)."""
+    async for repo in _repository(tenancy.app, pool_size=2, max_overflow=1):
+        yield repo
+
+
+@pytest.fixture
+async def admin(tenancy: Tenancy) -> AsyncIterator[EntityRepository]:
+    """The migrator's repository: BYPASSRLS, sees every tenant."""
+    async for repo in _repository(tenancy.migrator):
+        yield repo
+
+
+async def _organization(app: EntityRepository) -> Organization:
+    """An organization, created by the app in its own scope (the row is its own tenant)."""
+    organization_id = uuid.uuid4()
+    name = tag()
+    async with app.tenant(organization_id):
+        return await app.create(
+            Organization, id=organization_id, name=f"Org {name}", slug=f"org-{name}"
+        )
+
+
+async def test_the_app_outside_any_scope_sees_nothing_and_writes_nothing(
+    app: EntityRepository, admin: EntityRepository
+) -> None:
+    org = await _organization(app)
+    async with app.tenant(org.id):
+        project = await app.create(Project, organization_id=org.id, name="visible in scope")
+        assert (await app.get(Project, project.id)).id == project.id
+
+    assert await app.get_or_none(Project, project.id) is None
+    assert await app.count(Project) == 0
+    assert (await app.list(Project)).items == []
+    assert not await app.exists(Organization, {"id": org.id})
+    with pytest.raises(IntegrityError) as refused:
+        await app.create(Project, organization_id=org.id, name="no scope")
+    assert refused.value.constraint == "tenant_isolation"
+    with pytest.raises(NotFoundError):
+        await app.update(Project, project.id, name="no scope")
+
+    # The migrator bypasses: it sees the one row, unchanged.
+    rows = await admin.list(Project, {"organization_id": org.id})
+    assert [(row.id, row.name) for row in rows.items] == [(project.id, "visible in scope")]
+
+
+async def test_another_tenants_organization_id_is_refused(
+    app: EntityRepository, admin: EntityRepository
+) -> None:
+    mine, theirs = await _organization(app), await _organization(app)
+    async with app.tenant(mine.id):
+        with pytest.raises(IntegrityError) as refused:
+            await app.create(Project, organization_id=theirs.id, name="smuggled")
+        assert refused.value.constraint == "tenant_isolation"
+        with pytest.raises(IntegrityError):
+            await app.bulk_create(
+                Project,
+                [
+                    {"organization_id": mine.id, "name": "fine"},
+                    {"organization_id": theirs.id, "name": "smuggled"},
+                ],
+            )
+        own = await app.create(Project, organization_id=mine.id, name="own")
+        with pytest.raises(IntegrityError):  # moving a row out of the tenant
+            await app.update(Project, own.id, organization_id=theirs.id)
+    assert await admin.count(Project, {"organization_id": theirs.id}) == 0
+    assert [p.name for p in (await admin.list(Project, {"organization_id": mine.id})).items] == [
+        "own"
+    ]
+
+
+async def test_children_are_scoped_through_their_parent(app: EntityRepository) -> None:
+    mine, theirs = await _organization(app), await _organization(app)
+    async with app.tenant(theirs.id):
+        their_project = await app.create(Project, organization_id=theirs.id, name="theirs")
+        their_task = await app.create(Task, project_id=their_project.id, title="their task")
+    async with app.tenant(mine.id):
+        assert await app.get_or_none(Task, their_task.id) is None
+        assert await app.count(Task) == 0
+        with pytest.raises(IntegrityError):  # a task under the other tenant's project
+            await app.create(Task, project_id=their_project.id, title="smuggled")
+        project = await app.create(Project, organization_id=mine.id, name="mine")
+        task = await app.create(Task, project_id=project.id, title="my task")
+        assert [t.id for t in (await app.list(Task)).items] == [task.id]
+    async with app.tenant(theirs.id):
+        assert [t.id for t in (await app.list(Task)).items] == [their_task.id]
+
+
+async def test_raw_sql_through_the_app_role_is_blocked(
+    tenancy: Tenancy, app: EntityRepository
+) -> None:
+    mine, theirs = await _organization(app), await _organization(app)
+    async with app.tenant(theirs.id):
+        await app.create(Project, organization_id=theirs.id, name="secret plans")
+    async with await psycopg.AsyncConnection.connect(tenancy.app, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM projects")
+        assert await cursor.fetchone() == (0,)
+        cursor = await conn.execute("SELECT count(*) FROM organizations")
+        assert await cursor.fetchone() == (0,)
+        # Turning row security off is refused rather than silently showing everything.
+        await conn.execute("SET row_security = off")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("SELECT * FROM projects")
+        await conn.execute("RESET row_security")
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant', %s, true)", (str(mine.id),))
+            cursor = await conn.execute("SELECT count(*) FROM projects WHERE name = 'secret plans'")
+            assert await cursor.fetchone() == (0,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute(
+                    "INSERT INTO projects (organization_id, name) VALUES (%s, 'x')", (theirs.id,)
+                )
+        # The app role cannot drop the policy or switch the table's row security off.
+        for ddl in (
+            "DROP POLICY tenant_isolation ON projects",
+            "ALTER TABLE projects DISABLE ROW LEVEL SECURITY",
+            "ALTER TABLE projects NO FORCE ROW LEVEL SECURITY",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute(ddl)
+
+
+async def test_the_scope_never_outlives_its_transaction_on_a_pooled_connection(
+    tenancy: Tenancy,
+) -> None:
+    """One connection per pool: whatever a scoped call left on it, the next call sees."""
+    async for repo in _repository(tenancy.app, pool_size=1, max_overflow=0):
+        org = await _organization(repo)
+        async with repo.tenant(org.id):
+            project = await repo.create(Project, organization_id=org.id, name="p")
+            assert (await repo.get(Project, project.id)).id == project.id  # psycopg pool
+            assert await repo.count(Project) == 1  # SQLAlchemy pool
+            async with repo.transaction():
+                assert (await repo.list(Project)).items[0].id == project.id
+        assert await repo.get_or_none(Project, project.id) is None
+        assert await repo.count(Project) == 0
+        async with repo.transaction():
+            assert await repo.count(Project) == 0
+
+
+async def test_a_scope_entered_inside_a_transaction_ends_with_the_block(
+    app: EntityRepository,
+) -> None:
+    org = await _organization(app)
+    async with app.transaction():
+        async with app.tenant(org.id):
+            project = await app.create(Project, organization_id=org.id, name="inside")
+            assert await app.count(Project) == 1
+        assert await app.count(Project) == 0  # same transaction, scope gone
+    async with app.tenant(org.id), app.transaction():
+        assert (await app.get(Project, project.id)).name == "inside"
+
+
+async def test_a_tenant_must_be_a_uuid(app: EntityRepository) -> None:
+    with pytest.raises(ValidationError) as refused:
+        async with app.tenant("org' OR true --"):
+            pass
+    assert refused.value.field == "organization_id"
+
+
+async def test_bulk_create_goes_through_the_policies(
+    app: EntityRepository, admin: EntityRepository
+) -> None:
+    org = await _organization(app)
+    async with app.tenant(org.id):
+        created = await app.bulk_create(
+            Project, [{"organization_id": org.id, "name": f"p{n}"} for n in range(300)]
+        )
+        assert created == 300
+        assert await app.count(Project) == 300
+    assert await admin.count(Project, {"organization_id": org.id}) == 300
+
+
+async def test_two_tenants_under_concurrent_load_never_see_each_other(
+    app: EntityRepository,
+) -> None:
+    """Eight workers on a pool of three connections interleave 2,400 scoped operations of two
+    tenants: every row any call returns belongs to the caller's tenant, and the other
+    tenant's keys are never found."""
+    tenants = [(await _organization(app)).id, (await _organization(app)).id]
+    keys: dict[uuid.UUID, list[uuid.UUID]] = {tenant: [] for tenant in tenants}
+    seen_rows = 0
+    rng = random.Random(17)
+
+    async def worker(number: int) -> None:
+        nonlocal seen_rows
+        for step in range(300):
+            tenant = tenants[(number + step) % 2]
+            other = tenants[(number + step + 1) % 2]
+            async with app.tenant(tenant):
+                operation = rng.randrange(6)
+                if operation == 0 or not keys[tenant] or not keys[other]:
+                    project = await app.create(Project, organization_id=tenant, name=f"w{number}")
+                    assert project.organization_id == tenant
+                    keys[tenant].append(project.id)
+                elif operation == 1:
+                    got = await app.get(Project, rng.choice(keys[tenant]))
+                    assert got.organization_id == tenant
+                    seen_rows += 1
+                elif operation == 2:
+                    assert await app.get_or_none(Project, rng.choice(keys[other])) is None
+                elif operation == 3:
+                    page = await app.list(Project, {"name__like": "w"}, limit=7)
+                    pages = 0
+                    while True:
+                        assert all(p.organization_id == tenant for p in page.items)
+                        seen_rows += len(page.items)
+                        pages += 1
+                        if page.next_cursor is None or pages == 3:
+                            break
+                        page = await app.list(
+                            Project, {"name__like": "w"}, limit=7, after=page.next_cursor
+                        )
+                elif operation == 4:
+                    assert await app.count(Project, {"id__in": keys[other][:50]}) == 0
+                    assert await app.count(Project) >= 1
+                else:
+                    key = rng.choice(keys[tenant])
+                    updated = await app.update(Project, key, description=f"step {step}")
+                    assert updated.organization_id == tenant
+                    with pytest.raises(NotFoundError):
+                        await app.update(Project, rng.choice(keys[other]), description="x")
+
+    await asyncio.wait_for(asyncio.gather(*(worker(n) for n in range(8))), timeout=240)
+    assert seen_rows > 0
+    for tenant in tenants:
+        async with app.tenant(tenant):
+            assert await app.count(Project) == len(keys[tenant])
+            everything = await app.list(Project, limit=1000)
+            assert {p.id for p in everything.items} == set(keys[tenant])
+
+
+async def test_search_sees_only_the_tenants_rows(app: EntityRepository) -> None:
+    word = f"w{tag()}"
+    found: dict[uuid.UUID, uuid.UUID] = {}
+    for _ in range(2):
+        org = await _organization(app)
+        async with app.tenant(org.id):
+            project = await app.create(Project, organization_id=org.id, name=f"{word} plan")
+            found[org.id] = project.id
+    for org_id, project_id in found.items():
+        async with app.tenant(org_id):
+            assert [hit.item.id for hit in await app.search(Project, word)] == [project_id]
+            fuzzy = await app.search(Project, f"{word} plna", fuzzy=True)
+            assert [hit.item.id for hit in fuzzy] == [project_id]
+    assert (await app.search(Project, word)).items == []  # outside any scope
