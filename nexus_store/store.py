@@ -18,6 +18,7 @@ from nexus_store.settings import NexusSettings
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from nexus_store.backup.service import Backup
     from nexus_store.health import HealthReport
     from nexus_store.mongo.audit.log import AuditLog
     from nexus_store.mongo.events.service import Events
@@ -208,6 +209,12 @@ class NexusStore:
         from nexus_store.privacy.service import Privacy
 
         return self._start("privacy", Privacy)
+
+    @cached_property
+    def backup(self) -> Backup:
+        from nexus_store.backup.service import Backup
+
+        return self._start("backup", Backup)
 
     # -- routing ---------------------------------------------------------------------------
 
