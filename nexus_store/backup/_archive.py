@@ -47,6 +47,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: The manifest's own SHA-256, so that a damaged manifest is refused, not trusted.
+MANIFEST_CHECKSUM = "manifest.json.sha256"
 CHUNK = 1024 * 1024
 _MAGIC = b"NXBKGCM1"
 _PREFIX_BYTES = 8
@@ -202,10 +204,14 @@ class ArchiveWriter:
     def commit(self, manifest: dict[str, Any]) -> None:
         data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
         try:
-            with open(self.staging / MANIFEST, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            for name, content in (
+                (MANIFEST, data),
+                (MANIFEST_CHECKSUM, hashlib.sha256(data).hexdigest().encode() + b"\n"),
+            ):
+                with open(self.staging / name, "wb") as handle:
+                    handle.write(content)
+                    handle.flush()
+                    os.fsync(handle.fileno())
             self.staging.rename(self.path)
         except OSError as exc:
             raise _write_error(exc, MANIFEST) from None
@@ -254,11 +260,19 @@ class ArchiveReader:
         if not self.path.is_dir():
             raise BackupError("no archive here (not a directory)", file=str(self.path))
         try:
-            manifest = orjson.loads((self.path / MANIFEST).read_bytes())
-        except FileNotFoundError:
-            raise BackupError("missing; this is not a complete archive", file=MANIFEST) from None
-        except (OSError, orjson.JSONDecodeError) as exc:
+            data = (self.path / MANIFEST).read_bytes()
+            checksum = (self.path / MANIFEST_CHECKSUM).read_text(encoding="ascii").strip()
+        except FileNotFoundError as exc:
+            missing = Path(str(exc.filename)).name
+            raise BackupError("missing; this is not a complete archive", file=missing) from None
+        except (OSError, UnicodeDecodeError) as exc:
             raise BackupError(f"unreadable ({type(exc).__name__})", file=MANIFEST) from None
+        if hashlib.sha256(data).hexdigest() != checksum:
+            raise BackupError(f"checksum mismatch (see {MANIFEST_CHECKSUM})", file=MANIFEST)
+        try:
+            manifest = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise BackupError("not valid JSON", file=MANIFEST) from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
             raise BackupError("not a nexus-store backup manifest", file=MANIFEST)
         version = manifest.get("formatVersion")

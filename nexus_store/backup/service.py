@@ -310,14 +310,21 @@ class Backup:
                 progress("postgres", "restoring into a new database")
                 await _postgres.discard_stages(pg_target)
                 journal["postgres"] = await _postgres.stage(reader, pg_target)
+                staged_counts = await _postgres.counts_of(pg_target, journal["postgres"])
+                _compare(staged_counts, reader.manifest["postgres"]["tables"], "postgres")
             if "mongo" in stores:
                 journal["mongo"] = await _mongo.stage(
                     self._settings, self._backends.mongo, reader, lambda m: progress("mongo", m)
                 )
             if "redis" in stores:
                 # Parsed (checked) now; written while switching (they replace key by key).
-                for area in areas:
-                    list(_redis.records(reader.chunks(_redis.file_name(area)), area))
+                for area, expected in reader.manifest["redis"]["areas"].items():
+                    name = _redis.file_name(area)
+                    found = len(list(_redis.records(reader.chunks(name), name)))
+                    if found != expected:
+                        raise BackupError(
+                            f"holds {found} keys, the manifest says {expected}", file=name
+                        )
         except BaseException:
             await self._discard(journal, pg_target)
             raise
@@ -397,13 +404,11 @@ class Backup:
             if await _postgres.exists(target, journal["postgres"]):
                 await _postgres.switch(target, journal["postgres"])
             found = await _postgres.counts_of(target)
-            _compare(found, reader.manifest["postgres"]["tables"], "postgres")
             counts += _count_rows("postgres", found)
             progress("postgres", f"{sum(found.values())} rows")
         if "mongo" in stores:
             await _mongo.switch(self._backends.mongo, reader, journal["mongo"])
             found = await _mongo.counts(self._settings, self._backends.mongo)
-            _compare(found, reader.manifest["mongo"]["collections"], "mongo")
             counts += _count_rows("mongo", found)
             progress("mongo", f"{sum(found.values())} documents")
         if "redis" in stores:
@@ -447,7 +452,10 @@ def _write_journal(archive: Path, journal: dict[str, Any]) -> None:
 def _compare(found: dict[str, int], expected: dict[str, int], store: str) -> None:
     differing = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if differing:
-        raise BackupError(f"{store} counts differ from the manifest after restore: {differing}")
+        raise BackupError(
+            f"{store} restored counts (found, expected) differ from the manifest: {differing}",
+            file=MANIFEST,
+        )
 
 
 def _counts(manifest: dict[str, Any]) -> list[Count]:

@@ -37,7 +37,8 @@ def _stack(postgres_url: str, mongo_url: str, redis_url: str, prefix: str) -> It
         database=f"nexus_{prefix}_{tag}",
         namespace=f"{prefix}{tag}",
     ) as scratch:
-        yield scratch.merged(outbox={"audited_tables": ["users"]})
+        # Checkpoints every 100 entries, so that archives hold some to check the chain against.
+        yield scratch.merged(outbox={"audited_tables": ["users"]}, audit={"checkpoint_every": 100})
 
 
 @pytest.fixture(scope="module")
