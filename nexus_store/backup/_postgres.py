@@ -46,6 +46,7 @@ _READ = 1024 * 1024
 _STAGED = "__nxr_"
 _REPLACED = "__nxo_"
 _MAX_NAME = 63
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,18 @@ class PostgresTarget:
             raise BackendUnavailableError("postgres", scrub(str(exc).splitlines()[0])) from None
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the nexus-store process dies (Linux), so that a killed
+    backup or restore leaves no pg_dump or pg_restore running on its own."""
+    import contextlib
+    import ctypes
+    import signal
+
+    # Not Linux: no prctl, and the tool ends when its pipe closes.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
@@ -107,7 +120,11 @@ def tool(name: str) -> str:
 
 async def _run(args: Sequence[str], target: PostgresTarget, what: str, **kwargs: Any) -> bytes:
     process = await asyncio.create_subprocess_exec(
-        *args, env=target.environment(), stderr=asyncio.subprocess.PIPE, **kwargs
+        *args,
+        env=target.environment(),
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_die_with_parent,
+        **kwargs,
     )
     _, err = await process.communicate()
     if process.returncode != 0:
@@ -177,6 +194,7 @@ async def dump(
             env=target.environment(),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None and process.stderr is not None
         errors = asyncio.ensure_future(process.stderr.read())
@@ -266,6 +284,7 @@ async def stage(reader: ArchiveReader, target: PostgresTarget) -> str:
         env=target.environment(),
         stdin=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_die_with_parent,
     )
     assert process.stdin is not None and process.stderr is not None
     errors = asyncio.ensure_future(process.stderr.read())

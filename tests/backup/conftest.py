@@ -1,5 +1,6 @@
 """Backup fixtures: a populated source stack (its own PostgreSQL database, MongoDB database and
-Redis namespace, module-scoped) and a fresh, empty target stack per test.
+Redis namespace, shared by the package), archives of it, and a fresh, empty target stack per
+test.
 
 Population: the ``demo`` workload, EVENTS extra events and AUDIT extra audit entries (the
 issue's 50k/10k scaled down so that the module stays near 30 s on an idle 2-core machine),
@@ -12,6 +13,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -41,7 +43,7 @@ def _stack(postgres_url: str, mongo_url: str, redis_url: str, prefix: str) -> It
         yield scratch.merged(outbox={"audited_tables": ["users"]}, audit={"checkpoint_every": 100})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def source_stack(postgres_url: str, mongo_url: str, redis_url: str) -> Iterator[Stack]:
     yield from _stack(postgres_url, mongo_url, redis_url, "bks")
 
@@ -59,7 +61,7 @@ class Population:
     pending_ids: list[str] = field(default_factory=list)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 async def populated(source_stack: Stack) -> AsyncIterator[Population]:
     from nexus_store.cli.demo.workload import run_demo
     from nexus_store.cli.init import run_init
@@ -133,3 +135,23 @@ def drop_database() -> Callable[[str], None]:
             )
 
     return drop
+
+
+@pytest.fixture(scope="package")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("key") / "backup.key"
+    path.write_text(secrets.token_hex(32))
+    return path
+
+
+@pytest.fixture(scope="package")
+async def archives(
+    populated: Population, tmp_path_factory: pytest.TempPathFactory, key_file: Path
+) -> dict[str, Path]:
+    """A plain and an encrypted archive of the populated source (never modified: copy one
+    before damaging it)."""
+    root = tmp_path_factory.mktemp("archives")
+    async with NexusStore(populated.settings) as store:
+        await store.backup.create(root / "plain")
+        await store.backup.create(root / "encrypted", encrypt=True, key_file=key_file)
+    return {"plain": root / "plain", "encrypted": root / "encrypted"}

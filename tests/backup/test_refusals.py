@@ -19,24 +19,6 @@ from nexus_store.errors import BackupError, ConfigurationError, ValidationError
 from tests.support import _child_env, cli_command, run_cli
 
 
-@pytest.fixture(scope="module")
-def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("key") / "backup.key"
-    path.write_text(secrets.token_hex(32))
-    return path
-
-
-@pytest.fixture(scope="module")
-async def archives(
-    populated: Any, tmp_path_factory: pytest.TempPathFactory, key_file: Path
-) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("archives")
-    async with NexusStore(populated.settings) as store:
-        await store.backup.create(root / "plain")
-        await store.backup.create(root / "encrypted", encrypt=True, key_file=key_file)
-    return {"plain": root / "plain", "encrypted": root / "encrypted"}
-
-
 def _copy(source: Path, tmp_path: Path) -> Path:
     target = tmp_path / source.name
     shutil.copytree(source, target)
