@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = [
     "bson_documents",
     "collections",
-    "counts",
     "discard_stages",
     "dump",
     "file_names",
@@ -302,11 +301,3 @@ async def _rename_on_database(db: AsyncDatabase[dict[str, Any]], temporary: str,
         raise BackupError(f"renaming {temporary} to {name} failed: {exc}") from exc
     if temporary in await db.list_collection_names(filter={"name": temporary}):
         raise BackupError(f"the server did not rename {temporary} to {name}")
-
-
-async def counts(settings: NexusSettings, backend: MongoBackend) -> dict[str, int]:
-    db = backend.db
-    try:
-        return {name: await db[name].count_documents({}) for name in collections(settings).values()}
-    except PyMongoError as exc:
-        raise _translate(exc) from exc

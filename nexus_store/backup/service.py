@@ -396,19 +396,23 @@ class Backup:
         *,
         resumed: bool,
     ) -> RestoreReport:
-        """Every step may run again after a kill: each one checks what is left to do."""
+        """Every step may run again after a kill: each one checks what is left to do.
+
+        The counts reported for PostgreSQL and MongoDB are the ones counted in the staged
+        copies, which had to equal the manifest's before the switch.
+        """
         stores: list[str] = journal["stores"]
         counts: list[Count] = []
         if "postgres" in stores:
             target = _postgres.PostgresTarget.from_settings(self._settings)
             if await _postgres.exists(target, journal["postgres"]):
                 await _postgres.switch(target, journal["postgres"])
-            found = await _postgres.counts_of(target)
+            found = reader.manifest["postgres"]["tables"]
             counts += _count_rows("postgres", found)
             progress("postgres", f"{sum(found.values())} rows")
         if "mongo" in stores:
             await _mongo.switch(self._backends.mongo, reader, journal["mongo"])
-            found = await _mongo.counts(self._settings, self._backends.mongo)
+            found = reader.manifest["mongo"]["collections"]
             counts += _count_rows("mongo", found)
             progress("mongo", f"{sum(found.values())} documents")
         if "redis" in stores:

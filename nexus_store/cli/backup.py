@@ -91,8 +91,8 @@ def _show(result: Any, output_format: OutputFormat, title: str) -> None:
     rows = [(key, _flat(value)) for key, value in data.items()]
     stdout.print(table(title, ("field", "value"), rows))
     if counts:
-        rows = [(c["store"], c["part"], c["count"]) for c in counts]
-        stdout.print(table("counts", ("store", "part", "count"), rows))
+        parts = [(c["store"], c["part"], c["count"]) for c in counts]
+        stdout.print(table("counts", ("store", "part", "count"), parts))
 
 
 def _flat(value: Any) -> str:

@@ -99,7 +99,11 @@ async def _snapshot(settings: NexusSettings) -> dict[str, Any]:
         await _postgres.counts_of(target) if await _postgres.exists(target, target.database) else {}
     )
     async with NexusStore(settings) as store:
-        state["mongo"] = await _mongo.counts(settings, store.backends.mongo)
+        db = store.backends.mongo.db
+        state["mongo"] = {
+            name: await db[name].count_documents({})
+            for name in _mongo.collections(settings).values()
+        }
         redis = store.backends.redis
         for area in DURABLE_AREAS:
             client = redis.client(area)

@@ -68,16 +68,17 @@ async def test_round_trip_restores_every_store(
         events = store.backends.mongo.db[store.settings.events.collection]
         indexes = [index async for index in await events.list_indexes()]
         assert any("expireAfterSeconds" in index for index in indexes), indexes
-        # Sessions come back valid, with the expiry they had (ABSTTL), not a fresh TTL.
+        # Sessions come back with the expiry they had (ABSTTL), not a fresh TTL; read before
+        # any get(), which slides the expiry.
+        target_ttls = await _session_ttls(store)
+        async with NexusStore(populated.settings) as source:
+            source_ttls = await _session_ttls(source)
+        assert target_ttls.keys() == source_ttls.keys()
+        for key, ttl in target_ttls.items():
+            assert ttl > 0 and abs(ttl - source_ttls[key]) < 30_000, (key, ttl, source_ttls[key])
         for token in populated.tokens:
             session = await store.sessions.get(token)
             assert session.user_id.startswith("user-")
-        target_ttls = await _session_ttls(store)
-    async with NexusStore(populated.settings) as source:
-        source_ttls = await _session_ttls(source)
-    assert target_ttls.keys() == source_ttls.keys()
-    for key, ttl in target_ttls.items():
-        assert ttl > 0 and abs(ttl - source_ttls[key]) < 30_000, (key, ttl, source_ttls[key])
     async with NexusStore(target_stack.settings()) as store:
         # The queue's messages, with the group's delivered-but-unacknowledged entries.
         stats = await store.queue.stats(populated.queue)
