@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from bson import json_util
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from nexus_store.errors import BackendUnavailableError, BackupError
+from nexus_store.errors import BackendUnavailableError, BackupError, NexusStoreError
 from nexus_store.mongo._layout import checkpoint_collection
 
 if TYPE_CHECKING:
@@ -63,10 +63,13 @@ def file_names(database: str, collection: str) -> tuple[str, str]:
     return f"mongo/{database}/{collection}.bson", f"mongo/{database}/{collection}.metadata.json"
 
 
-def _translate(exc: PyMongoError) -> BackendUnavailableError:
+def _translate(exc: PyMongoError) -> NexusStoreError:
+    """Unreachable: BackendUnavailableError; refused by the server: BackupError."""
     from nexus_store._errors import describe
 
-    return BackendUnavailableError("mongo", describe(exc))
+    if isinstance(exc, ConnectionFailure):
+        return BackendUnavailableError("mongo", describe(exc))
+    return BackupError(f"mongo: {describe(exc)}")
 
 
 async def dump(

@@ -21,7 +21,12 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from nexus_store._secrets import scrub
-from nexus_store.errors import BackendUnavailableError, BackupError, ConfigurationError
+from nexus_store.errors import (
+    BackendUnavailableError,
+    BackupError,
+    ConfigurationError,
+    NexusStoreError,
+)
 
 if TYPE_CHECKING:
     from nexus_store.backup._archive import ArchiveReader, ArchiveWriter
@@ -38,6 +43,7 @@ __all__ = [
     "holds_data",
     "stage",
     "switch",
+    "translate",
 ]
 
 DUMP_FILE = "postgres/database.dump"
@@ -93,6 +99,15 @@ class PostgresTarget:
             )
         except psycopg.OperationalError as exc:
             raise BackendUnavailableError("postgres", scrub(str(exc).splitlines()[0])) from None
+
+
+def translate(exc: psycopg.Error) -> NexusStoreError:
+    """Unreachable: BackendUnavailableError; refused by the server: BackupError."""
+    from nexus_store._errors import describe
+
+    if isinstance(exc, psycopg.OperationalError):
+        return BackendUnavailableError("postgres", describe(exc))
+    return BackupError(f"postgres: {describe(exc)}")
 
 
 def _die_with_parent() -> None:

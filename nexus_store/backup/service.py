@@ -11,14 +11,16 @@ once. Redis is copied last, key by key (no cross-key snapshot).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, get_args
 
 import orjson
+import psycopg
 
 from nexus_store.backup import _mongo, _postgres, _redis
 from nexus_store.backup._archive import (
@@ -29,7 +31,7 @@ from nexus_store.backup._archive import (
     load_key,
 )
 from nexus_store.backup._chain import ChainCheck, check_chain
-from nexus_store.errors import BackupError, ValidationError
+from nexus_store.errors import BackupError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger
 
 if TYPE_CHECKING:
@@ -121,14 +123,17 @@ class PruneReport:
     deleted: list[str] = field(default_factory=list)
 
 
-def _stores(only: StoreName | str | None, available: Iterator[str] | list[str]) -> list[str]:
-    available = list(available)
+def _stores(only: StoreName | str | None, available: list[str], *, archive: bool) -> list[str]:
+    """The stores to work on: ``only``, or every one ``available`` (in the archive, or
+    configured)."""
     if only is None:
         return available
     if only not in STORES:
         raise ValidationError("only", f"unknown store {only!r}; one of {', '.join(STORES)}")
     if only not in available:
-        raise BackupError(f"the archive holds no {only} backup", file=MANIFEST)
+        if archive:
+            raise BackupError(f"the archive holds no {only} backup", file=MANIFEST)
+        raise ConfigurationError(f"{only} is not configured", setting=f"{only}.url")
     return [only]
 
 
@@ -193,6 +198,23 @@ def _known_revision(revision: str | None) -> None:
         )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _typed(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    """PostgreSQL driver errors (the dump, restore and switch statements) as SDK errors."""
+
+    @functools.wraps(method)
+    async def typed(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(*args, **kwargs)
+        except psycopg.Error as exc:
+            raise _postgres.translate(exc) from exc
+
+    return typed
+
+
 class Backup:
     """Backups of every configured store. Built by ``NexusStore.backup``.
 
@@ -208,6 +230,7 @@ class Backup:
 
     # -- create ----------------------------------------------------------------------------
 
+    @_typed
     async def create(
         self,
         path: str | Path,
@@ -220,7 +243,7 @@ class Backup:
     ) -> BackupReport:
         """Write a new archive at ``path`` (a directory that must not exist yet)."""
         started = dt.datetime.now(dt.UTC)
-        stores = _stores(only, list(self._backends.configured()))
+        stores = _stores(only, list(self._backends.configured()), archive=False)
         areas = _redis.areas_from(redis_areas)
         key = load_key(key_file, required=True) if encrypt else None
         writer = ArchiveWriter(Path(path), key)
@@ -275,6 +298,7 @@ class Backup:
 
     # -- restore ---------------------------------------------------------------------------
 
+    @_typed
     async def restore(
         self,
         path: str | Path,
@@ -296,7 +320,7 @@ class Backup:
         if (archive / JOURNAL).exists():
             return await self._resume(archive, key_file, progress, started)
         reader = ArchiveReader(archive, load_key(key_file, required=False))
-        stores = _stores(only, reader.manifest["stores"])
+        stores = _stores(only, list(reader.manifest["stores"]), archive=True)
         self._check_archive(reader, stores, key_file, progress)
         areas = tuple(reader.manifest.get("redis", {}).get("areas", {}))
         if not force:

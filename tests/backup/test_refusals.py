@@ -210,3 +210,31 @@ def test_the_key_is_never_taken_from_the_command_line(monkeypatch: pytest.Monkey
         load_key(None, required=True)
     result = run_cli("backup", "create", "x", "--key", "00" * 32, env={})
     assert result.returncode == 2  # no such option
+
+
+async def test_a_role_without_createdb_gets_a_typed_error_and_the_target_is_untouched(
+    archives: dict[str, Path], target_stack: Stack, snapshot: Any, unique: str
+) -> None:
+    """A driver refusal reaches the caller as a nexus-store error, never a psycopg one."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    role = f"nexus_bk_nocreate_{unique}"
+    server = target_stack.postgres_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOCREATEDB").format(sql.Identifier(role)))
+    try:
+        url = (
+            make_url(target_stack.postgres_url)
+            .set(username=role, password=None)
+            .render_as_string(hide_password=False)
+        )
+        limited = target_stack.merged(postgres={"url": url})
+        async with NexusStore(limited.settings()) as store:
+            with pytest.raises(BackupError, match="permission denied to create database"):
+                await store.backup.restore(archives["plain"], only="postgres")
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    await _empty(target_stack, snapshot)
