@@ -195,6 +195,16 @@ class ArchiveWriter:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
+    def record_written(self, name: str) -> FileRecord:
+        """Size and SHA-256 of ``name``, written in clear by a tool (pg_dump ``--file``)."""
+        digest = hashlib.sha256()
+        size = 0
+        with open(self.staging / name, "rb") as handle:
+            while block := handle.read(CHUNK):
+                digest.update(block)
+                size += len(block)
+        return FileRecord(size, digest.hexdigest())
+
     def open(self, name: str) -> _FileContext:
         return _FileContext(self, name)
 

@@ -29,7 +29,7 @@ from nexus_store.errors import (
 )
 
 if TYPE_CHECKING:
-    from nexus_store.backup._archive import ArchiveReader, ArchiveWriter
+    from nexus_store.backup._archive import ArchiveReader, ArchiveWriter, FileRecord
     from nexus_store.settings import NexusSettings
 
 __all__ = [
@@ -143,8 +143,18 @@ async def _run(args: Sequence[str], target: PostgresTarget, what: str, **kwargs:
     )
     _, err = await process.communicate()
     if process.returncode != 0:
-        raise BackupError(f"{what} failed: {_first_lines(err)}", file=DUMP_FILE)
+        raise BackupError(f"{what} failed: {_failure(process, err)}", file=DUMP_FILE)
     return err
+
+
+def _failure(process: asyncio.subprocess.Process, err: bytes) -> str:
+    """The tool's own message, or the signal that ended it (SIGXFSZ: a file size limit)."""
+    import signal
+
+    code = process.returncode or 0
+    if code < 0:
+        return f"ended by {signal.Signals(-code).name} ({signal.strsignal(-code)})"
+    return _first_lines(err)
 
 
 def _first_lines(err: bytes) -> str:
@@ -204,29 +214,15 @@ async def dump(
             pg_dump, "--format=custom", "--no-owner", "--no-privileges",
             f"--snapshot={snapshot}", f"--dbname={target.conninfo}",
         ]  # fmt: skip
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            env=target.environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent,
-        )
-        assert process.stdout is not None and process.stderr is not None
-        errors = asyncio.ensure_future(process.stderr.read())
-        file = writer.open(DUMP_FILE)
-        try:
-            with file as sink:
-                while block := await process.stdout.read(_READ):
-                    sink.write(block)
-        except BaseException:
-            process.kill()
-            await process.wait()
-            raise
-        await process.wait()
-        if process.returncode != 0:
-            raise BackupError(f"pg_dump failed: {_first_lines(await errors)}", file=DUMP_FILE)
-        assert file.record is not None
-        writer.add(DUMP_FILE, file.record, rows=sum(counts.values()))
+        if writer.key is None:
+            # Written by pg_dump itself to a seekable file, the archive records where each
+            # table's data starts, which parallel pg_restore needs; then hashed.
+            path = writer.local_path(DUMP_FILE)
+            await _run([*args, f"--file={path}"], target, "pg_dump")
+            record = writer.record_written(DUMP_FILE)
+        else:
+            record = await _sealed_dump(args, target, writer)
+        writer.add(DUMP_FILE, record, rows=sum(counts.values()))
     finally:
         await conn.close()
     return {
@@ -237,6 +233,35 @@ async def dump(
         "outbox": outbox,
         "file": DUMP_FILE,
     }
+
+
+async def _sealed_dump(
+    args: list[str], target: PostgresTarget, writer: ArchiveWriter
+) -> FileRecord:
+    """pg_dump's output streamed through the archive's encryption (never in clear on disk)."""
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        env=target.environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_die_with_parent,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    errors = asyncio.ensure_future(process.stderr.read())
+    file = writer.open(DUMP_FILE)
+    try:
+        with file as sink:
+            while block := await process.stdout.read(_READ):
+                sink.write(block)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    await process.wait()
+    if process.returncode != 0:
+        raise BackupError(f"pg_dump failed: {_failure(process, await errors)}", file=DUMP_FILE)
+    assert file.record is not None
+    return file.record
 
 
 async def holds_data(target: PostgresTarget) -> bool:
@@ -316,7 +341,7 @@ async def stage(reader: ArchiveReader, target: PostgresTarget) -> str:
         raise
     await process.wait()
     if process.returncode != 0:
-        raise BackupError(f"pg_restore failed: {_first_lines(await errors)}", file=DUMP_FILE)
+        raise BackupError(f"pg_restore failed: {_failure(process, await errors)}", file=DUMP_FILE)
     return staged
 
 
