@@ -313,12 +313,23 @@ async def stage(reader: ArchiveReader, target: PostgresTarget) -> str:
         )
     finally:
         await admin.close()
+    try:
+        await _load(reader, target, staged, pg_restore)
+    except BaseException:
+        await drop(target, staged)
+        raise
+    return staged
+
+
+async def _load(
+    reader: ArchiveReader, target: PostgresTarget, staged: str, pg_restore: str
+) -> None:
     args = [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
             f"--dbname={target.on(staged)}"]  # fmt: skip
     if not reader.encrypted:
         # A file (not a pipe) lets pg_restore load tables and build indexes in parallel.
         await _run([*args, "--jobs=2", str(reader.path / DUMP_FILE)], target, "pg_restore")
-        return staged
+        return
     process = await asyncio.create_subprocess_exec(
         *args,
         env=target.environment(),
@@ -342,7 +353,6 @@ async def stage(reader: ArchiveReader, target: PostgresTarget) -> str:
     await process.wait()
     if process.returncode != 0:
         raise BackupError(f"pg_restore failed: {_failure(process, await errors)}", file=DUMP_FILE)
-    return staged
 
 
 async def switch(target: PostgresTarget, staged: str) -> None:

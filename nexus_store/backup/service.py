@@ -350,7 +350,7 @@ class Backup:
                             f"holds {found} keys, the manifest says {expected}", file=name
                         )
         except BaseException:
-            await self._discard(journal, pg_target)
+            await self._discard(stores, journal, pg_target)
             raise
         _write_journal(archive, journal)
         return await self._switch(archive, reader, journal, progress, started, resumed=False)
@@ -391,16 +391,22 @@ class Backup:
             )
 
     async def _discard(
-        self, journal: dict[str, Any], pg_target: _postgres.PostgresTarget | None
+        self,
+        stores: list[str],
+        journal: dict[str, Any],
+        pg_target: _postgres.PostgresTarget | None,
     ) -> None:
-        """Remove what a failed restore staged; the target was not touched."""
+        """Remove what a failed restore staged; the target was not touched. (A staged
+        database whose load failed was dropped by ``_postgres.stage`` already.)"""
+        from nexus_store._errors import describe
+
         try:
             if pg_target is not None and journal.get("postgres"):
                 await _postgres.drop(pg_target, journal["postgres"])
-            if journal.get("mongo"):
+            if "mongo" in stores:
                 await _mongo.discard_stages(self._backends.mongo.db)
         except Exception as exc:  # the original failure matters more
-            _log.warning("backup_discard_failed", error=str(exc))
+            _log.warning("backup_discard_failed", error=describe(exc))
 
     async def _resume(
         self, archive: Path, key_file: Path | None, progress: Progress, started: dt.datetime

@@ -242,3 +242,24 @@ async def test_a_role_without_createdb_gets_a_typed_error_and_the_target_is_unto
         with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
     await _empty(target_stack, snapshot)
+
+
+async def test_a_dump_pg_restore_rejects_leaves_no_staged_database(
+    archives: dict[str, Path], target_stack: Stack, snapshot: Any, tmp_path: Path
+) -> None:
+    """A dump with a valid checksum that pg_restore cannot read (written so by a bad tool,
+    say): the staged database is dropped and the target keeps its state."""
+    import hashlib
+
+    archive = _copy(archives["plain"], tmp_path)
+    name = "postgres/database.dump"
+    (archive / name).write_bytes(b"PGDMP" + secrets.token_bytes(4000))
+    manifest = orjson.loads((archive / MANIFEST).read_bytes())
+    data = (archive / name).read_bytes()
+    manifest["files"][name].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    _rewrite_manifest(archive, files=manifest["files"])
+    async with NexusStore(target_stack.settings()) as store:
+        with pytest.raises(BackupError, match="pg_restore failed") as refused:
+            await store.backup.restore(archive)
+    assert refused.value.file == name
+    await _empty(target_stack, snapshot)
