@@ -210,7 +210,7 @@ async def scenarios(env: Stack) -> list[Pair]:
             "docs/s",
             sdk_mongo_restore,
             raw_insert,
-            raw_label="raw insert_many",
+            raw_label="insert_many + createIndexes",
             target=">= 0.8x",
             teardown=close,
         ),
