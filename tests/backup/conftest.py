@@ -3,12 +3,14 @@ Redis namespace, shared by the package), archives of it, and a fresh, empty targ
 test.
 
 Population: the ``demo`` workload, EVENTS extra events and AUDIT extra audit entries (the
-issue's 50k/10k scaled down so that the module stays near 30 s on an idle 2-core machine),
+issue's 50k/10k scaled down by 10 and 20 so that the package stays near a minute on an idle
+2-core machine; ``NEXUS_BACKUP_FULL_SCALE=1`` runs the full counts),
 sessions with a TTL, and a queue with delivered-but-unacknowledged messages.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,8 +25,10 @@ from psycopg import sql
 from devstack.stack import Stack, scratch_stack
 from nexus_store import NexusSettings, NexusStore
 
-EVENTS = 5000
-AUDIT = 500
+#: NEXUS_BACKUP_FULL_SCALE=1 populates the issue's full 50,000 events and 10,000 audit entries.
+FULL_SCALE = os.environ.get("NEXUS_BACKUP_FULL_SCALE") == "1"
+EVENTS = 50_000 if FULL_SCALE else 5000
+AUDIT = 10_000 if FULL_SCALE else 500
 SESSIONS = 20
 QUEUE_MESSAGES = 30
 PENDING = 12  # consumed, not acknowledged: must come back in the group's pending list
