@@ -18,6 +18,7 @@ from typing import Any, Protocol
 __all__ = [
     "ApprovalRequiredError",
     "BackendUnavailableError",
+    "BackupError",
     "ConfigurationError",
     "ConflictError",
     "IntegrityError",
@@ -134,6 +135,20 @@ class BackendUnavailableError(NexusStoreError, ConnectionError):
     def __init__(self, backend: str, message: str) -> None:
         super().__init__(f"{backend}: {message}")
         self.backend = backend
+
+
+class BackupError(NexusStoreError):
+    """A backup archive was refused: missing, truncated, corrupt or wrong-key file, newer
+    format or schema, a full disk, a target that already holds data...
+
+    ``file`` names the archive file concerned (relative to the archive) when there is one,
+    ``problem`` says what is wrong. A refused restore has written nothing to the target.
+    """
+
+    def __init__(self, problem: str, *, file: str | None = None) -> None:
+        super().__init__(f"{file}: {problem}" if file else problem)
+        self.file = file
+        self.problem = problem
 
 
 class QueueError(NexusStoreError):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from nexus_store.approvals.service import Approvals
+    from nexus_store.backup.service import Backup
     from nexus_store.health import HealthChecks, HealthReport
     from nexus_store.mongo.audit.log import AuditLog
     from nexus_store.mongo.events.service import Events
@@ -216,6 +217,12 @@ class NexusStore:
         from nexus_store.privacy.service import Privacy
 
         return self._start("privacy", Privacy)
+
+    @cached_property
+    def backup(self) -> Backup:
+        from nexus_store.backup.service import Backup
+
+        return self._start("backup", Backup)
 
     # -- routing ---------------------------------------------------------------------------
 

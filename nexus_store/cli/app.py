@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from nexus_store.cli import config, crossstore, health, init, ops
+from nexus_store.cli import backup, config, crossstore, health, init, ops
 from nexus_store.cli.demo.command import demo
 
 app = typer.Typer(
@@ -22,5 +22,6 @@ app.add_typer(ops.audit_app, name="audit", rich_help_panel="Operate")
 app.add_typer(ops.events_app, name="events", rich_help_panel="Operate")
 app.add_typer(crossstore.outbox_app, name="outbox", rich_help_panel="Operate")
 app.add_typer(crossstore.privacy_app, name="privacy", rich_help_panel="Operate")
+app.add_typer(backup.backup_app, name="backup", rich_help_panel="Operate")
 app.add_typer(config.config_app, name="config", rich_help_panel="Deploy")
 app.command(rich_help_panel="Try it")(demo)
