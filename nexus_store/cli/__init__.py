@@ -9,6 +9,7 @@
     nexus-store events stats [--since 24h] [--top 10]
     nexus-store outbox relay [--once]
     nexus-store privacy export USER_ID
+    nexus-store backup create|verify|restore|list|prune ...
     nexus-store demo [--users 5] [--skip-init]
 
 With ``--format json``, a command prints one JSON document on stdout, its keys in
