@@ -121,10 +121,7 @@ class PostgresBackend:
                 .set(drivername="postgresql")
                 .render_as_string(hide_password=False),
                 kwargs={"autocommit": True, **connect},
-                # psycopg_pool grows one connection at a time while clients wait, so a burst
-                # on a cold pool queued behind serial connects (get p99 above create's under
-                # 200 tasks): open pool_size up front, as SQLAlchemy's pools keep.
-                min_size=settings.pool_size,
+                min_size=1,
                 max_size=self.pool_capacity,
                 timeout=settings.pool_timeout,
                 max_lifetime=settings.pool_recycle,
