@@ -12,9 +12,13 @@ and C clients of a shared Redis cut keys there. Both are refused up front with a
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from nexus_store.errors import ValidationError
 
-__all__ = ["text", "text_problem"]
+__all__ = ["record_of", "text", "text_problem"]
+
+R = TypeVar("R")
 
 
 def text_problem(value: str) -> str | None:
@@ -36,4 +40,11 @@ def text(field: str, value: object) -> str:
     problem = text_problem(value)
     if problem is not None:
         raise ValidationError(field, problem)
+    return value
+
+
+def record_of(kind: type[R], value: object, field: str) -> R:
+    """``value`` if it is a ``kind`` (a sub-API's ``put`` record); ValidationError otherwise."""
+    if not isinstance(value, kind):
+        raise ValidationError(field, f"must be a {kind.__name__}, got {type(value).__name__}")
     return value

@@ -70,7 +70,10 @@ _infos: dict[type[Base], ModelInfo[Any]] = {}
 
 def model_info(model: type[M]) -> ModelInfo[M]:
     """The (cached) facts of ``model``; ValidationError if it is not a usable model."""
-    info = _infos.get(model)
+    try:
+        info = _infos.get(model)
+    except TypeError:  # unhashable: not a class at all
+        info = None
     if info is None:
         if not (isinstance(model, type) and issubclass(model, Base)):
             raise ValidationError("model", f"{model!r} is not a model class on Base")

@@ -48,6 +48,7 @@ __all__ = ["ColumnType", "Convert", "InvalidValue", "column_type"]
 Convert = Callable[[Any, str], Any]
 
 _MAX_JSON_DEPTH = 64
+_FLOAT_WITH_EXPONENT = 1e16  # the smallest integral float that repr() writes with an exponent
 
 
 class InvalidValue(Exception):
@@ -165,8 +166,7 @@ def _check_json(value: Any, path: str, depth: int) -> None:
             raise InvalidValue(f"{problem}, which JSONB cannot store", path)
         return
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidValue(f"{value} is not valid JSON", path)
+        _check_json_float(value, path)
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -186,6 +186,15 @@ def _check_json(value: Any, path: str, depth: int) -> None:
     raise InvalidValue(
         f"{type(value).__name__} is not JSON (use str, int, float, bool, None, list or dict)", path
     )
+
+
+def _check_json_float(value: float, path: str) -> None:
+    if not math.isfinite(value):
+        raise InvalidValue(f"{value} is not valid JSON", path)
+    if value.is_integer() and abs(value) >= _FLOAT_WITH_EXPONENT:
+        # JSON writes it as 2.669420326515355e+16, JSONB keeps 26694203265153550, which reads
+        # back as an int that is not the float given: refuse a silent change.
+        raise InvalidValue(f"{value!r} would read back as an int from JSONB; pass an int", path)
 
 
 def _array(item: Convert) -> Convert:

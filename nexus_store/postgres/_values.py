@@ -86,7 +86,7 @@ class TableRules:
         """All ``values`` converted; on insert, every required column must be present."""
         converted: dict[str, Any] = {}
         for name, value in values.items():
-            field = f"{prefix}{name}"
+            field = f"{prefix}{name}" if isinstance(name, str) and name else f"{prefix}{name!r}"
             if not isinstance(name, str) or name not in self.converters:
                 raise ValidationError(field, f"is not a column of {self.table.name}")
             if name in managed:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 import orjson
 
 from nexus_store import telemetry
-from nexus_store._text import text
+from nexus_store._text import record_of, text
 from nexus_store.errors import BackendUnavailableError, NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 from nexus_store.redis._codec import DecodeError, codec_for
@@ -244,6 +244,7 @@ class Cache:
 
     async def put(self, entry: CacheEntry) -> None:
         """Store ``entry`` (the route target of ``store.put``)."""
+        record_of(CacheEntry, entry, "entry")
         await self.set(entry.key, entry.value, entry.ttl, tags=entry.tags)
 
     async def get(self, key: str, default: Any = None) -> Any:
@@ -636,6 +637,11 @@ def cached(
         @cached(ttl=30, tags=lambda user_id: [f"user:{user_id}"])
         async def profile(user_id: int) -> dict: ...
     """
+
+    if key is not None and not callable(key):
+        raise ValidationError("key", "must be a function of the call's arguments, or None")
+    if not callable(tags) and (isinstance(tags, str | bytes) or not isinstance(tags, Sequence)):
+        raise ValidationError("tags", "must be a list of tags or a function returning one")
 
     def decorate(func: Callable[P, T]) -> Callable[P, T]:
         name = f"{func.__module__}.{func.__qualname__}"

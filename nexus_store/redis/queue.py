@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
-from nexus_store._text import text
+from nexus_store._text import record_of, text
 from nexus_store.errors import NexusStoreError, QueueError, ValidationError
 from nexus_store.redis._codec import JSON
 from nexus_store.redis._lua import LuaRunner, load_lua
@@ -145,6 +145,7 @@ class Queue:
 
     async def put(self, message: QueueMessage) -> str:
         """Enqueue ``message`` (the route target of ``store.put``); return its id."""
+        record_of(QueueMessage, message, "message")
         return await self.enqueue(message.queue, message.payload)
 
     async def enqueue(self, queue: str, payload: Any) -> str:

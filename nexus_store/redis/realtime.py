@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from nexus_store._text import record_of
 from nexus_store.errors import ValidationError
 from nexus_store.redis._codec import JSON
 from nexus_store.telemetry import operation
@@ -118,6 +119,7 @@ class Realtime:
 
     async def put(self, message: RealtimeMessage) -> int:
         """Publish ``message`` (the route target of ``store.put``)."""
+        record_of(RealtimeMessage, message, "message")
         return await self.publish(message.channel, message.message)
 
     async def publish(self, channel: str, message: Any) -> int:

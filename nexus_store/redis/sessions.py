@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from nexus_store._text import text
+from nexus_store._text import record_of, text
 from nexus_store.errors import NotFoundError, ValidationError
 from nexus_store.redis._codec import JSON
 from nexus_store.redis._lua import LuaRunner, load_lua
@@ -151,6 +151,7 @@ class SessionStore:
 
     async def put(self, record: NewSession) -> str:
         """Create the session described by ``record``; return its token."""
+        record_of(NewSession, record, "record")
         return await self.create(record.user_id, record.data, record.ttl)
 
     async def create(self, user_id: str, data: dict[str, Any], ttl: float | None = None) -> str:
