@@ -325,6 +325,7 @@ VALID: dict[str, Arguments] = {
         "start": _START,
         "end": _END,
         "window": st.just(dt.timedelta(hours=1)),
+        "anchor": st.sampled_from(["first", "any"]),
     },
     "events.timeline": {
         "user_id": valid_text("u"),
@@ -360,6 +361,7 @@ VALID: dict[str, Arguments] = {
         "end": st.none(),
         "raise_on_tamper": st.just(False),
         "batch_size": st.integers(1, 1000),
+        "since": st.none(),
     },
     "audit.by_actor": {"actor": valid_text("a"), "limit": st.integers(1, 5), "cursor": st.none()},
     "audit.by_resource": {
@@ -486,5 +488,38 @@ NO_INPUT: dict[str, str] = {
         "outbox.start_relay",
         "outbox.stop",
         "privacy.aclose",
+    )
+}
+
+#: Public methods that arrived in the same merge as this harness (approvals, backup,
+#: application health checks, search and tenancy, audit proofs) and are not fuzzed yet: each
+#: is moved into VALID when its strategies are written. The completeness test keeps this list
+#: exact, so a method can neither be forgotten here nor silently dropped.
+PENDING: dict[str, str] = {
+    name: "not fuzzed yet"
+    for name in (
+        "approvals.approve",
+        "approvals.cancel",
+        "approvals.expire_stale",
+        "approvals.get",
+        "approvals.pending",
+        "approvals.reject",
+        "approvals.request",
+        "audit.aclose",
+        "audit.check_tree_head",
+        "audit.prove",
+        "audit.prove_consistency",
+        "audit.public_key",
+        "audit.tree_head",
+        "backup.archives",
+        "backup.create",
+        "backup.prune",
+        "backup.restore",
+        "backup.verify",
+        "entities.search",
+        "entities.tenant",
+        "health_checks.add",
+        "health_checks.for_probe",
+        "health_checks.remove",
     )
 }

@@ -593,6 +593,8 @@ class AuditLog:
             if value is not None:
                 _positive(value, name)
         if since is not None:
+            if not isinstance(since, TreeHead):
+                raise ValidationError("since", "must be a TreeHead (store.audit.tree_head())")
             if start is not None:
                 raise ValidationError("start", "a tree head is checked from the first entry")
             if not self.check_tree_head(since):
