@@ -66,10 +66,13 @@ def _split(raw: str, schemes: tuple[str, ...], what: str) -> SplitResult:
     except ValueError:
         # urlsplit refuses malformed IPv6 brackets; its message would quote the URL.
         raise ValueError(f"{what} URL is malformed (check the [IPv6] host brackets)") from None
-    if parts.scheme not in schemes:
+    # As written, not urlsplit's lowercased scheme: some driver versions (redis-py 8.0) refuse
+    # "Redis://".
+    scheme = raw.partition(":")[0]
+    if parts.scheme not in schemes or scheme != parts.scheme:
         raise ValueError(
             f"{what} URL scheme must be one of {', '.join(schemes)}"
-            + (f", got {parts.scheme!r}" if parts.scheme.isalnum() else "")
+            + (f", got {scheme!r}" if scheme.isalnum() else "")
         )
     if parts.fragment or raw.endswith("#"):
         raise ValueError(f"{what} URL must not have a #fragment")

@@ -32,8 +32,6 @@ Starlette).
   (:mod:`nexus_store.telemetry.prometheus`; extra ``prometheus``).
 """
 
-from __future__ import annotations
-
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -57,7 +55,9 @@ from nexus_store.redis.sessions import Session
 from nexus_store.store import NexusStore
 
 # FastAPI reads the annotations of the dependencies' __call__ at run time: what they name
-# (Request, Response, Session) must be imported at run time too.
+# (Request, Response, Session) is imported at run time, and this module does not use
+# `from __future__ import annotations`, since FastAPI 0.115 cannot resolve string annotations of
+# a callable instance. Only the names below are quoted.
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from starlette.applications import Starlette
@@ -80,14 +80,14 @@ STATE_KEY = "nexus_store"
 
 
 def lifespan(
-    settings: NexusSettings | None = None,
-) -> Callable[[Starlette], Any]:
+    settings: "NexusSettings | None" = None,
+) -> "Callable[[Starlette], Any]":
     """A lifespan for ``Starlette(lifespan=...)``/``FastAPI(lifespan=...)``: opens one
     :class:`NexusStore` per worker process (``settings`` or ``NexusSettings.load()``), puts it
     on ``app.state.nexus_store`` and closes it at shutdown."""
 
     @asynccontextmanager
-    async def run(app: Starlette) -> AsyncIterator[None]:
+    async def run(app: "Starlette") -> AsyncIterator[None]:
         store = NexusStore(settings)
         await store.connect()
         setattr(app.state, STATE_KEY, store)
@@ -242,7 +242,7 @@ class SessionAuth:
 
 
 def add_health_routes(
-    app: Starlette, *, liveness: str = "/health/live", readiness: str = "/health/ready"
+    app: "Starlette", *, liveness: str = "/health/live", readiness: str = "/health/ready"
 ) -> None:
     """Serve the liveness and readiness reports (GET) at these paths."""
 
@@ -258,7 +258,7 @@ def add_health_routes(
 
 
 def add_metrics_route(
-    app: Starlette, path: str = "/metrics", *, registry: CollectorRegistry | None = None
+    app: "Starlette", path: str = "/metrics", *, registry: "CollectorRegistry | None" = None
 ) -> None:
     """Serve nexus-store's metrics (and the rest of ``registry``, prometheus-client's default
     one unless given) in Prometheus' text format at ``path`` (GET)."""
@@ -271,7 +271,7 @@ def add_metrics_route(
     app.router.routes.append(Route(path, metrics, methods=["GET"], include_in_schema=False))
 
 
-def add_exception_handlers(app: Starlette) -> None:
+def add_exception_handlers(app: "Starlette") -> None:
     """Answer :class:`RateLimitExceeded` escaping an endpoint (``@rate_limit``,
     ``store.limiter.check``) with 429 and its headers, and :class:`BackendUnavailableError`
     with 503 and ``Retry-After``: an outage is never a 429 and never a 500."""

@@ -52,17 +52,19 @@ class MongoBackend:
                 setting="mongo.url",
             )
         self.settings = settings
-        self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.url.get_secret_value(),
-            appname=settings.app_name,
-            connectTimeoutMS=int(settings.connect_timeout * 1000),
-            serverSelectionTimeoutMS=int(settings.server_selection_timeout * 1000),
-            socketTimeoutMS=int(settings.socket_timeout * 1000),
-            maxPoolSize=settings.max_pool_size,
-            tz_aware=True,
-            uuidRepresentation="standard",
-            event_listeners=list(event_listeners),
-        )
+        # PyMongo before 4.11 resolves a mongodb+srv name here, not on first use.
+        with self.unavailable():
+            self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                settings.url.get_secret_value(),
+                appname=settings.app_name,
+                connectTimeoutMS=int(settings.connect_timeout * 1000),
+                serverSelectionTimeoutMS=int(settings.server_selection_timeout * 1000),
+                socketTimeoutMS=int(settings.socket_timeout * 1000),
+                maxPoolSize=settings.max_pool_size,
+                tz_aware=True,
+                uuidRepresentation="standard",
+                event_listeners=list(event_listeners),
+            )
         self.db: AsyncDatabase[dict[str, Any]] = self.client[settings.database]
 
     def location(self, collection: str) -> str:

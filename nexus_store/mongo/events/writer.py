@@ -256,6 +256,9 @@ class EventWriter:
         """Stop waiting for ``task`` at the close deadline and abandon what it holds."""
         self._given_up = True
         first = self._taken - len(self._in_flight)
+        # Counted as dropped below, so no longer queued, even while a driver that ignores the
+        # cancellation (PyMongo 4.10) keeps the task alive.
+        self._in_flight = []
         task.cancel()
         # Whatever it ends with is this writer's no more (it checks _given_up).
         task.add_done_callback(_consume_outcome)
