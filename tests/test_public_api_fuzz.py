@@ -60,51 +60,7 @@ EXAMPLES = max(10, settings.default.max_examples // 4)
 #: and fix there: method -> {parameter: owner}. No hostile value is drawn for these
 #: parameters (every other parameter of the method still is). Each entry is removed once
 #: its owner's fix is merged; the report of branch i18-fuzz lists them.
-KNOWN_ESCAPES: dict[str, dict[str, str]] = {
-    # i15-audit: batch_size and the datetime bounds are not type-checked (TypeError,
-    # AttributeError); a non-AuditRecord reaches attribute access.
-    "audit.entries": {"batch_size": "i15-audit"},
-    "audit.verify": {"batch_size": "i15-audit", "start": "i15-audit", "end": "i15-audit"},
-    "audit.in_range": {"start": "i15-audit", "end": "i15-audit"},
-    "audit.put": {"record": "i15-audit"},
-    # i14-mongo: start/end of the queries, a non-Event given to put.
-    "events.counts": {"start": "i14-mongo", "end": "i14-mongo"},
-    "events.unique_users": {"start": "i14-mongo", "end": "i14-mongo", "names": "i14-mongo"},
-    "events.top_events": {"start": "i14-mongo", "end": "i14-mongo"},
-    "events.funnel": {
-        "start": "i14-mongo",
-        "end": "i14-mongo",
-        "steps": "i14-mongo",
-        "window": "i14-mongo",
-    },
-    "events.put": {"event": "i14-mongo"},
-    # i17-postgres: rows of bulk_create, conflict/update of upsert.
-    "entities.bulk_create": {"rows": "i17-postgres"},
-    "entities.upsert": {"conflict": "i17-postgres", "update": "i17-postgres"},
-    # i12-web: limiter keys, limits, cost and strategy (non-string keys are its issue item).
-    **{
-        f"limiter.{method}": {
-            "key": "i12-web",
-            "limits": "i12-web",
-            "cost": "i12-web",
-            "strategy": "i12-web",
-        }
-        for method in (
-            "hit",
-            "hit_sync",
-            "check",
-            "check_sync",
-            "test",
-            "test_sync",
-            "peek",
-            "peek_sync",
-            "reset",
-            "reset_sync",
-            "limit",
-        )
-    },
-    "limiter.put": {"hit": "i12-web"},
-}
+KNOWN_ESCAPES: dict[str, dict[str, str]] = {}
 
 
 @dataclass

@@ -42,6 +42,7 @@ from pymongo import WriteConcern
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 
+from nexus_store._text import record_of
 from nexus_store.audit_proofs import (
     ConsistencyProof,
     InclusionProof,
@@ -180,6 +181,7 @@ class AuditLog:
 
     async def put(self, record: AuditRecord) -> AuditEntry:
         """Append ``record`` (the target of ``store.put(record)``)."""
+        record_of(AuditRecord, record, "record")
         return await self._append(record, None)
 
     async def record(  # noqa: PLR0917 - positional, as documented in the issue
@@ -592,6 +594,7 @@ class AuditLog:
         for name, value in (("start", start), ("end", end)):
             if value is not None:
                 _positive(value, name)
+        _positive(batch_size, "batch_size", _MAX_BATCH)
         if since is not None:
             if not isinstance(since, TreeHead):
                 raise ValidationError("since", "must be a TreeHead (store.audit.tree_head())")
@@ -814,14 +817,19 @@ class AuditLog:
 
     async def entries(self, *, batch_size: int = 1000) -> AsyncIterator[AuditEntry]:
         """Every stored entry, oldest first (for exports and external anchoring)."""
+        _positive(batch_size, "batch_size", _MAX_BATCH)
         with self._mongo.unavailable():
             async for document in self._entries.find({}, sort=[("seq", 1)], batch_size=batch_size):
                 yield AuditEntry.from_document(document)
 
 
-def _positive(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(name, "must be a positive sequence number")
+_MAX_SEQ = 2**63 - 1  # BSON's int64: a larger number cannot even be sent in a query
+_MAX_BATCH = 100_000
+
+
+def _positive(value: Any, name: str, maximum: int = _MAX_SEQ) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValidationError(name, f"must be an integer from 1 to {maximum}")
 
 
 def _chain_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:
