@@ -56,10 +56,10 @@ BACKENDS = {
 }
 EXAMPLES = max(10, settings.default.max_examples // 4)
 
-#: Raw exceptions this harness found in areas that other branches of issue 18's sprint own
-#: and fix there: method -> {parameter: owner}. No hostile value is drawn for these
-#: parameters (every other parameter of the method still is). Each entry is removed once
-#: its owner's fix is merged; the report of branch i18-fuzz lists them.
+#: Raw exceptions the harness found that are not fixed yet: method -> {parameter: owner}. No
+#: hostile value is drawn for these parameters (every other parameter of the method still
+#: is). Empty: every escape found so far is fixed; an entry added here must name the branch
+#: that fixes it and be removed with that fix.
 KNOWN_ESCAPES: dict[str, dict[str, str]] = {}
 
 
