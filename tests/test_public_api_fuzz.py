@@ -39,7 +39,14 @@ from nexus_store.errors import NexusStoreError, ValidationError
 from nexus_store.postgres import migrate
 from nexus_store.postgres.models import Base, User
 from nexus_store.redis.names import DEFAULT_DATABASES
-from tests.public_api_strategies import HOSTILE, NO_INPUT, PENDING, VALID
+from tests.public_api_strategies import (
+    HOSTILE,
+    NO_INPUT,
+    PENDING,
+    SEEDED_AUDIT_ENTRIES,
+    VALID,
+    set_backup_directory,
+)
 
 SUB_APIS = sorted(
     name for name, value in vars(NexusStore).items() if isinstance(value, cached_property)
@@ -47,6 +54,9 @@ SUB_APIS = sorted(
 DECORATOR_FACTORIES = {"cache.cached", "limiter.limit"}
 # Which backends a method of each sub-API may write to (the state compared on refusal).
 BACKENDS = {
+    "approvals": ("postgres",),
+    "backup": ("postgres", "mongo", "redis"),
+    "health_checks": (),
     "entities": ("postgres",),
     "events": ("mongo",),
     "audit": ("mongo",),
@@ -147,7 +157,10 @@ def _unchanged(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def harness(stack: Stack, redis_url: str) -> Iterator[Harness]:
+def harness(
+    stack: Stack, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Harness]:
+    set_backup_directory(tmp_path_factory.mktemp("backups"))
     namespace = f"fz{uuid.uuid4().hex[:8]}"
     settings = stack.merged(redis={"namespace": namespace}).settings(
         events={"flush_interval": 0.05}
@@ -156,6 +169,8 @@ def harness(stack: Stack, redis_url: str) -> Iterator[Harness]:
     store = NexusStore(settings)
     runner.run(migrate.upgrade(settings))
     runner.run(store.connect())
+    for seq in range(SEEDED_AUDIT_ENTRIES):
+        runner.run(store.audit.record("fuzz", "seed", "fuzz", str(seq)))
     harness = Harness(runner, store, redis_url, namespace)
     try:
         yield harness

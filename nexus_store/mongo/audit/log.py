@@ -527,6 +527,7 @@ class AuditLog:
 
     def check_tree_head(self, head: TreeHead) -> bool:
         """Whether ``head`` carries this log's valid signature."""
+        record_of(TreeHead, head, "head")
         return verify_tree_head(head, public_key=self.public_key(), hmac_key=self._key)
 
     async def prove(self, seq: int, *, tree_size: int | None = None) -> InclusionProof:
@@ -534,14 +535,20 @@ class AuditLog:
         entries (default: every committed entry), with the entry. O(log n) hashes from
         O(log n) entries."""
         _positive(seq, "seq")
+        if tree_size is not None:
+            _positive(tree_size, "tree_size")
         with (
             operation(self._mongo, "audit.prove", self._entries.name) as op,
             self._mongo.unavailable(),
         ):
-            size = tree_size if tree_size is not None else await self._size()
             entry = await self._committed.find_one({"seq": seq}, projection={"_id": 0})
             if entry is None:
                 raise NotFoundError("audit entry", seq)
+            size = await self._size()
+            if tree_size is not None:
+                if tree_size > size:
+                    raise ValidationError("tree_size", "the log is not that long")
+                size = tree_size
             path = await self._path(inclusion_ranges(seq - 1, size))
             op.note(seq=seq, size=size)
         entry.pop("tree", None)
