@@ -538,11 +538,18 @@ def verify_archive(settings: NexusSettings, path: Path, *, key_file: Path | None
     )
 
 
+_NAME_MAX, _PATH_MAX = 255, 4096  # bytes: Linux, macOS and NTFS all cap a name at 255
+
+
 def _path(field: str, value: object) -> Path:
     """``value`` (a str or path-like naming a file system path) as a Path; ValidationError
     naming ``field`` for anything else (bytes, numbers, text with NUL or a lone surrogate)."""
-    name = os.fspath(value) if isinstance(value, str | os.PathLike) else value
-    return Path(text(field, name))
+    name = text(field, os.fspath(value) if isinstance(value, str | os.PathLike) else value)
+    path = Path(name)
+    # Past these the OS raises OSError (ENAMETOOLONG) from the first stat.
+    if len(name.encode()) > _PATH_MAX or any(len(p.encode()) > _NAME_MAX for p in path.parts):
+        raise ValidationError(field, f"is longer than a file system path can be ({len(name)})")
+    return path
 
 
 def _key_file(value: object) -> Path | None:
