@@ -808,7 +808,11 @@ class AuditLog:
     async def _page(self, match: dict[str, Any], limit: int, cursor: int | None) -> AuditPage:
         limit = page_limit(limit)
         if cursor is not None:
-            if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 1:
+            if (
+                isinstance(cursor, bool)
+                or not isinstance(cursor, int)
+                or not 1 <= cursor <= _MAX_SEQ
+            ):
                 raise ValidationError("cursor", "not a cursor returned by this query")
             match = {**match, "seq": {"$lt": cursor}}
         with (

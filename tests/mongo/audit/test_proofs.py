@@ -81,6 +81,9 @@ async def test_inclusion_proofs_verify_offline_from_json(make_audit) -> None:
     with pytest.raises(ValidationError) as caught:
         log.check_tree_head("not a head")
     assert caught.value.field == "head"
+    with pytest.raises(ValidationError) as caught:  # was OverflowError from BSON
+        await log.by_actor("a", cursor=2**64)
+    assert caught.value.field == "cursor"
     for batch_size in (0, "10", 10**9):
         with pytest.raises(ValidationError) as caught:
             await log.verify(batch_size=batch_size)
