@@ -280,6 +280,8 @@ class HealthChecks:
 
     def remove(self, key: str) -> None:
         """Unregister ``key`` (no error when it is not registered)."""
+        if not isinstance(key, str):
+            raise ValidationError("key", f"must be a string, got {type(key).__name__}")
         self._checks.pop(key, None)
 
     def __iter__(self) -> Iterator[str]:

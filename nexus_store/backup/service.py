@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, get_args
 import orjson
 import psycopg
 
+from nexus_store._text import text
 from nexus_store.backup import _mongo, _postgres, _redis
 from nexus_store.backup._archive import (
     FORMAT_VERSION,
@@ -245,8 +246,9 @@ class Backup:
         started = dt.datetime.now(dt.UTC)
         stores = _stores(only, list(self._backends.configured()), archive=False)
         areas = _redis.areas_from(redis_areas)
+        target, key_file = _path("path", path), _key_file(key_file)
         key = load_key(key_file, required=True) if encrypt else None
-        writer = ArchiveWriter(Path(path), key)
+        writer = ArchiveWriter(target, key)
         manifest: dict[str, Any] = {
             "formatVersion": FORMAT_VERSION,
             "nexusStoreVersion": _version(),
@@ -294,7 +296,7 @@ class Backup:
         Raises :class:`BackupError` naming the first bad file. An encrypted archive's files
         are authenticated and its chain checked when a key is available.
         """
-        return verify_archive(self._settings, Path(path), key_file=key_file)
+        return verify_archive(self._settings, _path("path", path), key_file=_key_file(key_file))
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -316,7 +318,7 @@ class Backup:
         while switching is finished by running it again (``restore-pending.json``).
         """
         started = dt.datetime.now(dt.UTC)
-        archive = Path(path)
+        archive, key_file = _path("path", path), _key_file(key_file)
         if (archive / JOURNAL).exists():
             return await self._resume(archive, key_file, progress, started)
         reader = ArchiveReader(archive, load_key(key_file, required=False))
@@ -460,7 +462,7 @@ class Backup:
     @staticmethod
     def archives(directory: str | Path) -> list[ArchiveInfo]:
         """The complete archives in ``directory``, oldest first."""
-        return list_archives(Path(directory))
+        return list_archives(_path("directory", directory))
 
     @staticmethod
     def prune(
@@ -468,7 +470,9 @@ class Backup:
     ) -> PruneReport:
         """Keep the newest archive of each of the last ``keep_daily`` days and of each of the
         last ``keep_weekly`` ISO weeks that have one; delete the other archives."""
-        return prune_archives(Path(directory), keep_daily, keep_weekly, dry_run=dry_run)
+        return prune_archives(
+            _path("directory", directory), keep_daily, keep_weekly, dry_run=dry_run
+        )
 
 
 def _write_journal(archive: Path, journal: dict[str, Any]) -> None:
@@ -534,6 +538,24 @@ def verify_archive(settings: NexusSettings, path: Path, *, key_file: Path | None
     )
 
 
+_NAME_MAX, _PATH_MAX = 255, 4096  # bytes: Linux, macOS and NTFS all cap a name at 255
+
+
+def _path(field: str, value: object) -> Path:
+    """``value`` (a str or path-like naming a file system path) as a Path; ValidationError
+    naming ``field`` for anything else (bytes, numbers, text with NUL or a lone surrogate)."""
+    name = text(field, os.fspath(value) if isinstance(value, str | os.PathLike) else value)
+    path = Path(name)
+    # Past these the OS raises OSError (ENAMETOOLONG) from the first stat.
+    if len(name.encode()) > _PATH_MAX or any(len(p.encode()) > _NAME_MAX for p in path.parts):
+        raise ValidationError(field, f"is longer than a file system path can be ({len(name)})")
+    return path
+
+
+def _key_file(value: object) -> Path | None:
+    return None if value is None else _path("key_file", value)
+
+
 def list_archives(directory: Path) -> list[ArchiveInfo]:
     if not directory.is_dir():
         raise BackupError("not a directory", file=str(directory))
@@ -562,8 +584,8 @@ def prune_archives(
     directory: Path, keep_daily: int, keep_weekly: int, *, dry_run: bool
 ) -> PruneReport:
     for name, value in (("keep_daily", keep_daily), ("keep_weekly", keep_weekly)):
-        if value < 0:
-            raise ValidationError(name, "must be 0 or more")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(name, "must be an integer of 0 or more")
     archives = list_archives(directory)
     keep: set[str] = set()
     days: list[str] = []

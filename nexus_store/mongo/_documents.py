@@ -65,6 +65,8 @@ _MAX_PAGE = 1000
 
 def utc_millis(value: dt.datetime, field: str) -> dt.datetime:
     """``value`` in UTC, cut to the millisecond BSON keeps; naive datetimes are refused."""
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(field, f"must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "naive datetime; give a timezone-aware datetime (UTC)")
     value = value.astimezone(dt.UTC)

@@ -48,6 +48,16 @@ def _as_mapping(row: Mapping[str, Any] | Base, table: Table, index: int) -> Mapp
     raise ValidationError(f"rows[{index}]", f"must be a dict or a model, got {type(row).__name__}")
 
 
+def _row_list(rows: object) -> list[Any]:
+    """``rows`` as a list; a single row (a dict), text or bytes or a non-iterable is refused
+    rather than iterated into keys, characters or a TypeError."""
+    if isinstance(rows, Mapping | str | bytes | bytearray) or not isinstance(rows, Iterable):
+        raise ValidationError(
+            "rows", f"must be a list of dicts or models, got {type(rows).__name__}"
+        )
+    return list(rows)
+
+
 def _prepare(
     table: Table,
     rules: TableRules,
@@ -190,6 +200,7 @@ class BulkInsert:
         audit: bool | None = None,
     ) -> int:
         info = model_info(model)
+        rows = _row_list(rows)
         audited = self._audits.enabled(info, audit)
         if audited:  # each change record names its row: keys are needed now
             rows = _with_keys(info, rows)

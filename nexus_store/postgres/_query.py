@@ -206,23 +206,32 @@ class Order:
         ]
 
 
+def column_names(field: str, value: object) -> list[str]:
+    """``value`` (a column name, or a list or tuple of them) as a list; ValidationError naming
+    ``field`` for anything else, before an unhashable or non-iterable value reaches SQL."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise ValidationError(
+            field, f"must be a column name or a list of them, got {type(value).__name__}"
+        )
+    for item in value:
+        if not isinstance(item, str):
+            raise ValidationError(field, f"must name columns, got {type(item).__name__}")
+    return list(value)
+
+
 def order_for(
     table: Table, rules: TableRules, order_by: str | Sequence[str] | None, default: str | None
 ) -> Order:
     """Validate ``order_by`` ("name" ascending, "-name" descending); append the primary key."""
-    if order_by is not None and not isinstance(order_by, str | list | tuple):
-        raise ValidationError(
-            "order_by", f"must be a column name or a list of them, got {type(order_by).__name__}"
-        )
-    keys = [order_by] if isinstance(order_by, str) else list(order_by or ())
+    keys = column_names("order_by", order_by) if order_by is not None else []
     if not keys and default is not None:
         keys = [default]
     (primary_key,) = table.primary_key.columns
     columns: list[Any] = []
     descending: list[bool] = []
     for key in keys:
-        if not isinstance(key, str):
-            raise ValidationError("order_by", f"must name columns, got {type(key).__name__}")
         name = key.removeprefix("-")
         column = table.columns.get(name)
         if column is None:

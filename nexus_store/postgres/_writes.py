@@ -28,6 +28,7 @@ from nexus_store.postgres._model import (
     ModelInfo,
     model_info,
 )
+from nexus_store.postgres._query import column_names
 from nexus_store.postgres._reads import Reads
 from nexus_store.postgres._transaction import Transactions
 from nexus_store.postgres.engine import PostgresBackend
@@ -130,14 +131,14 @@ class Writes:
         **values: Any,
     ) -> M:
         info = model_info(model)
-        targets = [conflict] if isinstance(conflict, str) else list(conflict)
+        targets = column_names("conflict", conflict)
         _require_unique(info, targets)
         converted = info.rules.values(values, managed=MANAGED_ON_INSERT, insert=True)
         missing = [name for name in targets if name not in converted]
         if missing:
             raise ValidationError(missing[0], "is a conflict column and needs a value")
         names = (
-            list(update)
+            column_names("update", update)
             if update is not None
             else [n for n in converted if n not in targets and n != info.key.name]
         )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nexus_store.errors import ValidationError
-from nexus_store.postgres.models import ApiKey, User
+from nexus_store.postgres.models import ApiKey, Organization, User
 from nexus_store.postgres.repository import EntityRepository
 from tests.support import user_values
 
@@ -104,3 +104,33 @@ async def test_api_key_hash_opts_in_to_exact_lookup_only(
             await repo.list(ApiKey, where)
     with pytest.raises(ValidationError):
         await repo.list(ApiKey, None, order_by="key_hash")
+
+
+@pytest.mark.parametrize("rows", [5, None, "rows", b"rows", {"email": "a@b.c"}])
+async def test_bulk_create_rows_that_are_not_a_list_name_rows(
+    repo: EntityRepository, rows: Any
+) -> None:
+    """``rows=5`` raised TypeError; a dict was iterated into its keys."""
+    before = await repo.count(User)
+    with pytest.raises(ValidationError) as caught:
+        await repo.bulk_create(User, rows)
+    assert caught.value.field == "rows"
+    assert await repo.count(User) == before
+
+
+@pytest.mark.parametrize(
+    ("conflict", "update", "field"),
+    [
+        (5, None, "conflict"),
+        ([["slug"]], None, "conflict"),
+        ("slug", 5, "update"),
+        ("slug", [{"name"}], "update"),
+    ],
+)
+async def test_upsert_conflict_and_update_of_a_wrong_type_are_named(
+    repo: EntityRepository, conflict: Any, update: Any, field: str
+) -> None:
+    """A list inside ``conflict`` raised TypeError (unhashable) from the unique-set check."""
+    with pytest.raises(ValidationError) as caught:
+        await repo.upsert(Organization, conflict=conflict, update=update, name="n", slug="s-x")
+    assert caught.value.field == field

@@ -42,6 +42,7 @@ from pymongo import WriteConcern
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 
+from nexus_store._text import record_of
 from nexus_store.audit_proofs import (
     ConsistencyProof,
     InclusionProof,
@@ -180,6 +181,7 @@ class AuditLog:
 
     async def put(self, record: AuditRecord) -> AuditEntry:
         """Append ``record`` (the target of ``store.put(record)``)."""
+        record_of(AuditRecord, record, "record")
         return await self._append(record, None)
 
     async def record(  # noqa: PLR0917 - positional, as documented in the issue
@@ -525,6 +527,7 @@ class AuditLog:
 
     def check_tree_head(self, head: TreeHead) -> bool:
         """Whether ``head`` carries this log's valid signature."""
+        record_of(TreeHead, head, "head")
         return verify_tree_head(head, public_key=self.public_key(), hmac_key=self._key)
 
     async def prove(self, seq: int, *, tree_size: int | None = None) -> InclusionProof:
@@ -532,14 +535,20 @@ class AuditLog:
         entries (default: every committed entry), with the entry. O(log n) hashes from
         O(log n) entries."""
         _positive(seq, "seq")
+        if tree_size is not None:
+            _positive(tree_size, "tree_size")
         with (
             operation(self._mongo, "audit.prove", self._entries.name) as op,
             self._mongo.unavailable(),
         ):
-            size = tree_size if tree_size is not None else await self._size()
             entry = await self._committed.find_one({"seq": seq}, projection={"_id": 0})
             if entry is None:
                 raise NotFoundError("audit entry", seq)
+            size = await self._size()
+            if tree_size is not None:
+                if tree_size > size:
+                    raise ValidationError("tree_size", "the log is not that long")
+                size = tree_size
             path = await self._path(inclusion_ranges(seq - 1, size))
             op.note(seq=seq, size=size)
         entry.pop("tree", None)
@@ -592,6 +601,7 @@ class AuditLog:
         for name, value in (("start", start), ("end", end)):
             if value is not None:
                 _positive(value, name)
+        _positive(batch_size, "batch_size", _MAX_BATCH)
         if since is not None:
             if not isinstance(since, TreeHead):
                 raise ValidationError("since", "must be a TreeHead (store.audit.tree_head())")
@@ -798,7 +808,11 @@ class AuditLog:
     async def _page(self, match: dict[str, Any], limit: int, cursor: int | None) -> AuditPage:
         limit = page_limit(limit)
         if cursor is not None:
-            if isinstance(cursor, bool) or not isinstance(cursor, int) or cursor < 1:
+            if (
+                isinstance(cursor, bool)
+                or not isinstance(cursor, int)
+                or not 1 <= cursor <= _MAX_SEQ
+            ):
                 raise ValidationError("cursor", "not a cursor returned by this query")
             match = {**match, "seq": {"$lt": cursor}}
         with (
@@ -814,14 +828,19 @@ class AuditLog:
 
     async def entries(self, *, batch_size: int = 1000) -> AsyncIterator[AuditEntry]:
         """Every stored entry, oldest first (for exports and external anchoring)."""
+        _positive(batch_size, "batch_size", _MAX_BATCH)
         with self._mongo.unavailable():
             async for document in self._entries.find({}, sort=[("seq", 1)], batch_size=batch_size):
                 yield AuditEntry.from_document(document)
 
 
-def _positive(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(name, "must be a positive sequence number")
+_MAX_SEQ = 2**63 - 1  # BSON's int64: a larger number cannot even be sent in a query
+_MAX_BATCH = 100_000
+
+
+def _positive(value: Any, name: str, maximum: int = _MAX_SEQ) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ValidationError(name, f"must be an integer from 1 to {maximum}")
 
 
 def _chain_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:

@@ -98,6 +98,10 @@ class TimelinePage:
 def _names(names: str | Sequence[str], field: str) -> list[str]:
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, list | tuple):
+        raise ValidationError(
+            field, f"must be a name or a list of names, got {type(names).__name__}"
+        )
     checked = [query_text(name, f"{field}.{index}") for index, name in enumerate(names)]
     if not checked:
         raise ValidationError(field, "give at least one event name")
@@ -277,7 +281,7 @@ class EventQueries:
         window counts at depth 1); ``anchor="any"`` tries every step-1 event and counts the
         deepest run (that user converts).
         """
-        checked = _names(list(steps), "steps")
+        checked = _names(steps, "steps")
         if len(checked) < 2:
             raise ValidationError("steps", "a funnel needs at least two steps")
         window_ms = window // _MILLISECOND if isinstance(window, dt.timedelta) else 0

@@ -36,6 +36,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from nexus_store._errors import describe
+from nexus_store._text import record_of
 from nexus_store.errors import BackendUnavailableError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger
 from nexus_store.mongo.events.model import Event, encode_event
@@ -214,6 +215,7 @@ class EventWriter:
 
     async def put(self, event: Event) -> Event:
         """Buffer an :class:`Event` (the target of ``store.put(event)``)."""
+        record_of(Event, event, "event")
         await self._enqueue(event.to_bson(), event.name, wait=False)
         return event
 

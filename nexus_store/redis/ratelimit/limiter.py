@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, ParamSpec, TypeVar, cast
 
+from nexus_store._text import record_of, text
 from nexus_store.errors import (
     BackendUnavailableError,
     NexusStoreError,
@@ -263,6 +264,7 @@ class RateLimiter:
 
     async def put(self, hit: RateLimitHit) -> RateLimitResult:
         """Route target of ``store.put(RateLimitHit(...))``: the same as :meth:`hit`."""
+        record_of(RateLimitHit, hit, "hit")
         return await self.hit(hit.key, hit.limits, cost=hit.cost)
 
     # -- blocking API ---------------------------------------------------------------------
@@ -351,8 +353,13 @@ class RateLimiter:
         return [self._keys.tagged(name, key) for name in STRATEGIES]
 
     def _plan(self, limits: Limits, cost: int, strategy: StrategyChoice, mode: str) -> _Plan:
-        # Only exact ints and strings are looked up: 1.0 and True must not pass as cost 1.
-        if type(cost) is int and type(limits) is str:
+        # Only exact ints and strings are looked up: 1.0 and True must not pass as cost 1, nor
+        # an unhashable strategy raise TypeError from the lookup.
+        if (
+            type(cost) is int
+            and type(limits) is str
+            and (strategy is None or type(strategy) is str)
+        ):
             found = self._plans.get((limits, cost, strategy, mode))
             if found is not None:
                 return found
@@ -376,7 +383,7 @@ class RateLimiter:
             (cost, mode, *parsed.script_args),
             self._redis_keys[chosen.name],
         )
-        if type(limits) is str:
+        if type(limits) is str and (strategy is None or type(strategy) is str):
             if len(self._plans) >= _PLAN_CACHE_SIZE:
                 self._plans.clear()
             self._plans[(limits, cost, strategy, mode)] = plan
@@ -509,17 +516,7 @@ class RateLimiter:
 def _check_key(key: object) -> None:
     """Refuse keys that are not text, so that ``5`` and ``"5"`` (or ``None`` and ``"None"``)
     never share a budget, and text that Redis keys cannot hold faithfully."""
-    if not isinstance(key, str):
-        raise ValidationError(
-            "key", f"must be a string, not {type(key).__name__}; convert it yourself if you mean to"
-        )
-    if "\x00" in key:
-        raise ValidationError("key", "must not contain NUL characters")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        problem = "must be valid Unicode text (it holds a lone surrogate)"
-        raise ValidationError("key", problem) from None
+    text("key", key)
 
 
 def limit_calls(

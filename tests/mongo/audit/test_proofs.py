@@ -73,6 +73,21 @@ async def test_inclusion_proofs_verify_offline_from_json(make_audit) -> None:
         await log.prove(22, tree_size=30)
     with pytest.raises(ValidationError):
         await log.prove(0)
+    # Found by the fuzz harness: these raised TypeError / AttributeError (issue 18).
+    for tree_size, field in ((30, "tree_size"), ("3", "tree_size"), (0, "tree_size")):
+        with pytest.raises(ValidationError) as caught:
+            await log.prove(1, tree_size=tree_size)
+        assert caught.value.field == field
+    with pytest.raises(ValidationError) as caught:
+        log.check_tree_head("not a head")
+    assert caught.value.field == "head"
+    with pytest.raises(ValidationError) as caught:  # was OverflowError from BSON
+        await log.by_actor("a", cursor=2**64)
+    assert caught.value.field == "cursor"
+    for batch_size in (0, "10", 10**9):
+        with pytest.raises(ValidationError) as caught:
+            await log.verify(batch_size=batch_size)
+        assert caught.value.field == "batch_size"
 
 
 async def test_ed25519_heads_verify_with_the_public_key_alone(make_audit) -> None:

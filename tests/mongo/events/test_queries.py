@@ -66,6 +66,13 @@ async def test_unique_users_and_names_are_literals(mongo_stack, open_backends) -
     with pytest.raises(ValidationError) as caught:
         await events.unique_users(start=dt.datetime(2026, 1, 1), end=end)
     assert caught.value.field == "start"
+    # A non-datetime bound or non-list names raised AttributeError / TypeError (issue 18).
+    with pytest.raises(ValidationError) as caught:
+        await events.unique_users(start=T0, end="tomorrow")  # type: ignore[arg-type]
+    assert caught.value.field == "end"
+    with pytest.raises(ValidationError) as caught:
+        await events.unique_users(start=T0, end=end, names=5)  # type: ignore[arg-type]
+    assert caught.value.field == "names"
 
 
 async def test_timeline_pages_newest_first(mongo_stack, open_backends) -> None:

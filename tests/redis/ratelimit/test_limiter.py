@@ -163,6 +163,14 @@ async def test_bad_cost_and_limits_are_validation_errors(store: NexusStore, key:
     with pytest.raises(ValidationError) as caught:
         await limiter.hit(key, "10/hour", strategy="token_bucket")
     assert caught.value.field == "strategy"
+    # An unhashable strategy raised TypeError from the plan cache's lookup (issue 18 fuzz).
+    for strategy in (["gcra"], {"gcra": 1}, bytearray(b"gcra")):
+        with pytest.raises(ValidationError) as caught:
+            await limiter.hit(key, "10/hour", strategy=strategy)  # type: ignore[arg-type]
+        assert caught.value.field == "strategy"
+    with pytest.raises(ValidationError) as caught:
+        await limiter.put("not a RateLimitHit")  # type: ignore[arg-type]
+    assert caught.value.field == "hit"
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -38,7 +38,7 @@ STRATEGIES: dict[str, Strategy] = {
 
 def get_strategy(name: str) -> Strategy:
     """The strategy called ``name``; :class:`ValidationError` for an unknown one."""
-    found = STRATEGIES.get(name)
+    found = STRATEGIES.get(name) if isinstance(name, str) else None
     if found is None:
         raise ValidationError(
             "strategy", f"unknown rate-limit strategy {name!r}; use one of {sorted(STRATEGIES)}"
