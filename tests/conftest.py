@@ -19,6 +19,7 @@ import structlog
 from devstack import servers
 from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
+from tests.support import require_redis_server
 
 SESSION_TAG = uuid.uuid4().hex[:10]
 
@@ -34,8 +35,8 @@ hypothesis.settings.load_profile("nexus")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("redis_server") and shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary (apt-get install redis-server)")
+    if item.get_closest_marker("redis_server"):
+        require_redis_server()
 
 
 @pytest.fixture(scope="session")
@@ -146,8 +147,7 @@ def silent_port() -> Iterator[int]:
 @pytest.fixture
 def redis_process() -> Iterator[servers.RedisProcess]:
     """A private, real redis-server on a free port that the test may stop and restart."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary (apt-get install redis-server)")
+    require_redis_server()
     server = servers.RedisProcess().start()
     try:
         yield server

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import pytest
 from pymongo import monitoring
 
 if TYPE_CHECKING:
@@ -173,6 +175,13 @@ def _child_env(env: dict[str, str]) -> dict[str, str]:
 
 def cli_command(*args: str, interpreter: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, *interpreter, "-m", "nexus_store.cli", *args]
+
+
+def require_redis_server() -> None:
+    """Skip, naming what is missing, where the redis-server binary is not installed (the tests
+    that start private Redis servers: faults, outages, clusters)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs the redis-server binary (apt-get install redis-server)")
 
 
 def run_cli(

@@ -4,7 +4,6 @@ and the exception handlers' 429 and 503 for a limit checked in code."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,15 +19,14 @@ from devstack import servers
 from devstack.stack import Stack
 from nexus_store.errors import ConfigurationError, ValidationError
 from nexus_store.integrations.asgi import RateLimitMiddleware, get_store
-from tests.support import FAST_FAILURE
+from tests.support import FAST_FAILURE, require_redis_server
 
 pytestmark = pytest.mark.redis_server
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[servers.UvicornProcess, servers.RedisProcess]]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary (apt-get install redis-server)")
+    require_redis_server()
     redis = servers.RedisProcess().start()
     env = Stack.located(redis_url=redis.url, redis_namespace="asgi").environment(
         redis=FAST_FAILURE, ratelimit={"fail_mode": "fail_closed", "recheck_interval": 0.5}

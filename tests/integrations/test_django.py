@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,7 @@ from devstack.stack import Stack
 from nexus_store import NexusSettings
 from nexus_store.errors import BackendUnavailableError, ValidationError
 from nexus_store.integrations import django as integration
-from tests.support import FAST_FAILURE, assert_health_json
+from tests.support import FAST_FAILURE, assert_health_json, require_redis_server
 
 TOKEN = re.compile(r"[0-9a-f]{4}\.[A-Za-z0-9_-]{43}")
 
@@ -174,8 +173,7 @@ def test_blocking_store_times_out_and_closes_within_bounds(
 
 
 def test_redis_outage_is_503_with_retry_after(django_settings: NexusSettings) -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary (apt-get install redis-server)")
+    require_redis_server()
     redis = servers.RedisProcess().start()
     outage_settings = Stack.located(redis_url=redis.url, redis_namespace="django").settings(
         redis=FAST_FAILURE, ratelimit={"fail_mode": "fail_closed", "recheck_interval": 0.5}

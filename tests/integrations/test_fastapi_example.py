@@ -9,7 +9,6 @@ and with GCRA, because the count lives in one Lua script on Redis, not in a proc
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from http_sfv import List
 
 from devstack import servers
 from devstack.stack import Stack
-from tests.support import FAST_FAILURE, assert_health_json, run_cli
+from tests.support import FAST_FAILURE, assert_health_json, require_redis_server, run_cli
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app"
@@ -56,8 +55,7 @@ class Example:
 
 @pytest.fixture(scope="module")
 def example(stack: Stack) -> Iterator[Example]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary (apt-get install redis-server)")
+    require_redis_server()
     redis = servers.RedisProcess().start()
     env = stack.environment(
         redis={"url": redis.url, **FAST_FAILURE},

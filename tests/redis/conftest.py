@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -11,7 +10,7 @@ import redis as redis_lib
 from devstack import servers
 from devstack.stack import Stack
 from nexus_store import NexusSettings
-from tests.support import FAST_FAILURE
+from tests.support import FAST_FAILURE, require_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +42,7 @@ def raw_redis(redis_url: str) -> Iterator[Callable[[int], redis_lib.Redis]]:
 @pytest.fixture
 def secured_redis() -> Iterator[servers.RedisProcess]:
     """A private redis-server with a password, which tests stop and start again."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server binary (apt-get install redis-server)")
+    require_redis_server()
     server = servers.RedisProcess("--requirepass", "s3cret-Pa55").start()
     try:
         yield server
