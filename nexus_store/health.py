@@ -47,14 +47,14 @@ from nexus_store.errors import NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 
 if TYPE_CHECKING:
-    from nexus_store.connections import BackendName, Backends
-    from nexus_store.outbox.relay import OutboxRelay
+    from nexus_store.connections import Backend, BackendName, Backends
     from nexus_store.settings import NexusSettings
 
 __all__ = [
     "HIGH_USAGE",
     "PROBES",
     "RESERVED_COMPONENTS",
+    "Backlog",
     "Check",
     "CheckFunction",
     "CheckResult",
@@ -62,6 +62,7 @@ __all__ = [
     "HealthChecks",
     "HealthReport",
     "HealthTarget",
+    "OutboxReader",
     "Probe",
     "Status",
     "check_health",
@@ -80,6 +81,9 @@ _RANK: dict[Status, int] = {"pass": 0, "warn": 1, "fail": 2}
 #: Share of a limit (memory, clients, pool) above which a check warns.
 HIGH_USAGE = 0.9
 _SLOW_LOOP_MS = 100.0
+#: The least time a check gets when a deadline has (nearly) passed: enough for one that
+#: answers without I/O, so that the report still says which checks could not answer.
+_LEAST_SECONDS = 0.01
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -189,6 +193,25 @@ class HealthReport:
 # -- the check runner ------------------------------------------------------------------------
 
 
+class Backlog(Protocol):
+    """The outbox's delivery backlog (an ``OutboxLag``)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def oldest_age_seconds(self) -> float | None: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+
+class OutboxReader(Protocol):
+    """What the ``outbox:lag`` check reads (the store's ``OutboxRelay``)."""
+
+    async def lag(self) -> Backlog: ...
+
+
 class HealthTarget(Protocol):
     """What the checks read of a store (``NexusStore`` is one)."""
 
@@ -199,7 +222,7 @@ class HealthTarget(Protocol):
     def backends(self) -> Backends: ...
 
     @property
-    def outbox(self) -> OutboxRelay: ...
+    def outbox(self) -> OutboxReader: ...
 
     def started(self, name: str) -> object | None: ...
 
@@ -315,7 +338,7 @@ async def _run(check: Check, seconds: float) -> list[CheckResult]:
     if done:
         return measuring.result()
     measuring.cancel()
-    return [CheckResult(check.component_type, "fail", output=f"no answer within {seconds:g}s")]
+    return [CheckResult(check.component_type, "fail", output=f"no answer within {seconds:.3g}s")]
 
 
 async def _measure(check: Check) -> list[CheckResult]:
@@ -333,23 +356,32 @@ async def check_health(
     probe: str = "readiness",
     readiness: Sequence[Checks] = (),
     custom: HealthChecks | None = None,
+    deadline: float | None = None,
 ) -> HealthReport:
     """Run the checks of ``probe`` against ``target`` and return the report.
 
     ``liveness`` looks only at the process and its settings (no I/O, so a slow database
     never restarts a pod), plus the application's liveness checks in ``custom``;
     ``readiness`` adds the checks that ``readiness`` builds and the application's readiness
-    checks.
+    checks. Each check gets ``health.timeout``, or what is left until ``deadline`` (a
+    ``time.monotonic()`` instant) when that is less: the exec probe's, whose time counts
+    from the start of its process.
     """
     if probe not in PROBES:
         raise ValidationError("probe", f"must be one of {', '.join(PROBES)}, got {probe!r}")
     checked_probe: Probe = "liveness" if probe == "liveness" else "readiness"
     started = time.perf_counter()
     settings = target.settings.health
-    timeout = settings.timeout
+
+    def time_left() -> float:
+        if deadline is None:
+            return settings.timeout
+        return max(_LEAST_SECONDS, min(settings.timeout, deadline - time.monotonic()))
+
     # Liveness first and alone: it does no I/O, and the loop lag it measures must not
     # include the driver imports that the readiness checks trigger.
     checks = _liveness_checks(target)
+    timeout = time_left()
     results = list(await asyncio.gather(*(_run(check, timeout) for check in checks)))
     later: list[Check] = []
     if custom is not None:
@@ -357,6 +389,7 @@ async def check_health(
     if checked_probe == "readiness":
         later = [check for build in readiness for check in build(target)] + later
     checks += later
+    timeout = time_left()
     results += await asyncio.gather(*(_run(check, timeout) for check in later))
     by_key: dict[str, list[CheckResult]] = {}
     for check, found in zip(checks, results, strict=True):
@@ -430,21 +463,22 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-def version_check(target: HealthTarget, name: BackendName) -> Check:
-    """``<name>:version``: the server's version."""
+def version_check(target: HealthTarget, name: BackendName, backend: Backend | None = None) -> Check:
+    """``<name>:version``: the server's version (asked of ``backend``, by default the
+    store's)."""
 
     async def version() -> list[CheckResult]:
-        backend = target.backends.get(name)
-        return [CheckResult("datastore", "pass", await backend.server_version(), "version")]
+        asked = backend if backend is not None else target.backends.get(name)
+        return [CheckResult("datastore", "pass", await asked.server_version(), "version")]
 
     return Check(f"{name}:version", "datastore", version)
 
 
-def ping_check(target: HealthTarget, name: BackendName) -> Check:
-    """``<name>:responseTime``: one round trip."""
+def ping_check(target: HealthTarget, name: BackendName, backend: Backend | None = None) -> Check:
+    """``<name>:responseTime``: one round trip (to ``backend``, by default the store's)."""
 
     async def response_time() -> list[CheckResult]:
-        backend = target.backends.get(name)
-        return [CheckResult("datastore", "pass", ms(await backend.ping()), "ms")]
+        asked = backend if backend is not None else target.backends.get(name)
+        return [CheckResult("datastore", "pass", ms(await asked.ping()), "ms")]
 
     return Check(f"{name}:responseTime", "datastore", response_time)

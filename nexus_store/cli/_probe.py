@@ -7,10 +7,16 @@ machine form, and :func:`run` answers it with the SDK alone; anything else (a ta
 ``--watch``, ``--help``, a value typer would refuse) goes to typer, which stays the one
 definition of the command's options and their help.
 
-The answer is bounded: the checks take at most ``health.timeout``, and closing the store
-afterwards gets :data:`CLOSE_GRACE` seconds. Whatever a hanging server leaves pending then
-is abandoned: the document is written and the process ends, since a probe that outlives its
-timeout is as bad as a failing one.
+The checks are the store's own (:func:`nexus_store.health.check_health` with the same
+builders, so the report has the same keys), except that PostgreSQL is read through
+:class:`~nexus_store.postgres._status.DirectPostgres`: one psycopg connection and the same
+SQL, without SQLAlchemy and the ORM models.
+
+The answer is bounded from the start of the process, since Kubernetes' ``timeoutSeconds``
+covers the whole exec: the checks get ``health.timeout`` minus the time already spent
+starting, the document is written, and closing the connections afterwards gets at most
+:data:`CLOSE_GRACE` seconds. Whatever a hanging server leaves pending then is abandoned and
+the process ends, since a probe that outlives its timeout is as bad as a failing one.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,13 +34,17 @@ from typing import TYPE_CHECKING, Any
 from nexus_store.cli._plain import EXIT_INTERRUPTED, EXIT_USAGE, cli_log_level, emit_json, json_logs
 
 if TYPE_CHECKING:
-    from nexus_store.health import HealthReport
+    from nexus_store.connections import Backends
+    from nexus_store.health import Check, Checks, HealthTarget
+    from nexus_store.postgres._status import DirectPostgres
     from nexus_store.settings import NexusSettings
 
-__all__ = ["CLOSE_GRACE", "ProbeRequest", "parse", "run"]
+__all__ = ["CLOSE_GRACE", "ProbeRequest", "parse", "process_start", "run"]
 
 #: Seconds to close the store after the report (a healthy stack closes in milliseconds).
 CLOSE_GRACE = 0.25
+# An age beyond this is a misread clock, not a start-up: it would leave the checks no time.
+_PLAUSIBLE_AGE = 60.0
 _WARN_EXITS = ("0", "1")
 
 
@@ -97,11 +108,14 @@ def _validated(values: dict[str, str]) -> ProbeRequest | None:
 
 
 def run(request: ProbeRequest) -> int:
-    """Answer ``request``: the report on stdout, the exit code returned (0 pass, ``warn_exit``
-    on warn, 2 fail; 2 for invalid settings, with the reason on stderr)."""
+    """Answer ``request`` and end the process: the report on stdout, exit code 0 pass,
+    ``warn_exit`` on warn, 2 fail. Returns the exit code when there is no report: 2 for
+    invalid settings (the reason on stderr), 130 when interrupted."""
     from nexus_store.errors import ConfigurationError
+    from nexus_store.health import check_health
     from nexus_store.settings import NexusSettings
 
+    started = process_start()
     overrides: dict[str, Any] = {}
     if request.timeout is not None:
         overrides["health"] = {"timeout": request.timeout}
@@ -113,46 +127,106 @@ def run(request: ProbeRequest) -> int:
         sys.stderr.write(f"error: {scrub(str(exc))}\n")
         return EXIT_USAGE
     _log_to_stderr(settings)
+    deadline = started + settings.health.timeout
+    target = _ProbeTarget(settings)
+    readiness = target.readiness() if request.probe == "readiness" else ()
     loop = asyncio.new_event_loop()
     try:
-        report, abandoned = loop.run_until_complete(_report(settings, request.probe))
+        report = loop.run_until_complete(
+            check_health(target, probe=request.probe, readiness=readiness, deadline=deadline)
+        )
+        emit_json(report.to_dict())
+        grace = min(CLOSE_GRACE, max(0.0, deadline + CLOSE_GRACE - time.monotonic()))
+        loop.run_until_complete(_close(target, grace))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
-    emit_json(report.to_dict())
-    code = report.exit_code_for(warn=request.warn_exit)
-    if abandoned:
-        # A hanging server left tasks behind (a connection attempt, a close): waiting for
-        # them, or for the interpreter's shutdown to collect them, would outlive the probe.
-        sys.stderr.flush()
-        os._exit(code)
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-    return code
+    # The answer is out and the connections are closed or abandoned. What is left is the
+    # interpreter's shutdown: tasks a hanging server left behind (a connection attempt, a
+    # close) and the teardown of some 700 modules, a tenth of a second or more on a busy
+    # machine that the probe's deadline does not have.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(report.exit_code_for(warn=request.warn_exit))
 
 
-async def _report(settings: NexusSettings, probe: str) -> tuple[HealthReport, bool]:
-    """The report, and whether closing the store left tasks unfinished."""
-    from nexus_store.store import NexusStore
-
-    store = NexusStore(settings)
+def process_start() -> float:
+    """The ``time.monotonic()`` instant this process started: interpreter start-up and
+    imports count against an exec probe's timeout. Read from ``/proc/self/stat`` (to the
+    clock tick); where there is none, the instant of the call."""
+    now = time.monotonic()
     try:
-        report = await store.health(probe=probe)
-    finally:
-        closing = asyncio.ensure_future(store.close())
-        await asyncio.wait({closing}, timeout=CLOSE_GRACE)
-        error = closing.exception() if closing.done() and not closing.cancelled() else None
-        if error is not None:
-            from nexus_store._errors import describe
+        with open("/proc/self/stat", "rb") as stat:
+            # Fields after the command name, which is in parentheses and may hold spaces:
+            # field 22 of proc(5), the start time in clock ticks since boot, is the 20th.
+            start_ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+        age = since_boot - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - min(max(age, 0.0), _PLAUSIBLE_AGE)
 
-            sys.stderr.write(f"warning: closing the store: {describe(error)}\n")
+
+class _ProbeTarget:
+    """What the checks read of a store, as :class:`NexusStore` offers it, with PostgreSQL
+    (and the outbox's backlog, which no relay runs here) read by a ``DirectPostgres``."""
+
+    def __init__(self, settings: NexusSettings) -> None:
+        from nexus_store.connections import Backends
+
+        self.settings = settings
+        self.backends: Backends = Backends(settings)
+        self._postgres: DirectPostgres | None = None
+
+    @property
+    def postgres(self) -> DirectPostgres:
+        if self._postgres is None:
+            from nexus_store.postgres._status import DirectPostgres
+
+            self._postgres = DirectPostgres(self.settings.postgres)
+        return self._postgres
+
+    @property
+    def outbox(self) -> DirectPostgres:
+        return self.postgres
+
+    def started(self, name: str) -> object | None:
+        return None  # no sub-API runs in the probe
+
+    def readiness(self) -> tuple[Checks, ...]:
+        """The store's readiness builders (``NexusStore.health``), PostgreSQL's on ours."""
+        from nexus_store.mongo.health import event_writer_checks, mongo_checks
+        from nexus_store.postgres.health import postgres_checks
+        from nexus_store.redis.health import redis_checks
+
+        def postgres(target: HealthTarget) -> list[Check]:
+            if "postgres" not in target.backends.configured():
+                return []
+            return postgres_checks(target, self.postgres)
+
+        return (postgres, mongo_checks, redis_checks, event_writer_checks)
+
+    async def close(self) -> None:
+        await self.backends.close()
+        if self._postgres is not None:
+            await self._postgres.close()
+
+
+async def _close(target: _ProbeTarget, grace: float) -> None:
+    """Close ``target``'s connections within ``grace`` seconds, then cancel what is left."""
+    closing = asyncio.ensure_future(target.close())
+    await asyncio.wait({closing}, timeout=grace)
+    error = closing.exception() if closing.done() and not closing.cancelled() else None
+    if error is not None:
+        from nexus_store._errors import describe
+
+        sys.stderr.write(f"warning: closing the connections: {describe(error)}\n")
     current = asyncio.current_task()
     pending = [task for task in asyncio.all_tasks() if task is not current]
     for task in pending:
         task.cancel()
     if pending:
         await asyncio.wait(pending, timeout=0.05)
-    return report, any(not task.done() for task in pending)
 
 
 class _Lines(logging.Formatter):

@@ -42,6 +42,7 @@ from sqlalchemy import Row, func, select, update
 from nexus_store._errors import describe
 from nexus_store.log import get_logger
 from nexus_store.outbox.changes import AUDIT_TOPIC, outbox_table
+from nexus_store.postgres._status import outbox_backlog
 from nexus_store.telemetry import operation, watch
 
 if TYPE_CHECKING:
@@ -217,18 +218,13 @@ class OutboxRelay:
 
     async def lag(self) -> OutboxLag:
         """Undelivered rows and the age of the oldest, for ``health``."""
-        table = outbox_table()
         postgres = self._backends.postgres
-        query = select(
-            func.count(),
-            func.extract("epoch", func.now() - func.min(table.c.created_at)),
-        ).where(table.c.delivered_at.is_(None))
-        with operation(postgres, "outbox.lag", table.name), postgres.unavailable():
-            async with postgres.engine.connect() as conn:
-                pending, age = (await conn.execute(query)).one()
+        with operation(postgres, "outbox.lag", outbox_table().name):
+            async with postgres.connection() as conn:
+                pending, age = await outbox_backlog(conn)
         self.last_lag = OutboxLag(
-            pending=int(pending),
-            oldest_age_seconds=None if age is None else max(0.0, float(age)),
+            pending=pending,
+            oldest_age_seconds=age,
             delivered=self._delivered,
             last_error=self._last_error,
         )

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import sqlalchemy.exc
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import Pool
 
 from nexus_store._errors import unavailable_on
 from nexus_store.errors import ConfigurationError
+from nexus_store.postgres._status import connect_args, libpq_url, round_trip, server_version
 
 if TYPE_CHECKING:
     from nexus_store._secrets import SecretURL
@@ -89,16 +89,10 @@ class PostgresBackend:
         """The most connections one pool holds: ``pool_size + max_overflow``."""
         return self.settings.pool_size + self.settings.max_overflow
 
-    def _connect_args(self) -> dict[str, Any]:
-        settings = self.settings
-        options = []
-        if settings.statement_timeout is not None:
-            options.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
-        return {
-            "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
-            "options": " ".join(options),
-            "application_name": "nexus-store",
-        }
+    def pool_in_use(self) -> int:
+        """Connections of ``engine`` borrowed right now."""
+        pool: Any = self.engine.pool
+        return int(pool.checkedout()) if hasattr(pool, "checkedout") else 0
 
     async def read_pool(self, target: int) -> AsyncConnectionPool[AsyncConnection[Any]]:
         """The psycopg pool of autocommit connections for ``target`` (0: the primary, i: the
@@ -115,11 +109,9 @@ class PostgresBackend:
             if pool is not None:
                 return pool
             settings = self.settings
-            connect = self._connect_args()
+            connect = connect_args(settings)
             pool = AsyncConnectionPool(
-                make_url(self._read_urls[target].get_secret_value())
-                .set(drivername="postgresql")
-                .render_as_string(hide_password=False),
+                libpq_url(self._read_urls[target]),
                 kwargs={"autocommit": True, **connect},
                 min_size=1,
                 max_size=self.pool_capacity,
@@ -151,7 +143,7 @@ class PostgresBackend:
         return create_async_engine(
             sqlalchemy_url(url),
             **extra,
-            connect_args=self._connect_args(),
+            connect_args=connect_args(settings),
         )
 
     @property
@@ -168,18 +160,26 @@ class PostgresBackend:
         with unavailable_on(self.name, *_UNAVAILABLE):
             yield
 
-    async def ping(self) -> float:
-        """Round-trip one ``SELECT 1``; returns seconds."""
-        started = time.perf_counter()
-        with self.unavailable():
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection of ``engine`` as psycopg's own, for the status reads of
+        :mod:`nexus_store.postgres._status` (shared with the SQLAlchemy-free exec probe).
+        Connection failures raised inside the block are translated."""
+        with unavailable_on(self.name, *_UNAVAILABLE, psycopg.OperationalError):
             async with self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                driver: Any = (await conn.get_raw_connection()).driver_connection
+                yield driver
+
+    async def ping(self) -> float:
+        """Round-trip one ``SELECT 1`` (checking out a connection included); returns seconds."""
+        started = time.perf_counter()
+        async with self.connection() as conn:
+            await round_trip(conn)
         return time.perf_counter() - started
 
     async def server_version(self) -> str:
-        with self.unavailable():
-            async with self.engine.connect() as conn:
-                return str((await conn.execute(text("SHOW server_version"))).scalar_one())
+        async with self.connection() as conn:
+            return await server_version(conn)
 
     async def close(self) -> None:
         pools = list(self._read_pools.values())

@@ -1,12 +1,19 @@
-"""PostgreSQL health checks: response time, version, pool usage, migrations, outbox lag."""
+"""PostgreSQL health checks: response time, version, pool usage, migrations, outbox lag.
+
+They read the server through a :class:`PostgresSource`: the store's
+:class:`~nexus_store.postgres.engine.PostgresBackend`, or the exec probe's
+:class:`~nexus_store.postgres._status.DirectPostgres` (no SQLAlchemy). Both run the SQL of
+:mod:`nexus_store.postgres._status`, so the two reports cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import ast
 import functools
 import importlib.resources
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nexus_store._errors import describe
 from nexus_store.health import (
@@ -20,17 +27,34 @@ from nexus_store.health import (
     version_check,
 )
 from nexus_store.log import get_logger
+from nexus_store.postgres._status import current_revisions
 
 if TYPE_CHECKING:
-    from nexus_store.postgres.engine import PostgresBackend
+    import psycopg
 
-__all__ = ["heads_of", "migration_heads", "postgres_checks"]
+__all__ = ["PostgresSource", "heads_of", "migration_heads", "postgres_checks"]
 
 _log = get_logger("nexus_store.postgres.health")
-# Alembic's default version table (``nexus_store.postgres.migrate`` keeps it), found on the
-# search path as Alembic finds it.
-_HAS_VERSION_TABLE = "SELECT to_regclass('alembic_version') IS NOT NULL"
-_CURRENT_REVISIONS = "SELECT version_num FROM alembic_version"
+
+
+class PostgresSource(Protocol):
+    """What the PostgreSQL checks read (a ``PostgresBackend`` or a ``DirectPostgres``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pool_capacity(self) -> int: ...
+
+    def pool_in_use(self) -> int: ...
+
+    def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]: ...
+
+    async def ping(self) -> float: ...
+
+    async def server_version(self) -> str: ...
+
+    async def close(self) -> None: ...
 
 
 @functools.cache
@@ -75,20 +99,20 @@ def _revision_assignments(module: ast.Module) -> dict[str, Any]:
     return found
 
 
-def postgres_checks(target: HealthTarget) -> list[Check]:
-    """The PostgreSQL checks, none when PostgreSQL is not configured."""
+def postgres_checks(target: HealthTarget, backend: PostgresSource | None = None) -> list[Check]:
+    """The PostgreSQL checks, none when PostgreSQL is not configured: on ``backend``, by
+    default the store's (the outbox lag always comes from ``target.outbox``)."""
     if "postgres" not in target.backends.configured():
         return []
-    prepare(target, "postgres")
+    if backend is None:
+        prepare(target, "postgres")
+        backend = target.backends.postgres
     try:
         migration_heads()
     except Exception as exc:  # the migrations check reports the same failure
         _log.debug("health_prepare_failed", backend="postgres", error=describe(exc))
     # Pool usage is read before the other checks borrow connections: it shows the app's use.
-    backend = target.backends.postgres
-    pool: Any = backend.engine.pool
-    capacity = backend.pool_capacity
-    in_use = int(pool.checkedout())
+    capacity, in_use = backend.pool_capacity, backend.pool_in_use()
 
     async def connections() -> list[CheckResult]:
         status: Status = "warn" if in_use >= HIGH_USAGE * capacity else "pass"
@@ -110,24 +134,18 @@ def postgres_checks(target: HealthTarget) -> list[Check]:
         return [CheckResult("component", status, lag.pending, "rows", output)]
 
     return [
-        ping_check(target, "postgres"),
-        version_check(target, "postgres"),
+        ping_check(target, "postgres", backend),
+        version_check(target, "postgres", backend),
         Check("postgres:connections", "datastore", connections),
         Check("postgres:migrations", "datastore", migrations),
         Check("outbox:lag", "component", outbox_lag),
     ]
 
 
-async def _migrations(backend: PostgresBackend) -> CheckResult:
-    # Read on a pooled connection, against heads parsed once per process: a readiness probe
-    # runs every few seconds. Without the version table the schema was never created.
-    from sqlalchemy import text
-
-    with backend.unavailable():
-        async with backend.engine.connect() as conn:
-            current: list[str] = []
-            if await conn.scalar(text(_HAS_VERSION_TABLE)):
-                current = sorted(await conn.scalars(text(_CURRENT_REVISIONS)))
+async def _migrations(backend: PostgresSource) -> CheckResult:
+    # Read against heads parsed once per process: a readiness probe runs every few seconds.
+    async with backend.connection() as conn:
+        current = await current_revisions(conn)
     heads = migration_heads()
     shown = ", ".join(current) or None
     if current == heads:

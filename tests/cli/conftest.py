@@ -16,6 +16,11 @@ from devstack import servers
 from devstack.stack import Stack
 from tests.support import run_cli
 
+# The health probe's checks get health.timeout minus the process's start-up, which on a
+# loaded 2-core machine can take the whole default 2 s: the tests that are not about that
+# bound (tests/cli/test_health.py has those) give it room.
+HEALTH = {"timeout": 10.0}
+
 
 @pytest.fixture
 def fresh_stack(stack: Stack) -> Iterator[Callable[[], Stack]]:
@@ -29,7 +34,9 @@ def fresh_stack(stack: Stack) -> Iterator[Callable[[], Stack]]:
                 servers.scratch_postgres_database(stack.postgres_url, name)
             )
             database = scratch.enter_context(servers.scratch_mongo_database(stack.mongo_url, name))
-            return stack.merged(postgres={"url": postgres_url}, mongo={"database": database})
+            return stack.merged(
+                postgres={"url": postgres_url}, mongo={"database": database}, health=HEALTH
+            )
 
         yield make
 
@@ -37,7 +44,7 @@ def fresh_stack(stack: Stack) -> Iterator[Callable[[], Stack]]:
 @pytest.fixture(scope="session")
 def session_env(stack: Stack) -> dict[str, str]:
     """Environment for the CLI pointing at the session's backends (schema not created)."""
-    return stack.environment()
+    return stack.environment(health=HEALTH)
 
 
 @pytest.fixture

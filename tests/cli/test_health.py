@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -101,9 +100,7 @@ def test_redis_on_a_closed_port_fails_names_redis_and_reports_the_others(
     assert "Traceback" not in table.output
 
 
-def test_a_hanging_backend_costs_one_timeout_not_one_per_check(
-    silent_port: int, probe_timings: dict[str, list[float]]
-) -> None:
+def test_a_hanging_backend_costs_one_timeout_not_one_per_check(silent_port: int) -> None:
     hanging = f"127.0.0.1:{silent_port}"
     env = {
         "NEXUS_POSTGRES_URL": f"postgresql://postgres@{hanging}/nexus",
@@ -111,18 +108,22 @@ def test_a_hanging_backend_costs_one_timeout_not_one_per_check(
         "NEXUS_REDIS_URL": f"redis://{hanging}",
     }
 
-    result = run_cli("health", "-f", "json", "--timeout", "1", env=env, timeout=30)
+    # The timeout counts from the start of the process: 3 s leave the checks time to start
+    # on a busy machine (start-up alone can pass 1 s there), the case the bound is about.
+    timeout = 3.0
+    result = run_cli("health", "-f", "json", "--timeout", str(timeout), env=env, timeout=30)
 
     assert result.returncode == 2, result.output
     body = result.json()
-    timed_out = [k for k, v in body["checks"].items() if "within 1s" in v[0].get("output", "")]
+    timed_out = [
+        k for k, v in body["checks"].items() if "no answer within" in v[0].get("output", "")
+    ]
     assert {"postgres:responseTime", "mongo:responseTime", "redis:responseTime"} <= set(timed_out)
-    # 11 checks hang, each limited to 1 s, concurrently, and what the hanging servers leave
-    # behind is abandoned: the run costs one timeout more than a probe of a healthy stack
-    # (its start-up). Checks in series would take 11 s; the drivers' own connect timeouts
-    # (psycopg and pymongo: 5 s) at least 5 s. The margin is for a loaded machine.
-    healthy = statistics.median(probe_timings["probe"])
-    assert result.seconds < 1 + healthy + 1.5, (result.seconds, probe_timings)
+    # 11 checks hang, concurrently, each limited to what is left of the timeout (Kubernetes'
+    # timeoutSeconds covers the whole exec), and what the hanging servers leave behind is
+    # abandoned. Checks in series would take 11 timeouts; the drivers' own connect timeouts
+    # (psycopg and pymongo: 5 s) at least 5 s.
+    assert timeout - 0.5 < result.seconds < timeout + 0.5, result.seconds
 
 
 def test_liveness_does_no_io(silent_port: int) -> None:
@@ -240,17 +241,23 @@ def test_cluster_mode_checks_cluster_state(redis_cluster: str) -> None:
 
 # --- the exec-probe fast path ------------------------------------------------------------
 
-# Loaded only for a table or by typer; the probe's JSON path must not pay for them.
-HEAVY = {"typer", "click", "rich", "pygments", "structlog", "alembic", "mako"}
+# Loaded only for a table or by typer, or (SQLAlchemy) by the store's PostgreSQL backend:
+# the probe's JSON path must not pay for them.
+HEAVY = {"typer", "click", "rich", "pygments", "structlog", "alembic", "mako", "sqlalchemy"}
 
 
-def imported(result: CliResult) -> set[str]:
-    """Top-level packages a ``-X importtime`` run imported (from its stderr)."""
+def imported_modules(result: CliResult) -> set[str]:
+    """Modules a ``-X importtime`` run imported (from its stderr)."""
     return {
-        line.rsplit("|", 1)[1].strip().split(".")[0]
+        line.rsplit("|", 1)[1].strip()
         for line in result.stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
+
+
+def imported(result: CliResult) -> set[str]:
+    """Top-level packages a ``-X importtime`` run imported."""
+    return {module.split(".")[0] for module in imported_modules(result)}
 
 
 @pytest.mark.parametrize(
@@ -286,7 +293,7 @@ def test_the_fast_path_takes_exactly_the_probe_form(
     assert parse(argv) == expected
 
 
-def test_the_probe_loads_neither_typer_nor_rich_nor_alembic(session_env: dict[str, str]) -> None:
+def test_the_probe_loads_neither_typer_nor_rich_nor_sqlalchemy(session_env: dict[str, str]) -> None:
     probe = run_cli(
         "health",
         "--probe",
@@ -296,10 +303,14 @@ def test_the_probe_loads_neither_typer_nor_rich_nor_alembic(session_env: dict[st
         env=session_env,
         interpreter=("-X", "importtime"),
     )
-    assert probe.json()["checks"]["postgres:responseTime"][0]["status"] == "pass"
+    checks = probe.json()["checks"]
+    assert checks["postgres:responseTime"][0]["status"] == "pass"
+    assert checks["postgres:migrations"][0]["output"].startswith("no schema")  # it read
     loaded = imported(probe)
-    assert {"sqlalchemy", "psycopg", "pymongo", "redis"} <= loaded  # the checks ran
+    assert {"psycopg", "pymongo", "redis"} <= loaded  # the checks ran
     assert not loaded & HEAVY, loaded & HEAVY
+    ours = {m for m in imported_modules(probe) if m.startswith("nexus_store.")}
+    assert not {"nexus_store.store", "nexus_store.postgres.models"} & ours, sorted(ours)
     # The table still goes through typer and rich.
     table = run_cli(
         "health", "--probe", "liveness", env=session_env, interpreter=("-X", "importtime")
@@ -317,6 +328,10 @@ def test_both_paths_give_the_same_answer_and_warn_exit_maps_warn(
     assert_health_json(fast_body)
     assert fast_body["status"] == typer_body["status"]
     assert set(fast_body["checks"]) == set(typer_body["checks"]) >= DATASTORE_KEYS
+    # The same content: per check, the same components, units, statuses and reasons (the
+    # values are measurements; the probe's PostgreSQL "pool" is its one connection).
+    for key, results in fast_body["checks"].items():
+        assert shape(results) == shape(typer_body["checks"][key]), key
 
     # Nothing configured: nexus:config warns. 1 by default; 0 with --warn-exit 0, as the
     # HTTP route answers 200.
@@ -327,6 +342,15 @@ def test_both_paths_give_the_same_answer_and_warn_exit_maps_warn(
         assert agreed.returncode == 0 and agreed.json()["status"] == "warn", agreed.output
     failing = {"NEXUS_REDIS_URL": f"redis://127.0.0.1:{closed_port()}"}
     assert run_cli("health", "-f", "json", "--warn-exit", "0", env=failing).returncode == 2
+
+
+def shape(results: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What a check's results say, without what they measured."""
+    return [
+        (r.get("componentId"), r["componentType"], r.get("observedUnit"), r["status"])
+        + ((r.get("output"),) if r["status"] != "pass" else ())
+        for r in results
+    ]
 
 
 def test_the_probe_reports_bad_settings_as_a_usage_error() -> None:
