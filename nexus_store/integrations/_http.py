@@ -8,6 +8,10 @@ The rules:
 - a decision made while Redis is unreachable under ``fail_closed`` is **503** with
   ``Retry-After`` (never a 429: the client did nothing wrong), logged at most once per
   ``ratelimit.recheck_interval``;
+- a key callable that raises (or returns no usable key) raises :class:`ValidationError`
+  naming ``key``, chained from what it raised, as the decorator's does: the application's
+  bug, which the framework answers **500** and logs with its cause (never a 429 or a 4xx:
+  the client did nothing wrong);
 - a health report is ``application/health+json`` with ``Cache-Control: no-store``, 200 for
   pass and warn, 503 for fail.
 """
@@ -18,10 +22,11 @@ import json
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from nexus_store.errors import ValidationError
 from nexus_store.log import get_logger
+from nexus_store.redis.ratelimit._call_key import guarded_key
 from nexus_store.redis.ratelimit.headers import policy_header
 from nexus_store.redis.ratelimit.parse import parse_limits
 from nexus_store.redis.ratelimit.strategies import get_strategy
@@ -72,6 +77,7 @@ class RateLimitRule(Generic[RequestT]):
     names: Sequence[str] | None = None
     legacy: bool = False
     exempt: Collection[str] = field(default_factory=frozenset)
+    _key: Callable[[RequestT], object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parsed = parse_limits(self.limits)
@@ -80,9 +86,15 @@ class RateLimitRule(Generic[RequestT]):
             get_strategy(self.strategy)
         if not callable(self.key):
             raise ValidationError("key", "must be a callable taking the request")
+        object.__setattr__(self, "_key", guarded_key(self.key))
         if self.names is not None:
             policy_header(parsed, self.names)  # refuses a wrong count, duplicates, bad text
         object.__setattr__(self, "exempt", frozenset(self.exempt))
+
+    def key_of(self, request: RequestT) -> str:
+        """``key(request)``; what it raises becomes a ``ValidationError`` naming ``key``."""
+        # A key that is not a str is refused by the check (ValidationError on "key").
+        return cast(str, self._key(request))
 
 
 class OutageLog:

@@ -173,9 +173,9 @@ class RateLimitMiddleware:
 async def _decide(
     request: Request, rule: RateLimitRule[Request], outages: OutageLog
 ) -> tuple[RateLimitResult, Answer]:
-    store = _store_of(request)
-    key = rule.key(request)
-    result = await store.limiter.hit(key, rule.limits, cost=rule.cost, strategy=rule.strategy)
+    key = rule.key_of(request)
+    limiter = _store_of(request).limiter
+    result = await limiter.hit(key, rule.limits, cost=rule.cost, strategy=rule.strategy)
     # scope["path"], not request.url: building a URL costs more than the check's Python side.
     return result, rate_limit_answer(result, rule, outages, request.scope["path"])
 

@@ -226,10 +226,9 @@ class RateLimitMiddleware:
         rule = self.rule
         if request.path in rule.exempt:
             return self.get_response(request)
+        key = rule.key_of(request)
         limiter = blocking_store().store.limiter
-        result = limiter.hit_sync(
-            rule.key(request), rule.limits, cost=rule.cost, strategy=rule.strategy
-        )
+        result = limiter.hit_sync(key, rule.limits, cost=rule.cost, strategy=rule.strategy)
         answer = rate_limit_answer(result, rule, self._outages, request.path)
         if answer.status is not None:
             return _response(answer)

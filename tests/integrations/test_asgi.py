@@ -1,6 +1,7 @@
 """The ASGI integration on plain Starlette (FastAPI is not needed), on a real uvicorn server
 and a private redis-server that the test stops: named policies, the opt-in legacy headers,
-and the exception handlers' 429 and 503 for a limit checked in code."""
+and the exception handlers' 429 and 503 for a limit checked in code; and, on FastAPI, key
+callables that raise."""
 
 from __future__ import annotations
 
@@ -41,6 +42,22 @@ def served() -> Iterator[tuple[servers.UvicornProcess, servers.RedisProcess]]:
     finally:
         app.cleanup()
         redis.cleanup()
+
+
+@pytest.fixture(scope="module")
+def keyed(
+    served: tuple[servers.UvicornProcess, servers.RedisProcess],
+) -> Iterator[servers.UvicornProcess]:
+    _, redis = served
+    env = Stack.located(redis_url=redis.url, redis_namespace="asgi-keys").environment()
+    app = servers.UvicornProcess(
+        "_fastapi_keys:app", app_dir=Path(__file__).parent, env=env, workers=1
+    )
+    try:
+        app.start()
+        yield app
+    finally:
+        app.cleanup()
 
 
 def _sf_list(value: str) -> list[tuple[object, dict[str, object]]]:
@@ -84,6 +101,24 @@ def test_handlers_answer_checks_in_code_then_outages(
             assert http.get("/hello").status_code == 503  # the middleware, same rule
         finally:
             redis.start()
+
+
+def test_a_key_callable_that_raises_is_a_validation_error_answered_500(
+    keyed: servers.UvicornProcess,
+) -> None:
+    for path in ("/dependency-key", "/middleware-key"):
+        # One connection each: the server closes the one a 500 was answered on.
+        broken = httpx.get(keyed.url + path, timeout=30)
+        # The application's bug, not the client's and not an outage: 500, no headers.
+        assert broken.status_code == 500, (path, broken.text)
+        assert "RateLimit" not in broken.headers
+        good = httpx.get(keyed.url + path, headers={"X-Api-Key": "k1"}, timeout=30)
+        assert good.status_code == 200 and "RateLimit" in good.headers
+    # The server logged the decorator's typed error, chained from what the key raised.
+    log = keyed.log
+    for key in ("api_key", "middleware_key"):
+        assert f"ValidationError: key: the key callable {key} raised KeyError" in log, log
+    assert "direct cause" in log and "KeyError: 'x-api-key'" in log
 
 
 def test_bad_middleware_arguments_fail_at_start() -> None:

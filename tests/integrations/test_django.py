@@ -55,6 +55,10 @@ def _api_key(request: HttpRequest) -> str:
     return "api:" + request.headers.get("X-Api-Key", "none")
 
 
+def _strict_api_key(request: HttpRequest) -> str:
+    return "api:" + request.headers["X-Api-Key"]  # KeyError without the header: a bug
+
+
 DJANGO_SETTINGS: dict[str, Any] = {
     "SECRET_KEY": "test-only",
     "ALLOWED_HOSTS": ["testserver"],
@@ -117,6 +121,22 @@ def test_middleware_refuses_bad_configuration_at_start(django_settings: NexusSet
     with bad, pytest.raises(ValidationError) as caught:
         Client().get("/hello")
     assert caught.value.field == "limits"
+
+
+def test_a_key_callable_that_raises_is_a_validation_error_and_a_500(
+    django_settings: NexusSettings, unique: str
+) -> None:
+    config = {"limits": "100/hour", "key": f"{__name__}._strict_api_key"}
+    with override_settings(NEXUS_RATELIMIT=config):
+        with pytest.raises(ValidationError) as caught:  # what Django's handler logs
+            Client().get("/hello")
+        # Django's own handling of an exception in a middleware: a 500, never a 429.
+        answered = Client(raise_request_exception=False).get("/hello")
+        keyed = Client(headers={"X-Api-Key": unique}).get("/hello")
+    assert caught.value.field == "key" and "_strict_api_key raised KeyError" in str(caught.value)
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert answered.status_code == 500 and not answered.has_header("RateLimit")
+    assert keyed.status_code == 200 and keyed.has_header("RateLimit")
 
 
 def test_health_views(django_settings: NexusSettings) -> None:

@@ -11,8 +11,9 @@ The rule (also in ``docs/ratelimit.md``):
   (a builtin such as ``str``), is called exactly like the function: ``key(*args, **kwargs)``.
 
 The argument positions are worked out once, at decoration time; a call only indexes them.
-Whatever the key callable raises becomes a :class:`ValidationError` naming ``key``, and so
-does a key that is not a string.
+Whatever the key callable raises becomes a :class:`ValidationError` naming ``key``, chained
+from what it raised, and so does a key that is not a string. The web integrations' key
+callables (which take the request) follow the same rule, through :func:`guarded_key`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from nexus_store.errors import ValidationError
 
-__all__ = ["CallKey", "call_key"]
+__all__ = ["CallKey", "call_key", "guarded_key"]
 
 CallKey = Callable[[tuple[Any, ...], dict[str, Any]], object]
 _MISSING: Any = inspect.Parameter.empty
@@ -95,3 +96,9 @@ def call_key(func: Callable[..., Any], key: Callable[..., object]) -> CallKey:
         return key(**chosen)
 
     return _guarded(key, extract)
+
+
+def guarded_key(key: Callable[..., object]) -> Callable[..., object]:
+    """``key``, called with the arguments given, under the same rule for what it raises."""
+    guarded = _guarded(key, lambda args, kwargs: key(*args, **kwargs))
+    return lambda *args, **kwargs: guarded(args, kwargs)
