@@ -59,7 +59,13 @@ def health(
     ] = ProbeOption.readiness,
     timeout: Annotated[
         float | None,
-        typer.Option(min=0.01, help="Seconds per check (default: health.timeout, 2 s)."),
+        typer.Option(
+            min=0.01,
+            help=(
+                "Seconds per check (default: health.timeout, 2 s). With --format json and no "
+                "--watch, counted from the start of the process, as an exec probe's timeout is."
+            ),
+        ),
     ] = None,
     watch: Annotated[
         float | None,
