@@ -8,6 +8,9 @@ and C clients of a shared Redis cut keys there. Both are refused up front with a
 :class:`ValidationError` naming the field, so a refused call writes nothing.
 
     checked = text("user_id", value)           # the str itself, or ValidationError
+
+Flags get the same treatment (:func:`flag`): a non-bool is refused rather than read for its
+truthiness, so ``include_deleted="no"`` cannot silently mean True.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TypeVar
 
 from nexus_store.errors import ValidationError
 
-__all__ = ["record_of", "text", "text_problem"]
+__all__ = ["flag", "record_of", "text", "text_problem"]
 
 R = TypeVar("R")
 
@@ -40,6 +43,13 @@ def text(field: str, value: object) -> str:
     problem = text_problem(value)
     if problem is not None:
         raise ValidationError(field, problem)
+    return value
+
+
+def flag(field: str, value: object) -> bool:
+    """``value`` if it is True or False; ValidationError naming ``field`` otherwise."""
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"must be True or False, got {type(value).__name__}")
     return value
 
 

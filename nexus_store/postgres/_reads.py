@@ -18,6 +18,7 @@ import sqlalchemy.exc
 from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from nexus_store._text import flag
 from nexus_store.errors import NotFoundError, ValidationError
 from nexus_store.postgres._integrity import translate_errors
 from nexus_store.postgres._model import ModelInfo, model_info
@@ -163,7 +164,8 @@ class Reads:
     ) -> M | None:
         info = model_info(model)
         parameters = {"key": info.rules.convert(info.key.name, id, "id")}
-        statement, sql = self._key_lookup(info, include_deleted)
+        statement, sql = self._key_lookup(info, flag("include_deleted", include_deleted))
+        flag("fresh", fresh)
 
         async def run(connection: AsyncConnection) -> Any:
             return (await connection.execute(statement, parameters)).first()

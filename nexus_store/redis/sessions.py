@@ -129,11 +129,12 @@ class SessionStore:
     def _ttl_ms(self, ttl: float | None) -> int:
         if ttl is None:
             return self._settings.default_ttl * 1000
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ValidationError("ttl", f"must be a positive number of seconds, got {ttl!r}")
+        # Redis expires in whole milliseconds: a shorter TTL would silently become 1 ms.
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 0.001:
+            raise ValidationError("ttl", f"must be at least 0.001 seconds (1 ms), got {ttl!r}")
         if ttl > 10 * 365 * 24 * 3600:
             raise ValidationError("ttl", "must be at most ten years")
-        return max(1, int(ttl * 1000))
+        return int(ttl * 1000)
 
     def _encode_data(self, data: object) -> bytes:
         if not isinstance(data, dict):

@@ -174,6 +174,9 @@ async def test_concurrent_creates_are_all_indexed(store: NexusStore, unique: str
         (lambda s: s.list_for_user("\ud800x"), "user_id"),
         (lambda s: s.create("u", {"blob": "x" * 20_000}), "data"),
         (lambda s: s.create("u", {}, ttl=0), "ttl"),
+        # 5e-324 s was stored as a 1 ms session (found by the long fuzz profile)
+        (lambda s: s.create("u", {}, ttl=5e-324), "ttl"),
+        (lambda s: s.create("u", {}, ttl=0.0009), "ttl"),
         (lambda s: s.create("u", {}, ttl="60"), "ttl"),
         (lambda s: s.get(b"bytes-token"), "token"),
         (lambda s: s.revoke_all(""), "user_id"),
