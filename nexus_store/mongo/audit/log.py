@@ -38,8 +38,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import bson
 from pymongo import WriteConcern
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, WriteError
 from pymongo.read_concern import ReadConcern
 
 from nexus_store._text import record_of
@@ -292,6 +293,9 @@ class AuditLog:
                 self._queue.extendleft(reversed(batch[index:]))  # the next batch takes these
                 break
             document, canonical = self._next_document(head, pending.record, pending.key)
+            if len(canonical) > _LARGE_ENTRY and (problem := _too_large(document)) is not None:
+                pending.future.set_exception(problem)  # refused before anything is sent
+                continue
             if frontier is not None:
                 nodes = frontier.append(leaf_hash(document, canonical))
                 document["tree"] = [node.hex() for node in nodes]
@@ -315,7 +319,13 @@ class AuditLog:
                 self._lease.lost()
                 self._requeue(rest)
                 return
-            raise
+            # the server refused this one entry (a value it cannot store): its callers hear
+            # why, typed; the entries after it are chained again on the next turn
+            refused = self._mongo.translate(exc)
+            for pending in owners[inserted] if inserted < len(owners) else ():
+                pending.future.set_exception(refused)
+            self._requeue([pending for group in owners[inserted + 1 :] for pending in group])
+            return
         self._head = _Head(head.seq, head.hash, head.expires_at, frontier)
         # checkpoints first: a caller that verifies as soon as it has its entry finds them
         await self._write_checkpoints(documents, frontier_sizes=frontier is not None)
@@ -329,10 +339,9 @@ class AuditLog:
             return
         try:
             await self._entries.insert_one(documents[0])
-        except DuplicateKeyError as exc:
-            raise BulkWriteError(
-                {"nInserted": 0, "writeErrors": [{"index": 0, "code": exc.code}]}
-            ) from exc
+        except WriteError as exc:
+            error = {"index": 0, "code": exc.code, "errmsg": (exc.details or {}).get("errmsg")}
+            raise BulkWriteError({"nInserted": 0, "writeErrors": [error]}) from exc
 
     def _resolve(self, documents: list[dict[str, Any]], owners: list[list[_Pending]]) -> None:
         for document, group in zip(documents, owners, strict=True):
@@ -836,11 +845,27 @@ class AuditLog:
 
 _MAX_SEQ = 2**63 - 1  # BSON's int64: a larger number cannot even be sent in a query
 _MAX_BATCH = 100_000
+_MAX_DOCUMENT = 16 * 1024 * 1024 - 4096  # MongoDB's BSON limit, less room for the tree
+_LARGE_ENTRY = 1024 * 1024  # canonical bytes past which the BSON size is worth measuring
 
 
 def _positive(value: Any, name: str, maximum: int = _MAX_SEQ) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise ValidationError(name, f"must be an integer from 1 to {maximum}")
+
+
+def _too_large(document: dict[str, Any]) -> ValidationError | None:
+    """A refusal naming the larger snapshot when ``document`` exceeds what MongoDB stores
+    (checked before the batch is sent: a driver refusing it mid-batch would leave the
+    entries before it written but unanswered)."""
+    size = len(bson.encode(document))
+    if size <= _MAX_DOCUMENT:
+        return None
+    before, after = (len(bson.encode({"v": document.get(name)})) for name in ("before", "after"))
+    field = "before" if before > after else "after"
+    return ValidationError(
+        field, f"the entry would take {size} bytes; MongoDB stores at most {_MAX_DOCUMENT}"
+    )
 
 
 def _chain_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:
