@@ -70,7 +70,13 @@ from nexus_store.log import get_logger
 from nexus_store.mongo._documents import page_limit, query_text, time_range, utc_millis
 from nexus_store.mongo._layout import audit_max_length, checkpoint_collection, lease_collection
 from nexus_store.mongo.audit._sequencer import SequencerLease
-from nexus_store.mongo.audit._tree import Frontier, completing_seq, range_hash, subtree_hashes
+from nexus_store.mongo.audit._tree import (
+    Frontier,
+    frontier_nodes,
+    range_hash,
+    rebuilt_frontier,
+    subtree_hashes,
+)
 from nexus_store.mongo.audit.chain import (
     CURRENT_VERSION,
     GENESIS,
@@ -277,14 +283,34 @@ class AuditLog:
         if self._head is None:
             self._head = await self._load_head()
         batch = await self._skip_stored_keys(batch)
-        if not batch:
+        frontier = self._head.frontier.copy() if self._head.frontier is not None else None
+        documents, owners, head, frontiers = self._chain(batch, self._head, frontier)
+        if not documents:
             return
-        head = self._head
-        frontier = head.frontier.copy() if head.frontier is not None else None
+        try:
+            await self._insert(documents)
+        except BulkWriteError as exc:
+            await self._partly_written(exc, documents, owners, frontiers)
+            return
+        self._head = _Head(head.seq, head.hash, head.expires_at, frontier)
+        # checkpoints first: a caller that verifies as soon as it has its entry finds them
+        await self._write_checkpoints(documents, frontiers)
+        self._resolve(documents, owners)
+
+    def _chain(
+        self, batch: list[_Pending], head: _Head, frontier: Frontier | None
+    ) -> tuple[list[dict[str, Any]], list[list[_Pending]], _Head, dict[int, list[bytes]]]:
+        """The batch's entries chained onto ``head`` (``frontier`` grows with them), who
+        waits for each, the new head, and the frontier at each checkpoint due (taken here,
+        so a checkpoint never reads nodes that retention may have removed). What does not
+        fit goes back to the queue."""
         documents: list[dict[str, Any]] = []
+        frontiers: dict[int, list[bytes]] = {}
         owners: list[list[_Pending]] = []
         by_key: dict[str, int] = {}
         size = 0
+        keep_left = self._settings.retention_days is not None
+        every = self._settings.checkpoint_every
         for index, pending in enumerate(batch):
             if pending.key is not None and pending.key in by_key:
                 owners[by_key[pending.key]].append(pending)  # same key twice in one batch
@@ -297,39 +323,46 @@ class AuditLog:
                 pending.future.set_exception(problem)  # refused before anything is sent
                 continue
             if frontier is not None:
+                if keep_left:  # what a proof needs once the entries before it expired
+                    left = frontier.since(frontier.size - frontier.size % every)
+                    if left:
+                        document["left"] = [node.hex() for node in left]
                 nodes = frontier.append(leaf_hash(document, canonical))
                 document["tree"] = [node.hex() for node in nodes]
+                if frontier.size % every == 0:
+                    frontiers[frontier.size] = list(frontier.nodes)
             size += len(canonical)
             documents.append(document)
             owners.append([pending])
             if pending.key is not None:
                 by_key[pending.key] = len(documents) - 1
             head = _Head(document["seq"], document["hash"], document.get("expires_at"), None)
-        try:
-            await self._insert(documents)
-        except BulkWriteError as exc:
-            inserted = int(exc.details.get("nInserted", 0))
-            errors = exc.details.get("writeErrors") or [{}]
-            self._head = None
-            await self._write_checkpoints(documents[:inserted], frontier_sizes=False)
-            self._resolve(documents[:inserted], owners[:inserted])
-            rest = [pending for group in owners[inserted:] for pending in group]
-            if errors[0].get("code") == _DUPLICATE_KEY:
-                # another writer took this seq (or this idempotency key): re-read, retry
-                self._lease.lost()
-                self._requeue(rest)
-                return
-            # the server refused this one entry (a value it cannot store): its callers hear
-            # why, typed; the entries after it are chained again on the next turn
-            refused = self._mongo.translate(exc)
-            for pending in owners[inserted] if inserted < len(owners) else ():
-                pending.future.set_exception(refused)
-            self._requeue([pending for group in owners[inserted + 1 :] for pending in group])
+        return documents, owners, head, frontiers
+
+    async def _partly_written(
+        self,
+        exc: BulkWriteError,
+        documents: list[dict[str, Any]],
+        owners: list[list[_Pending]],
+        frontiers: dict[int, list[bytes]],
+    ) -> None:
+        """Answer the entries written before the failure; the rest go again or hear why."""
+        inserted = int(exc.details.get("nInserted", 0))
+        errors = exc.details.get("writeErrors") or [{}]
+        self._head = None
+        await self._write_checkpoints(documents[:inserted], frontiers)
+        self._resolve(documents[:inserted], owners[:inserted])
+        if errors[0].get("code") == _DUPLICATE_KEY:
+            # another writer took this seq (or this idempotency key): re-read, retry
+            self._lease.lost()
+            self._requeue([pending for group in owners[inserted:] for pending in group])
             return
-        self._head = _Head(head.seq, head.hash, head.expires_at, frontier)
-        # checkpoints first: a caller that verifies as soon as it has its entry finds them
-        await self._write_checkpoints(documents, frontier_sizes=frontier is not None)
-        self._resolve(documents, owners)
+        # the server refused this one entry (a value it cannot store): its callers hear
+        # why, typed; the entries after it are chained again on the next turn
+        refused = self._mongo.translate(exc)
+        for pending in owners[inserted] if inserted < len(owners) else ():
+            pending.future.set_exception(refused)
+        self._requeue([pending for group in owners[inserted + 1 :] for pending in group])
 
     async def _insert(self, documents: list[dict[str, Any]]) -> None:
         """One ordered insert of the batch (``insert_one`` for a batch of one: the same
@@ -390,7 +423,7 @@ class AuditLog:
         seq = int(newest["seq"])
         pieces = perfect_pieces(0, seq)
         try:
-            found = await subtree_hashes(self._committed, pieces)
+            found = await subtree_hashes(self._committed, pieces, self._checkpoints)
             frontier: Frontier | None = Frontier(seq, [found[piece] for piece in pieces])
         except NotFoundError:
             frontier = None  # expired entries held nodes this tree needs
@@ -411,7 +444,7 @@ class AuditLog:
         if isinstance(entry.get("tree"), list):
             pieces = perfect_pieces(0, seq)
             try:
-                found = await subtree_hashes(self._committed, pieces)
+                found = await subtree_hashes(self._committed, pieces, self._checkpoints)
                 frontier = [found[piece] for piece in pieces]
             except NotFoundError:
                 frontier = None
@@ -448,49 +481,21 @@ class AuditLog:
         return checkpoint
 
     async def _write_checkpoints(
-        self, documents: list[dict[str, Any]], *, frontier_sizes: bool
+        self, documents: list[dict[str, Any]], frontiers: Mapping[int, list[bytes]]
     ) -> None:
+        """The signed checkpoints due in ``documents``, each with the Merkle frontier at its
+        seq when the appender kept the tree (``frontiers``)."""
         every = self._settings.checkpoint_every
         due = [document for document in documents if document["seq"] % every == 0]
         if not due:
             return
         try:
-            checkpoints = []
-            for document in due:
-                frontier = None
-                if frontier_sizes:
-                    pieces = perfect_pieces(0, document["seq"])
-                    frontier = await self._frontier_nodes(documents, pieces)
-                checkpoints.append(self._checkpoint(document, frontier))
-            await self._insert_checkpoints(checkpoints)
+            await self._insert_checkpoints(
+                [self._checkpoint(document, frontiers.get(document["seq"])) for document in due]
+            )
         except Exception as exc:  # the entries are written; the next head read repairs it
             self._head = None
             _log.warning("audit_checkpoint_failed", seq=due[-1]["seq"], error=str(type(exc)))
-
-    async def _frontier_nodes(
-        self, batch: list[dict[str, Any]], pieces: list[tuple[int, int]]
-    ) -> list[bytes] | None:
-        """The frontier at a checkpoint inside ``batch``: nodes from the batch, else stored."""
-        in_batch = {document["seq"]: document for document in batch}
-        nodes: list[bytes | None] = []
-        missing = []
-        for piece in pieces:
-            holder = in_batch.get(completing_seq(piece))
-            if holder is not None:
-                nodes.append(bytes.fromhex(holder["tree"][piece[0]]))
-            else:
-                nodes.append(None)
-                missing.append(piece)
-        if missing:
-            try:
-                found = await subtree_hashes(self._committed, missing)
-            except NotFoundError:
-                return None
-            nodes = [
-                node if node is not None else found[piece]
-                for node, piece in zip(nodes, pieces, strict=True)
-            ]
-        return [node for node in nodes if node is not None]
 
     async def _insert_checkpoints(self, checkpoints: list[dict[str, Any]]) -> None:
         try:
@@ -515,7 +520,7 @@ class AuditLog:
             self._mongo.unavailable(),
         ):
             size = await self._size()
-            root = await range_hash(self._committed, 0, size)
+            root = await range_hash(self._committed, 0, size, self._checkpoints)
             op.note(size=size)
         return self._sign(size, root)
 
@@ -561,6 +566,7 @@ class AuditLog:
             path = await self._path(inclusion_ranges(seq - 1, size))
             op.note(seq=seq, size=size)
         entry.pop("tree", None)
+        entry.pop("left", None)
         return InclusionProof(seq, size, hashes(path), entry)
 
     async def prove_consistency(self, old_size: int, new_size: int) -> ConsistencyProof:
@@ -581,7 +587,7 @@ class AuditLog:
         """The MTH of each range, from one query for every subtree they decompose into."""
         split = [perfect_pieces(start, end) for start, end in ranges]
         found = await subtree_hashes(
-            self._committed, [piece for pieces in split for piece in pieces]
+            self._committed, [piece for pieces in split for piece in pieces], self._checkpoints
         )
         return [root_of([found[piece] for piece in pieces]) for pieces in split]
 
@@ -678,12 +684,7 @@ class AuditLog:
                     skipped += seq - expected_seq
                     anchor = checkpoints.get(seq - 1)
                     expected_prev = anchor["hash"] if anchor else document.get("prev_hash")
-                    nodes = anchor.get("frontier") if anchor else None
-                    frontier = (
-                        Frontier(seq - 1, [bytes.fromhex(node) for node in nodes])
-                        if isinstance(nodes, list)
-                        else None
-                    )
+                    frontier = rebuilt_frontier(seq - 1, _expired_nodes(checkpoints, document))
                 canonical = canonical_json(document)
                 reason = self._link_problem(
                     document, canonical, expected_prev, checkpoints.get(seq)
@@ -692,6 +693,9 @@ class AuditLog:
                     return broken(seq, reason)
                 tree = document.get("tree")
                 if frontier is not None:
+                    left = document.get("left")
+                    if left is not None and not _is_tail_of(left, frontier.nodes):
+                        return broken(seq, "the entry's left Merkle nodes do not match the entries")
                     nodes_now = frontier.append(leaf_hash(document, canonical))
                     if tree is not None and tree != [node.hex() for node in nodes_now]:
                         return broken(seq, "the entry's Merkle nodes do not match the entries")
@@ -866,6 +870,30 @@ def _too_large(document: dict[str, Any]) -> ValidationError | None:
     return ValidationError(
         field, f"the entry would take {size} bytes; MongoDB stores at most {_MAX_DOCUMENT}"
     )
+
+
+def _is_tail_of(left: Any, nodes: list[bytes]) -> bool:
+    """Whether ``left`` lists the last ``len(left)`` of ``nodes`` (hex)."""
+    if not isinstance(left, list) or len(left) > len(nodes):
+        return False
+    return left == [node.hex() for node in nodes[len(nodes) - len(left) :]]
+
+
+def _expired_nodes(
+    checkpoints: Mapping[int, Mapping[str, Any]], first: Mapping[str, Any]
+) -> dict[tuple[int, int], bytes]:
+    """The tree nodes before ``first`` (the entry after a gap) that its ``left`` and the
+    newest checkpoint before it hold."""
+    size = first["seq"] - 1
+    nodes: dict[tuple[int, int], bytes] = {}
+    older = [seq for seq in checkpoints if seq <= size]
+    recorded = checkpoints[max(older)].get("frontier") if older else None
+    if isinstance(recorded, list):
+        nodes.update(frontier_nodes(max(older), recorded))
+    left = first.get("left")
+    if isinstance(left, list):
+        nodes.update(frontier_nodes(size, left))
+    return nodes
 
 
 def _chain_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:
