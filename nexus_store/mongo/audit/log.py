@@ -34,7 +34,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +133,15 @@ class _Pending:
     key: str | None
     future: asyncio.Future[AuditEntry]
     attempts: int = 0
+    run: _Run | None = None  # submitted in order with others (the relay's rows)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Entries submitted together in order: once one fails, the later ones are not written
+    (they fail with the same error), so the order a relay delivers in survives a failure."""
+
+    failure: BaseException | None = None
 
 
 @dataclass(slots=True)
@@ -209,34 +218,67 @@ class AuditLog:
         With ``idempotency_key``, recording the same key again returns the entry already
         stored and does not extend the chain (for relays that may deliver twice).
         """
-        record = AuditRecord(
-            actor=actor,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
+        record, key = _validated(
+            actor,
+            action,
+            resource_type,
+            resource_id,
             before=before,
             after=after,
             ip=ip,
             user_agent=user_agent,
             reason=reason,
-        )
-        key = (
-            None
-            if idempotency_key is None
-            else query_text(idempotency_key, "idempotency_key", max_length=_IDEMPOTENCY_KEY_MAX)
+            idempotency_key=idempotency_key,
         )
         return await self._append(record, key)
 
     async def _append(self, record: AuditRecord, idempotency_key: str | None) -> AuditEntry:
         future: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
         with operation(self._mongo, "audit.record", self._entries.name) as op:
-            self._queue.append(_Pending(record, idempotency_key, future))
-            if self._appender is None or self._appender.done():
-                self._appender = asyncio.create_task(self._drain())
+            self._enqueue([_Pending(record, idempotency_key, future)])
             # shielded: a caller that gives up does not take the batch down with it
             entry = await asyncio.shield(future)
             op.note(seq=entry.seq)
         return entry
+
+    async def _record_in_order(
+        self, calls: Sequence[Mapping[str, Any]]
+    ) -> list[AuditEntry | BaseException]:
+        """For the outbox relay: ``record(**call)`` for each call, in this order, through
+        the same group commit (so a batch of rows is one ``insert_many``, not one write
+        each). Once one fails, validation included, the ones after it are not written and
+        fail with the same error; the results come back in the order of ``calls``."""
+        loop = asyncio.get_running_loop()
+        run = _Run()
+        pending: list[_Pending] = []
+        refused: list[Exception] = []
+        for call in calls:
+            try:
+                record, key = _validated(**call)
+            except ValidationError as exc:
+                refused = [exc] * (len(calls) - len(pending))
+                break
+            pending.append(_Pending(record, key, loop.create_future(), run=run))
+        with operation(self._mongo, "audit.record_many", self._entries.name) as op:
+            self._enqueue(pending)
+            results = await asyncio.gather(
+                *(asyncio.shield(item.future) for item in pending), return_exceptions=True
+            )
+            op.note(rows=len(pending))
+        return [*results, *refused]
+
+    def _enqueue(self, pending: list[_Pending]) -> None:
+        self._queue.extend(pending)
+        if pending and (self._appender is None or self._appender.done()):
+            self._appender = asyncio.create_task(self._drain())
+
+    def _fail(self, pending: _Pending, exc: BaseException) -> None:
+        """``pending`` will not be written: its caller hears ``exc``, and so do the entries
+        submitted after it in the same run."""
+        if pending.run is not None and pending.run.failure is None:
+            pending.run.failure = exc
+        if not pending.future.done():
+            pending.future.set_exception(exc)
 
     async def aclose(self) -> None:
         """Wait for the entries already queued (the store calls this when it closes)."""
@@ -253,8 +295,7 @@ class AuditLog:
             except Exception as exc:  # every caller of the batch hears of it
                 self._head = None
                 for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                    self._fail(pending, exc)
 
     def _take(self) -> list[_Pending]:
         limit = self._settings.batch_max_entries
@@ -267,12 +308,13 @@ class AuditLog:
         for item in reversed(pending):
             item.attempts += 1
             if item.attempts >= _MAX_APPEND_ATTEMPTS:
-                item.future.set_exception(
+                self._fail(
+                    item,
                     ConflictError(
                         f"audit append lost the race for a sequence number "
                         f"{_MAX_APPEND_ATTEMPTS} times",
                         field="seq",
-                    )
+                    ),
                 )
             else:
                 self._queue.appendleft(item)
@@ -312,6 +354,9 @@ class AuditLog:
         keep_left = self._settings.retention_days is not None
         every = self._settings.checkpoint_every
         for index, pending in enumerate(batch):
+            if pending.run is not None and pending.run.failure is not None:
+                self._fail(pending, pending.run.failure)  # an earlier entry of its run failed
+                continue
             if pending.key is not None and pending.key in by_key:
                 owners[by_key[pending.key]].append(pending)  # same key twice in one batch
                 continue
@@ -320,7 +365,7 @@ class AuditLog:
                 break
             document, canonical = self._next_document(head, pending.record, pending.key)
             if len(canonical) > _LARGE_ENTRY and (problem := _too_large(document)) is not None:
-                pending.future.set_exception(problem)  # refused before anything is sent
+                self._fail(pending, problem)  # refused before anything is sent
                 continue
             if frontier is not None:
                 if keep_left:  # what a proof needs once the entries before it expired
@@ -361,7 +406,7 @@ class AuditLog:
         # why, typed; the entries after it are chained again on the next turn
         refused = self._mongo.translate(exc)
         for pending in owners[inserted] if inserted < len(owners) else ():
-            pending.future.set_exception(refused)
+            self._fail(pending, refused)
         self._requeue([pending for group in owners[inserted + 1 :] for pending in group])
 
     async def _insert(self, documents: list[dict[str, Any]]) -> None:
@@ -870,6 +915,36 @@ def _too_large(document: dict[str, Any]) -> ValidationError | None:
     return ValidationError(
         field, f"the entry would take {size} bytes; MongoDB stores at most {_MAX_DOCUMENT}"
     )
+
+
+def _validated(
+    actor: str,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    *,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[AuditRecord, str | None]:
+    """What :meth:`AuditLog.record` appends, or a ValidationError naming the field."""
+    record = AuditRecord(
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        before=before,
+        after=after,
+        ip=ip,
+        user_agent=user_agent,
+        reason=reason,
+    )
+    if idempotency_key is None:
+        return record, None
+    return record, query_text(idempotency_key, "idempotency_key", max_length=_IDEMPOTENCY_KEY_MAX)
 
 
 def _is_tail_of(left: Any, nodes: list[bytes]) -> bool:
