@@ -5,11 +5,15 @@
   insert in the same transaction).
 - ``outbox relay delivery``: rows/s the relay moves from the outbox to the audit log (claim,
   ``audit.record`` with its idempotency key, mark delivered), against ``audit.record`` called
-  directly with the same entries (the audit log's own ceiling).
+  directly, one after the other, with the same entries.
+- ``outbox relay delivery vs concurrent audit.record``: the same relay against the group
+  commit's ceiling: the same entries recorded concurrently, ``outbox.batch_size`` at a time
+  (the relay hands each claimed batch to the group commit as one ordered run).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from decimal import Decimal
@@ -82,6 +86,27 @@ async def scenarios(env: Stack) -> list[Pair]:
             )
         return RELAY_ROWS / (time.perf_counter() - started)
 
+    async def record_concurrently() -> float:
+        chunk = store.settings.outbox.batch_size
+        started = time.perf_counter()
+        for first in range(0, RELAY_ROWS, chunk):
+            items = [change(index) for index in range(first, min(first + chunk, RELAY_ROWS))]
+            await asyncio.gather(
+                *(
+                    store.audit.record(
+                        "system",
+                        item.action,
+                        item.resource_type,
+                        item.resource_id,
+                        before=item.before,
+                        after=item.after,
+                        idempotency_key=f"bench:{uuid.uuid4()}",
+                    )
+                    for item in items
+                )
+            )
+        return RELAY_ROWS / (time.perf_counter() - started)
+
     async def close() -> None:
         await store.close()
 
@@ -100,6 +125,14 @@ async def scenarios(env: Stack) -> list[Pair]:
             relay,
             record_directly,
             raw_label="audit.record direct",
+            target="report",
+        ),
+        Pair(
+            "outbox relay delivery vs concurrent audit.record",
+            "rows/s",
+            relay,
+            record_concurrently,
+            raw_label="audit.record, batch_size concurrent",
             target="report",
             teardown=close,
         ),

@@ -106,6 +106,10 @@ def _check_key(key: Any, parent: str) -> str:
         raise ValidationError(_join(parent, key), "keys must not contain '.' (MongoDB path syntax)")
     if "\x00" in key:
         raise ValidationError(_join(parent, key), "keys must not contain NUL")
+    if not key.isascii() and (problem := text_problem(key)) is not None:
+        # the path names the key escaped: the error's own text must be encodable
+        escaped = key.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise ValidationError(_join(parent, escaped), f"key {problem}")
     return key
 
 
@@ -113,6 +117,9 @@ def _clean_value(value: Any, parent: str, key: str | int, depth: int, binary: bo
     # The hot path: exact builtin scalars, checked without building the field path.
     kind = type(value)
     if kind is str:
+        # only non-ASCII text can hold a lone surrogate, which no encoder can write
+        if not value.isascii() and (problem := text_problem(value)) is not None:
+            raise ValidationError(_join(parent, key), problem)
         return value
     if kind is int:
         if not _INT64_MIN <= value <= _INT64_MAX:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIT_CHAIN_LINKS",
     "AUDIT_ENTRY_FIELDS",
+    "AUDIT_LEFT_FIELD",
     "AUDIT_TREE_FIELD",
     "EVENT_ID_MAX_LENGTH",
     "EVENT_NAME_MAX_LENGTH",
@@ -51,6 +52,9 @@ AUDIT_CHAIN_LINKS = ("prev_hash", "hash")
 #: The Merkle tree nodes an entry completes (``tree[level]``, hex; ``tree[0]`` its leaf hash):
 #: derived from the entries, so neither hashed nor part of the leaf; verify recomputes them.
 AUDIT_TREE_FIELD = "tree"
+#: With retention, the Merkle nodes left of an entry since the last checkpoint (hex): what a
+#: proof needs once the entries before it expired. Derived too, and checked by verify.
+AUDIT_LEFT_FIELD = "left"
 
 #: Every field of a stored audit entry, in the order the collection validator lists them.
 #: The entry hash covers every field but :data:`AUDIT_CHAIN_LINKS` and the tree nodes (absent
@@ -75,6 +79,7 @@ AUDIT_ENTRY_FIELDS: dict[str, AuditField] = {
     "prev_hash": AuditField(True, _HASH),
     "hash": AuditField(True, _HASH),
     AUDIT_TREE_FIELD: AuditField(False, {"bsonType": "array", "items": _HASH}),
+    AUDIT_LEFT_FIELD: AuditField(False, {"bsonType": "array", "items": _HASH}),
 }
 
 

@@ -7,12 +7,25 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from bson.errors import BSONError
 from pymongo import AsyncMongoClient
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
-from pymongo.errors import ConnectionFailure, OperationFailure
 
 from nexus_store._errors import describe, unavailable_on
-from nexus_store.errors import BackendUnavailableError, ConfigurationError
+from nexus_store.errors import (
+    BackendUnavailableError,
+    ConfigurationError,
+    ConflictError,
+    IntegrityError,
+    NexusStoreError,
+)
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.database import AsyncDatabase
@@ -24,6 +37,7 @@ __all__ = ["MongoBackend"]
 
 
 _AUTHENTICATION_FAILED = 18
+_DUPLICATE_KEY = 11000
 
 
 def _raised_in_driver(exc: BaseException) -> bool:
@@ -71,23 +85,49 @@ class MongoBackend:
         """Where ``collection`` lives, for the routing table."""
         return f"{self.settings.database}.{collection}"
 
+    def translate(self, exc: PyMongoError | BSONError) -> NexusStoreError:
+        """What a driver error other than a lost connection means for the caller.
+
+        A document the server refused (a write error: a validator, a value it cannot store)
+        is an :class:`IntegrityError`, a taken unique key a :class:`ConflictError`; any other
+        refusal leaves the backend unable to serve the call (:class:`BackendUnavailableError`).
+        """
+        if isinstance(exc, BSONError):  # not encodable, or larger than a document may be
+            return IntegrityError(f"{self.name} cannot store the document: {describe(exc)}")
+        if isinstance(exc, BulkWriteError):
+            errors = exc.details.get("writeErrors") or [{}]
+            code, message = errors[0].get("code"), str(errors[0].get("errmsg") or exc)
+        elif isinstance(exc, WriteError):
+            code, message = exc.code, str((exc.details or {}).get("errmsg") or exc)
+        else:
+            return BackendUnavailableError(self.name, describe(exc))
+        text = describe(RuntimeError(message)).removeprefix("RuntimeError: ")
+        if code == _DUPLICATE_KEY:
+            message = f"{self.name}: a unique key is taken ({text})"
+            return ConflictError(message, constraint="unique")
+        return IntegrityError(f"{self.name} refused the document (code {code}): {text}")
+
     @contextmanager
     def unavailable(self) -> Iterator[None]:
-        """Translate connection failures raised inside the block.
+        """Translate driver failures raised inside the block into nexus-store errors.
 
-        Also PyMongo's ConfigurationError (a ``mongodb+srv`` name that DNS does not know is
+        Connection failures become :class:`BackendUnavailableError`, and so does PyMongo's
+        ConfigurationError (a ``mongodb+srv`` name that DNS does not know is
         only found on first use), a refused login (OperationFailure code 18) and a KeyError
         raised inside PyMongo (a server whose authentication reply lacks a field it expects,
         ``KeyError: 'payload'``): either way the server cannot be used, and the caller gets
-        the SDK's error.
+        the SDK's error. A refused document becomes :class:`IntegrityError` (a taken unique
+        key :class:`ConflictError`), any other driver error :class:`BackendUnavailableError`:
+        callers never see PyMongo's exceptions. Code expecting a particular server error
+        (a duplicate key it can retry) catches it inside the block.
         """
         try:
             with unavailable_on(self.name, ConnectionFailure, PyMongoConfigurationError):
                 yield
-        except OperationFailure as exc:
-            if exc.code != _AUTHENTICATION_FAILED:
-                raise
-            raise BackendUnavailableError(self.name, describe(exc)) from exc
+        except (PyMongoError, BSONError) as exc:
+            if isinstance(exc, OperationFailure) and exc.code == _AUTHENTICATION_FAILED:
+                raise BackendUnavailableError(self.name, describe(exc)) from exc
+            raise self.translate(exc) from exc
         except KeyError as exc:
             if not _raised_in_driver(exc):
                 raise

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,20 +109,12 @@ class OutboxRelay:
         """
         table = outbox_table()
         postgres = self._backends.postgres
-        failure: Exception | None = None
-        done: list[int] = []
         with postgres.unavailable():
             async with postgres.engine.begin() as conn:
                 with operation(postgres, "outbox.claim", table.name) as op:
                     rows = (await conn.execute(_claim_statement(self._settings.batch_size))).all()
                     op.note(rows=len(rows))
-                for row in rows:
-                    try:
-                        await self._record(row)
-                    except Exception as exc:
-                        failure = exc
-                        break
-                    done.append(row.id)
+                done, failure = await self._record(rows)
                 with operation(postgres, "outbox.mark", table.name, rows=len(done)):
                     if failure is not None:
                         await conn.execute(
@@ -148,22 +141,31 @@ class OutboxRelay:
             raise failure
         return len(done)
 
-    async def _record(self, row: Row[Any]) -> None:
-        payload = row.payload
+    async def _record(self, rows: Sequence[Row[Any]]) -> tuple[list[int], Exception | None]:
+        """Record ``rows`` in id order as one run of the audit log's group commit (a batch
+        is one ordered ``insert_many``, not one round trip per row); returns the ids recorded
+        before the first failure, and that failure. Nothing after a failed row is recorded,
+        so the order of the log stays the commit order."""
+        count, failure = len(rows), None
         if self._settings.deliver_events:
-            await self._track(row)
-        await self._audit.record(
-            payload["actor"],
-            payload["action"],
-            row.aggregate_type,
-            row.aggregate_id,
-            before=payload.get("before"),
-            after=payload.get("after"),
-            ip=payload.get("ip"),
-            user_agent=payload.get("user_agent"),
-            reason=payload.get("reason"),
-            idempotency_key=f"outbox:{row.event_id}",
-        )
+            tracked = [self._track(row) for row in rows]
+            for index, outcome in enumerate(await asyncio.gather(*tracked, return_exceptions=True)):
+                if isinstance(outcome, BaseException):
+                    count, failure = index, _raised(outcome)
+                    break
+        calls = []
+        for index, row in enumerate(rows[:count]):
+            try:
+                calls.append(_audit_call(row))
+            except Exception as exc:  # a malformed payload: this row fails, in its place
+                count, failure = index, exc
+                break
+        done: list[int] = []
+        for row, result in zip(rows, await self._audit._record_in_order(calls), strict=False):
+            if isinstance(result, BaseException):
+                return done, _raised(result)
+            done.append(row.id)
+        return done, failure
 
     async def _track(self, row: Row[Any]) -> None:
         """The change as an analytics event; its id makes a redelivery a no-op."""
@@ -278,6 +280,30 @@ class OutboxRelay:
             if delivered < settings.batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), pause)
+
+
+def _audit_call(row: Row[Any]) -> dict[str, Any]:
+    """``audit.record``'s arguments for one outbox row (its event id makes the key)."""
+    payload = row.payload
+    return {
+        "actor": payload["actor"],
+        "action": payload["action"],
+        "resource_type": row.aggregate_type,
+        "resource_id": row.aggregate_id,
+        "before": payload.get("before"),
+        "after": payload.get("after"),
+        "ip": payload.get("ip"),
+        "user_agent": payload.get("user_agent"),
+        "reason": payload.get("reason"),
+        "idempotency_key": f"outbox:{row.event_id}",
+    }
+
+
+def _raised(outcome: BaseException) -> Exception:
+    """A failure to report on the row; a cancellation is not one: it goes on."""
+    if not isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def _claim_statement(limit: int) -> Any:

@@ -9,7 +9,12 @@ from pymongo.errors import WriteError
 from structlog.testing import capture_logs
 
 from nexus_store.errors import ConfigurationError
-from nexus_store.mongo._layout import AUDIT_CHAIN_LINKS, AUDIT_ENTRY_FIELDS, AUDIT_TREE_FIELD
+from nexus_store.mongo._layout import (
+    AUDIT_CHAIN_LINKS,
+    AUDIT_ENTRY_FIELDS,
+    AUDIT_LEFT_FIELD,
+    AUDIT_TREE_FIELD,
+)
 from nexus_store.mongo.audit.chain import HASHED_FIELDS
 from nexus_store.mongo.audit.model import AuditEntry
 from nexus_store.mongo.schema import check_time_series_support, ensure_schema, inspect_schema
@@ -32,7 +37,11 @@ def test_audit_fields_are_listed_once_for_model_hash_and_validator() -> None:
     assert {name: field.required for name, field in AUDIT_ENTRY_FIELDS.items()} == {
         name: model[name].is_required() for name in model
     }
-    assert set(HASHED_FIELDS) == set(AUDIT_ENTRY_FIELDS) - {*AUDIT_CHAIN_LINKS, AUDIT_TREE_FIELD}
+    assert set(HASHED_FIELDS) == set(AUDIT_ENTRY_FIELDS) - {
+        *AUDIT_CHAIN_LINKS,
+        AUDIT_TREE_FIELD,
+        AUDIT_LEFT_FIELD,
+    }
 
 
 async def test_first_run_creates_validated_collections_and_indexes(

@@ -34,12 +34,13 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import bson
 from pymongo import WriteConcern
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, WriteError
 from pymongo.read_concern import ReadConcern
 
 from nexus_store._text import record_of
@@ -69,7 +70,13 @@ from nexus_store.log import get_logger
 from nexus_store.mongo._documents import page_limit, query_text, time_range, utc_millis
 from nexus_store.mongo._layout import audit_max_length, checkpoint_collection, lease_collection
 from nexus_store.mongo.audit._sequencer import SequencerLease
-from nexus_store.mongo.audit._tree import Frontier, completing_seq, range_hash, subtree_hashes
+from nexus_store.mongo.audit._tree import (
+    Frontier,
+    frontier_nodes,
+    range_hash,
+    rebuilt_frontier,
+    subtree_hashes,
+)
 from nexus_store.mongo.audit.chain import (
     CURRENT_VERSION,
     GENESIS,
@@ -126,6 +133,15 @@ class _Pending:
     key: str | None
     future: asyncio.Future[AuditEntry]
     attempts: int = 0
+    run: _Run | None = None  # submitted in order with others (the relay's rows)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Entries submitted together in order: once one fails, the later ones are not written
+    (they fail with the same error), so the order a relay delivers in survives a failure."""
+
+    failure: BaseException | None = None
 
 
 @dataclass(slots=True)
@@ -202,34 +218,67 @@ class AuditLog:
         With ``idempotency_key``, recording the same key again returns the entry already
         stored and does not extend the chain (for relays that may deliver twice).
         """
-        record = AuditRecord(
-            actor=actor,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
+        record, key = _validated(
+            actor,
+            action,
+            resource_type,
+            resource_id,
             before=before,
             after=after,
             ip=ip,
             user_agent=user_agent,
             reason=reason,
-        )
-        key = (
-            None
-            if idempotency_key is None
-            else query_text(idempotency_key, "idempotency_key", max_length=_IDEMPOTENCY_KEY_MAX)
+            idempotency_key=idempotency_key,
         )
         return await self._append(record, key)
 
     async def _append(self, record: AuditRecord, idempotency_key: str | None) -> AuditEntry:
         future: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
         with operation(self._mongo, "audit.record", self._entries.name) as op:
-            self._queue.append(_Pending(record, idempotency_key, future))
-            if self._appender is None or self._appender.done():
-                self._appender = asyncio.create_task(self._drain())
+            self._enqueue([_Pending(record, idempotency_key, future)])
             # shielded: a caller that gives up does not take the batch down with it
             entry = await asyncio.shield(future)
             op.note(seq=entry.seq)
         return entry
+
+    async def _record_in_order(
+        self, calls: Sequence[Mapping[str, Any]]
+    ) -> list[AuditEntry | BaseException]:
+        """For the outbox relay: ``record(**call)`` for each call, in this order, through
+        the same group commit (so a batch of rows is one ``insert_many``, not one write
+        each). Once one fails, validation included, the ones after it are not written and
+        fail with the same error; the results come back in the order of ``calls``."""
+        loop = asyncio.get_running_loop()
+        run = _Run()
+        pending: list[_Pending] = []
+        refused: list[Exception] = []
+        for call in calls:
+            try:
+                record, key = _validated(**call)
+            except ValidationError as exc:
+                refused = [exc] * (len(calls) - len(pending))
+                break
+            pending.append(_Pending(record, key, loop.create_future(), run=run))
+        with operation(self._mongo, "audit.record_many", self._entries.name) as op:
+            self._enqueue(pending)
+            results = await asyncio.gather(
+                *(asyncio.shield(item.future) for item in pending), return_exceptions=True
+            )
+            op.note(rows=len(pending))
+        return [*results, *refused]
+
+    def _enqueue(self, pending: list[_Pending]) -> None:
+        self._queue.extend(pending)
+        if pending and (self._appender is None or self._appender.done()):
+            self._appender = asyncio.create_task(self._drain())
+
+    def _fail(self, pending: _Pending, exc: BaseException) -> None:
+        """``pending`` will not be written: its caller hears ``exc``, and so do the entries
+        submitted after it in the same run."""
+        if pending.run is not None and pending.run.failure is None:
+            pending.run.failure = exc
+        if not pending.future.done():
+            pending.future.set_exception(exc)
 
     async def aclose(self) -> None:
         """Wait for the entries already queued (the store calls this when it closes)."""
@@ -246,8 +295,7 @@ class AuditLog:
             except Exception as exc:  # every caller of the batch hears of it
                 self._head = None
                 for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                    self._fail(pending, exc)
 
     def _take(self) -> list[_Pending]:
         limit = self._settings.batch_max_entries
@@ -260,12 +308,13 @@ class AuditLog:
         for item in reversed(pending):
             item.attempts += 1
             if item.attempts >= _MAX_APPEND_ATTEMPTS:
-                item.future.set_exception(
+                self._fail(
+                    item,
                     ConflictError(
                         f"audit append lost the race for a sequence number "
                         f"{_MAX_APPEND_ATTEMPTS} times",
                         field="seq",
-                    )
+                    ),
                 )
             else:
                 self._queue.appendleft(item)
@@ -276,15 +325,38 @@ class AuditLog:
         if self._head is None:
             self._head = await self._load_head()
         batch = await self._skip_stored_keys(batch)
-        if not batch:
+        frontier = self._head.frontier.copy() if self._head.frontier is not None else None
+        documents, owners, head, frontiers = self._chain(batch, self._head, frontier)
+        if not documents:
             return
-        head = self._head
-        frontier = head.frontier.copy() if head.frontier is not None else None
+        try:
+            await self._insert(documents)
+        except BulkWriteError as exc:
+            await self._partly_written(exc, documents, owners, frontiers)
+            return
+        self._head = _Head(head.seq, head.hash, head.expires_at, frontier)
+        # checkpoints first: a caller that verifies as soon as it has its entry finds them
+        await self._write_checkpoints(documents, frontiers)
+        self._resolve(documents, owners)
+
+    def _chain(
+        self, batch: list[_Pending], head: _Head, frontier: Frontier | None
+    ) -> tuple[list[dict[str, Any]], list[list[_Pending]], _Head, dict[int, list[bytes]]]:
+        """The batch's entries chained onto ``head`` (``frontier`` grows with them), who
+        waits for each, the new head, and the frontier at each checkpoint due (taken here,
+        so a checkpoint never reads nodes that retention may have removed). What does not
+        fit goes back to the queue."""
         documents: list[dict[str, Any]] = []
+        frontiers: dict[int, list[bytes]] = {}
         owners: list[list[_Pending]] = []
         by_key: dict[str, int] = {}
         size = 0
+        keep_left = self._settings.retention_days is not None
+        every = self._settings.checkpoint_every
         for index, pending in enumerate(batch):
+            if pending.run is not None and pending.run.failure is not None:
+                self._fail(pending, pending.run.failure)  # an earlier entry of its run failed
+                continue
             if pending.key is not None and pending.key in by_key:
                 owners[by_key[pending.key]].append(pending)  # same key twice in one batch
                 continue
@@ -292,34 +364,50 @@ class AuditLog:
                 self._queue.extendleft(reversed(batch[index:]))  # the next batch takes these
                 break
             document, canonical = self._next_document(head, pending.record, pending.key)
+            if len(canonical) > _LARGE_ENTRY and (problem := _too_large(document)) is not None:
+                self._fail(pending, problem)  # refused before anything is sent
+                continue
             if frontier is not None:
+                if keep_left:  # what a proof needs once the entries before it expired
+                    left = frontier.since(frontier.size - frontier.size % every)
+                    if left:
+                        document["left"] = [node.hex() for node in left]
                 nodes = frontier.append(leaf_hash(document, canonical))
                 document["tree"] = [node.hex() for node in nodes]
+                if frontier.size % every == 0:
+                    frontiers[frontier.size] = list(frontier.nodes)
             size += len(canonical)
             documents.append(document)
             owners.append([pending])
             if pending.key is not None:
                 by_key[pending.key] = len(documents) - 1
             head = _Head(document["seq"], document["hash"], document.get("expires_at"), None)
-        try:
-            await self._insert(documents)
-        except BulkWriteError as exc:
-            inserted = int(exc.details.get("nInserted", 0))
-            errors = exc.details.get("writeErrors") or [{}]
-            self._head = None
-            await self._write_checkpoints(documents[:inserted], frontier_sizes=False)
-            self._resolve(documents[:inserted], owners[:inserted])
-            rest = [pending for group in owners[inserted:] for pending in group]
-            if errors[0].get("code") == _DUPLICATE_KEY:
-                # another writer took this seq (or this idempotency key): re-read, retry
-                self._lease.lost()
-                self._requeue(rest)
-                return
-            raise
-        self._head = _Head(head.seq, head.hash, head.expires_at, frontier)
-        # checkpoints first: a caller that verifies as soon as it has its entry finds them
-        await self._write_checkpoints(documents, frontier_sizes=frontier is not None)
-        self._resolve(documents, owners)
+        return documents, owners, head, frontiers
+
+    async def _partly_written(
+        self,
+        exc: BulkWriteError,
+        documents: list[dict[str, Any]],
+        owners: list[list[_Pending]],
+        frontiers: dict[int, list[bytes]],
+    ) -> None:
+        """Answer the entries written before the failure; the rest go again or hear why."""
+        inserted = int(exc.details.get("nInserted", 0))
+        errors = exc.details.get("writeErrors") or [{}]
+        self._head = None
+        await self._write_checkpoints(documents[:inserted], frontiers)
+        self._resolve(documents[:inserted], owners[:inserted])
+        if errors[0].get("code") == _DUPLICATE_KEY:
+            # another writer took this seq (or this idempotency key): re-read, retry
+            self._lease.lost()
+            self._requeue([pending for group in owners[inserted:] for pending in group])
+            return
+        # the server refused this one entry (a value it cannot store): its callers hear
+        # why, typed; the entries after it are chained again on the next turn
+        refused = self._mongo.translate(exc)
+        for pending in owners[inserted] if inserted < len(owners) else ():
+            self._fail(pending, refused)
+        self._requeue([pending for group in owners[inserted + 1 :] for pending in group])
 
     async def _insert(self, documents: list[dict[str, Any]]) -> None:
         """One ordered insert of the batch (``insert_one`` for a batch of one: the same
@@ -329,10 +417,9 @@ class AuditLog:
             return
         try:
             await self._entries.insert_one(documents[0])
-        except DuplicateKeyError as exc:
-            raise BulkWriteError(
-                {"nInserted": 0, "writeErrors": [{"index": 0, "code": exc.code}]}
-            ) from exc
+        except WriteError as exc:
+            error = {"index": 0, "code": exc.code, "errmsg": (exc.details or {}).get("errmsg")}
+            raise BulkWriteError({"nInserted": 0, "writeErrors": [error]}) from exc
 
     def _resolve(self, documents: list[dict[str, Any]], owners: list[list[_Pending]]) -> None:
         for document, group in zip(documents, owners, strict=True):
@@ -381,7 +468,7 @@ class AuditLog:
         seq = int(newest["seq"])
         pieces = perfect_pieces(0, seq)
         try:
-            found = await subtree_hashes(self._committed, pieces)
+            found = await subtree_hashes(self._committed, pieces, self._checkpoints)
             frontier: Frontier | None = Frontier(seq, [found[piece] for piece in pieces])
         except NotFoundError:
             frontier = None  # expired entries held nodes this tree needs
@@ -402,7 +489,7 @@ class AuditLog:
         if isinstance(entry.get("tree"), list):
             pieces = perfect_pieces(0, seq)
             try:
-                found = await subtree_hashes(self._committed, pieces)
+                found = await subtree_hashes(self._committed, pieces, self._checkpoints)
                 frontier = [found[piece] for piece in pieces]
             except NotFoundError:
                 frontier = None
@@ -439,49 +526,21 @@ class AuditLog:
         return checkpoint
 
     async def _write_checkpoints(
-        self, documents: list[dict[str, Any]], *, frontier_sizes: bool
+        self, documents: list[dict[str, Any]], frontiers: Mapping[int, list[bytes]]
     ) -> None:
+        """The signed checkpoints due in ``documents``, each with the Merkle frontier at its
+        seq when the appender kept the tree (``frontiers``)."""
         every = self._settings.checkpoint_every
         due = [document for document in documents if document["seq"] % every == 0]
         if not due:
             return
         try:
-            checkpoints = []
-            for document in due:
-                frontier = None
-                if frontier_sizes:
-                    pieces = perfect_pieces(0, document["seq"])
-                    frontier = await self._frontier_nodes(documents, pieces)
-                checkpoints.append(self._checkpoint(document, frontier))
-            await self._insert_checkpoints(checkpoints)
+            await self._insert_checkpoints(
+                [self._checkpoint(document, frontiers.get(document["seq"])) for document in due]
+            )
         except Exception as exc:  # the entries are written; the next head read repairs it
             self._head = None
             _log.warning("audit_checkpoint_failed", seq=due[-1]["seq"], error=str(type(exc)))
-
-    async def _frontier_nodes(
-        self, batch: list[dict[str, Any]], pieces: list[tuple[int, int]]
-    ) -> list[bytes] | None:
-        """The frontier at a checkpoint inside ``batch``: nodes from the batch, else stored."""
-        in_batch = {document["seq"]: document for document in batch}
-        nodes: list[bytes | None] = []
-        missing = []
-        for piece in pieces:
-            holder = in_batch.get(completing_seq(piece))
-            if holder is not None:
-                nodes.append(bytes.fromhex(holder["tree"][piece[0]]))
-            else:
-                nodes.append(None)
-                missing.append(piece)
-        if missing:
-            try:
-                found = await subtree_hashes(self._committed, missing)
-            except NotFoundError:
-                return None
-            nodes = [
-                node if node is not None else found[piece]
-                for node, piece in zip(nodes, pieces, strict=True)
-            ]
-        return [node for node in nodes if node is not None]
 
     async def _insert_checkpoints(self, checkpoints: list[dict[str, Any]]) -> None:
         try:
@@ -506,7 +565,7 @@ class AuditLog:
             self._mongo.unavailable(),
         ):
             size = await self._size()
-            root = await range_hash(self._committed, 0, size)
+            root = await range_hash(self._committed, 0, size, self._checkpoints)
             op.note(size=size)
         return self._sign(size, root)
 
@@ -552,6 +611,7 @@ class AuditLog:
             path = await self._path(inclusion_ranges(seq - 1, size))
             op.note(seq=seq, size=size)
         entry.pop("tree", None)
+        entry.pop("left", None)
         return InclusionProof(seq, size, hashes(path), entry)
 
     async def prove_consistency(self, old_size: int, new_size: int) -> ConsistencyProof:
@@ -572,7 +632,7 @@ class AuditLog:
         """The MTH of each range, from one query for every subtree they decompose into."""
         split = [perfect_pieces(start, end) for start, end in ranges]
         found = await subtree_hashes(
-            self._committed, [piece for pieces in split for piece in pieces]
+            self._committed, [piece for pieces in split for piece in pieces], self._checkpoints
         )
         return [root_of([found[piece] for piece in pieces]) for pieces in split]
 
@@ -669,12 +729,7 @@ class AuditLog:
                     skipped += seq - expected_seq
                     anchor = checkpoints.get(seq - 1)
                     expected_prev = anchor["hash"] if anchor else document.get("prev_hash")
-                    nodes = anchor.get("frontier") if anchor else None
-                    frontier = (
-                        Frontier(seq - 1, [bytes.fromhex(node) for node in nodes])
-                        if isinstance(nodes, list)
-                        else None
-                    )
+                    frontier = rebuilt_frontier(seq - 1, _expired_nodes(checkpoints, document))
                 canonical = canonical_json(document)
                 reason = self._link_problem(
                     document, canonical, expected_prev, checkpoints.get(seq)
@@ -683,6 +738,9 @@ class AuditLog:
                     return broken(seq, reason)
                 tree = document.get("tree")
                 if frontier is not None:
+                    left = document.get("left")
+                    if left is not None and not _is_tail_of(left, frontier.nodes):
+                        return broken(seq, "the entry's left Merkle nodes do not match the entries")
                     nodes_now = frontier.append(leaf_hash(document, canonical))
                     if tree is not None and tree != [node.hex() for node in nodes_now]:
                         return broken(seq, "the entry's Merkle nodes do not match the entries")
@@ -836,11 +894,81 @@ class AuditLog:
 
 _MAX_SEQ = 2**63 - 1  # BSON's int64: a larger number cannot even be sent in a query
 _MAX_BATCH = 100_000
+_MAX_DOCUMENT = 16 * 1024 * 1024 - 4096  # MongoDB's BSON limit, less room for the tree
+_LARGE_ENTRY = 1024 * 1024  # canonical bytes past which the BSON size is worth measuring
 
 
 def _positive(value: Any, name: str, maximum: int = _MAX_SEQ) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise ValidationError(name, f"must be an integer from 1 to {maximum}")
+
+
+def _too_large(document: dict[str, Any]) -> ValidationError | None:
+    """A refusal naming the larger snapshot when ``document`` exceeds what MongoDB stores
+    (checked before the batch is sent: a driver refusing it mid-batch would leave the
+    entries before it written but unanswered)."""
+    size = len(bson.encode(document))
+    if size <= _MAX_DOCUMENT:
+        return None
+    before, after = (len(bson.encode({"v": document.get(name)})) for name in ("before", "after"))
+    field = "before" if before > after else "after"
+    return ValidationError(
+        field, f"the entry would take {size} bytes; MongoDB stores at most {_MAX_DOCUMENT}"
+    )
+
+
+def _validated(
+    actor: str,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    *,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[AuditRecord, str | None]:
+    """What :meth:`AuditLog.record` appends, or a ValidationError naming the field."""
+    record = AuditRecord(
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        before=before,
+        after=after,
+        ip=ip,
+        user_agent=user_agent,
+        reason=reason,
+    )
+    if idempotency_key is None:
+        return record, None
+    return record, query_text(idempotency_key, "idempotency_key", max_length=_IDEMPOTENCY_KEY_MAX)
+
+
+def _is_tail_of(left: Any, nodes: list[bytes]) -> bool:
+    """Whether ``left`` lists the last ``len(left)`` of ``nodes`` (hex)."""
+    if not isinstance(left, list) or len(left) > len(nodes):
+        return False
+    return left == [node.hex() for node in nodes[len(nodes) - len(left) :]]
+
+
+def _expired_nodes(
+    checkpoints: Mapping[int, Mapping[str, Any]], first: Mapping[str, Any]
+) -> dict[tuple[int, int], bytes]:
+    """The tree nodes before ``first`` (the entry after a gap) that its ``left`` and the
+    newest checkpoint before it hold."""
+    size = first["seq"] - 1
+    nodes: dict[tuple[int, int], bytes] = {}
+    older = [seq for seq in checkpoints if seq <= size]
+    recorded = checkpoints[max(older)].get("frontier") if older else None
+    if isinstance(recorded, list):
+        nodes.update(frontier_nodes(max(older), recorded))
+    left = first.get("left")
+    if isinstance(left, list):
+        nodes.update(frontier_nodes(size, left))
+    return nodes
 
 
 def _chain_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:

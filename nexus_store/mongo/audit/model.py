@@ -78,6 +78,9 @@ class AuditEntry(AuditRecord):
     prev_expires_at: dt.datetime | None = None
     v: int | None = None  # the hash's canonical form (None: version 1, before NaN was kept)
     tree: list[str] | None = Field(None, repr=False)  # Merkle nodes this entry completes
+    # with retention: the Merkle nodes left of it since the last checkpoint (for proofs
+    # once the entries before it expired)
+    left: list[str] | None = Field(None, repr=False)
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> AuditEntry:

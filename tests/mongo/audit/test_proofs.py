@@ -189,3 +189,57 @@ async def test_entries_written_before_the_tree_still_verify_and_prove(make_audit
     for seq in (2, 5, 9):
         proof = await log.prove(seq)
         assert check_entry(proof.entry, proof, head, hmac_key=key) is None
+
+
+@pytest.mark.parametrize("expired", [11, 12, 7])
+async def test_proofs_for_live_entries_after_older_entries_expired(
+    make_audit, raw, expired: int
+) -> None:
+    """Retention deleted entries 1..expired, which stored subtrees that proofs of the live
+    entries need: those come from the checkpoint before the gap and the oldest live entry's
+    ``left`` (checkpoints at 4 and 8 here; the gap ends off and on a checkpoint)."""
+    log = await make_audit(retention_days=1, checkpoint_every=4, hmac_key="k" * 32)
+    now = dt.datetime.now(dt.UTC)
+    log._clock = lambda: now - dt.timedelta(days=2)  # these entries are past retention
+    for n in range(expired):
+        await log.record("a", "b", "c", str(n))
+    log._clock = lambda: now
+    await asyncio.gather(*(log.record("a", "b", "c", str(n)) for n in range(9)))
+    size = expired + 9
+    head_before = await log.tree_head()
+    await raw(log).delete_many({"expires_at": {"$lt": now}})  # what the TTL index does
+    assert await raw(log).count_documents({}) == 9
+
+    head = await log.tree_head()
+    assert (head.size, head.root_hash) == (size, head_before.root_hash)
+    for seq in range(expired + 1, size + 1):
+        proof = await log.prove(seq)
+        assert check_entry(proof.entry, proof, head, hmac_key=b"k" * 32) is None
+    with pytest.raises(NotFoundError):
+        await log.prove(expired)  # an expired entry itself cannot be shown
+    result = await log.verify(since=head_before)
+    assert (result.ok, result.checked, result.tree_head_checked) == (True, 9, True)
+
+    fresh = await make_audit(retention_days=1, checkpoint_every=4, hmac_key="k" * 32)
+    fresh._clock = lambda: now
+    entry = await fresh.record("a", "b", "c", "after the restart")
+    assert entry.tree, "a writer that starts after the expiry still keeps the tree"
+    later = await fresh.tree_head()
+    proof = await fresh.prove(entry.seq)
+    assert check_entry(proof.entry, proof, later, hmac_key=b"k" * 32) is None
+    consistency = await fresh.prove_consistency(size, size + 1)
+    old_root, new_root = bytes.fromhex(head.root_hash), bytes.fromhex(later.root_hash)
+    path = [bytes.fromhex(node) for node in consistency.path]
+    assert verify_consistency(size, size + 1, old_root, new_root, path)
+    assert (await fresh.verify()).ok
+
+
+async def test_verify_detects_an_edited_left_node(make_audit, raw) -> None:
+    log = await make_audit(retention_days=1, checkpoint_every=4)
+    for n in range(7):
+        await log.record("a", "b", "c", str(n))
+    stored = await raw(log).find_one({"seq": 7})
+    assert stored["left"], "entry 7 keeps the nodes of entries 5 and 6"
+    await raw(log).update_one({"seq": 7}, {"$set": {"left": ["0" * 64] * len(stored["left"])}})
+    result = await log.verify()
+    assert (result.ok, result.first_broken_seq) == (False, 7)
