@@ -206,7 +206,10 @@ class Approvals:
                     "approvers", f"fewer than {required} approvers other than the requester"
                 )
         expiry = _expiry(expires_in)
+        tenant = self._transactions.tenant()
         values: dict[str, Any] = {
+            # The scope it is requested in: migration 0005's policy shows it to that tenant only.
+            "organization_id": None if tenant is None else uuid.UUID(tenant),
             "resource_type": info.table.name,
             "requester": requester,
             "reason": _reason(reason),

@@ -3,20 +3,21 @@
 Outside a transaction a read runs in autocommit (one round trip, no BEGIN/ROLLBACK) on a read
 replica, round robin, when ``postgres.read_urls`` is set and the call is not ``fresh``; else on
 the primary. A lookup by key skips SQLAlchemy (see :meth:`Reads._key_lookup`). Inside
-``transaction()`` every read uses the transaction's connection.
+``transaction()`` every read uses the transaction's connection. In a tenant scope, a read
+outside a transaction sets the tenant within its own statement (``scope_condition``).
 """
 
 from __future__ import annotations
 
 import builtins
 import itertools
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
-from sqlalchemy import bindparam, exists, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import CursorResult, Select, bindparam, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nexus_store._text import flag
 from nexus_store.errors import NotFoundError, ValidationError
@@ -31,7 +32,7 @@ from nexus_store.postgres._query import (
     order_for,
     where_clause,
 )
-from nexus_store.postgres._transaction import TENANT_SETTING, Transactions
+from nexus_store.postgres._transaction import Transactions, scope_condition
 from nexus_store.postgres._types import column_type
 from nexus_store.postgres.engine import PostgresBackend
 from nexus_store.postgres.models.base import Base
@@ -45,8 +46,6 @@ R = TypeVar("R")
 MAX_PAGE = 1000
 _MAX_CACHED_ORDERS = 512  # order_by values come from callers: keep the cache bounded
 
-_SCOPE_SQL = f"SELECT set_config('{TENANT_SETTING}', %s, true)"
-
 
 class Reads:
     """The read side of one repository: its read targets and its precompiled lookups."""
@@ -54,8 +53,9 @@ class Reads:
     def __init__(self, backend: PostgresBackend, transactions: Transactions) -> None:
         self._backend = backend
         self._transactions = transactions
-        # (model, include_deleted) -> the lookup by key, as a statement and as driver SQL.
-        self._lookups: dict[tuple[type[Base], bool], tuple[Any, str | None]] = {}
+        # (model, include_deleted, scoped) -> the lookup by key, as a statement and as
+        # driver SQL.
+        self._lookups: dict[tuple[type[Base], bool, bool], tuple[Any, str | None]] = {}
         # (model, order_by) -> the validated order and its clauses.
         self._orders: dict[tuple[type[Base], Any], tuple[Order, builtins.list[Any]]] = {}
         self._replicas: Iterator[int] | None = (
@@ -74,41 +74,45 @@ class Reads:
         backend = self._backend
         return backend.read_engines[target - 1] if target else backend.autocommit_engine
 
-    async def run(self, fresh: bool, run: Callable[[AsyncConnection], Awaitable[R]]) -> R:
-        """``run(connection)`` where a read belongs: the caller's transaction, a transaction
-        of its own in a tenant scope, else an autocommit connection (replica unless fresh)."""
+    async def run(
+        self, fresh: bool, statement: Select[Any], consume: Callable[[CursorResult[Any]], R]
+    ) -> R:
+        """``consume(result)`` of ``statement``, run where a read belongs: the caller's
+        transaction, else an autocommit connection (replica unless fresh), where in a tenant
+        scope the statement sets the tenant itself (one round trip, no transaction)."""
         active = self._transactions.active()
-        if active is None and self._transactions.tenant() is not None:
-            # The tenant setting is transaction-local: a scoped read needs a transaction of
-            # its own; it runs on the primary.
-            async with self._transactions.writing() as connection:
-                return await run(connection)
         with translate_errors():
             if active is not None:
-                return await run(active)
+                return consume(await active.execute(statement))
+            tenant = self._transactions.tenant()
+            if tenant is not None:
+                statement = statement.where(scope_condition(tenant))
             engine = self._engine(self._target(fresh))
             try:
                 async with engine.connect() as connection:
-                    return await run(connection)
+                    return consume(await connection.execute(statement))
             except sqlalchemy.exc.DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
             # A pooled connection had died (server restart, failover). Pre-ping is off to
             # save a round trip per read, so this idempotent read is retried once instead.
             async with engine.connect() as connection:
-                return await run(connection)
+                return consume(await connection.execute(statement))
 
     # -- by key --------------------------------------------------------------------------
 
-    def _key_lookup(self, info: ModelInfo[Any], include_deleted: bool) -> tuple[Any, str | None]:
+    def _key_lookup(
+        self, info: ModelInfo[Any], include_deleted: bool, scoped: bool
+    ) -> tuple[Any, str | None]:
         """The lookup by key as a Core statement, and precompiled for the driver fast path.
 
         SQLAlchemy's execution layer costs more than the round trip of a lookup by key, so
         ``get`` outside transactions sends the precompiled SQL on a pooled psycopg
-        connection. Models with column types that need SQLAlchemy's result processing
-        (enums, pickles...) get None and use the Core statement.
+        connection; ``scoped``, the SQL sets the tenant (bound as ``tenant``) itself.
+        Models with column types that need SQLAlchemy's result processing (enums,
+        pickles...) get None and use the Core statement.
         """
-        cache_key = (info.model, include_deleted)
+        cache_key = (info.model, include_deleted, scoped)
         found = self._lookups.get(cache_key)
         if found is None:
             dialect = self._backend.engine.dialect
@@ -117,29 +121,20 @@ class Reads:
                 *info.visible(include_deleted),
             )
             native = all(column_type(column.type).driver_native for column in info.columns)
-            found = (statement, str(statement.compile(dialect=dialect)) if native else None)
+            sql = statement.where(scope_condition(None)) if scoped else statement
+            found = (statement, str(sql.compile(dialect=dialect)) if native else None)
             self._lookups[cache_key] = found
         return found
 
-    async def _fast_lookup(self, target: int, sql: str, parameters: Any, tenant: str | None) -> Any:
+    async def _fast_lookup(self, target: int, sql: str, parameters: Any) -> Any:
         """One precompiled read on a psycopg-pooled autocommit connection: no SQLAlchemy
-        work at all, its pool checkout costs more than the rest of the call.
-
-        In a tenant scope the ``set_config`` and the lookup go in one pipeline: statements
-        before its sync point form one implicit transaction, so the transaction-local
-        setting covers the lookup, ends with it, and costs no extra round trip.
-        """
+        work at all, its pool checkout costs more than the rest of the call."""
         with translate_errors():
             pool = await self._backend.read_pool(target)
             for attempt in (1, 2):
                 driver = await pool.getconn()
                 try:
-                    if tenant is None:
-                        cursor = await driver.execute(sql, parameters, prepare=True)
-                    else:
-                        async with driver.pipeline():
-                            await driver.execute(_SCOPE_SQL, (tenant,), prepare=True)
-                            cursor = await driver.execute(sql, parameters, prepare=True)
+                    cursor = await driver.execute(sql, parameters, prepare=True)
                     row = await cursor.fetchone()
                 except psycopg.Error:
                     broken = driver.broken
@@ -163,19 +158,19 @@ class Reads:
         self, model: type[M], id: Any, /, *, include_deleted: bool = False, fresh: bool = False
     ) -> M | None:
         info = model_info(model)
-        parameters = {"key": info.rules.convert(info.key.name, id, "id")}
-        statement, sql = self._key_lookup(info, flag("include_deleted", include_deleted))
+        key = info.rules.convert(info.key.name, id, "id")
+        tenant = self._transactions.tenant()
+        include_deleted = flag("include_deleted", include_deleted)
         flag("fresh", fresh)
-
-        async def run(connection: AsyncConnection) -> Any:
-            return (await connection.execute(statement, parameters)).first()
+        statement, sql = self._key_lookup(info, include_deleted, tenant is not None)
 
         with operation(self._backend, "entities.get", info.table.name, model=model.__name__):
             if sql is not None and self._transactions.active() is None:
-                tenant = self._transactions.tenant()
-                row = await self._fast_lookup(self._target(fresh), sql, parameters, tenant)
+                parameters = {"key": key} if tenant is None else {"key": key, "tenant": tenant}
+                row = await self._fast_lookup(self._target(fresh), sql, parameters)
             else:
-                row = await self.run(fresh, run)
+                bound = statement.params(key=key)
+                row = await self.run(fresh, bound, lambda result: result.first())
         return None if row is None else info.materialize(row)
 
     async def get(
@@ -209,13 +204,9 @@ class Reads:
         if after is not None:
             conditions.append(keyset_condition(order, decode_cursor(order, info.rules, after)))
         statement = info.select_all.where(*conditions).order_by(*clauses).limit(limit + 1)
-
-        async def run(connection: AsyncConnection) -> builtins.list[Any]:
-            return builtins.list((await connection.execute(statement)).all())
-
         name = info.table.name
         with operation(self._backend, "entities.list", name, model=model.__name__) as op:
-            rows = await self.run(fresh, run)
+            rows = await self.run(fresh, statement, _all_rows)
             op.note(rows=len(rows))
         cursor = None
         if len(rows) > limit:
@@ -256,12 +247,8 @@ class Reads:
     ) -> int:
         info, conditions = self._matching(model, where, include_deleted)
         statement = select(func.count()).select_from(info.table).where(*conditions)
-
-        async def run(connection: AsyncConnection) -> int:
-            return int((await connection.execute(statement)).scalar_one())
-
         with operation(self._backend, "entities.count", info.table.name, model=model.__name__):
-            return await self.run(fresh, run)
+            return await self.run(fresh, statement, lambda result: int(result.scalar_one()))
 
     async def exists(
         self,
@@ -274,9 +261,9 @@ class Reads:
     ) -> bool:
         info, conditions = self._matching(model, where, include_deleted)
         statement = select(exists().where(*conditions))
-
-        async def run(connection: AsyncConnection) -> bool:
-            return bool((await connection.execute(statement)).scalar_one())
-
         with operation(self._backend, "entities.exists", info.table.name, model=model.__name__):
-            return await self.run(fresh, run)
+            return await self.run(fresh, statement, lambda result: bool(result.scalar_one()))
+
+
+def _all_rows(result: CursorResult[Any]) -> builtins.list[Any]:
+    return builtins.list(result.all())

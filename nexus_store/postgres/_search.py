@@ -41,7 +41,6 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONPATH, REGCONFIG, TSVECTOR
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from nexus_store.errors import ValidationError
 from nexus_store.postgres._model import ModelInfo, model_info
@@ -209,12 +208,8 @@ class Searches:
             .order_by(rank.desc(), info.key)
             .limit(limit + 1)
         )
-
-        async def run(connection: AsyncConnection) -> list[Any]:
-            return list((await connection.execute(statement)).all())
-
         with operation(self._backend, "entities.search", table.name, model=model.__name__) as op:
-            rows = await self._reads.run(fresh, run)
+            rows = await self._reads.run(fresh, statement, lambda result: list(result.all()))
             op.note(rows=len(rows))
         width = len(info.columns)
         cursor = None

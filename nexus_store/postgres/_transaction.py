@@ -7,7 +7,9 @@ is a savepoint. Outside, each write is its own transaction on the primary's engi
 Inside ``store.entities.tenant(org_id)`` every transaction the repository opens (and the one
 already open) first runs ``set_config('app.tenant', org_id, true)``: the setting is
 transaction-local, so a pooled connection never carries it into another request, and the
-row-level security policies of migration 0002 read it.
+row-level security policies of migration 0002 read it. A read outside a transaction carries
+the setting in its own statement instead (:func:`scope_condition`): one statement is one
+transaction in autocommit, so it needs neither a transaction nor a second statement.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, TextClause, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from nexus_store.errors import ValidationError
 from nexus_store.postgres._integrity import translate_errors
 
-__all__ = ["TENANT_SETTING", "Transactions"]
+__all__ = ["TENANT_SETTING", "Transactions", "scope_condition"]
 
 # The setting the row-level security policies read (migrations/versions/0002).
 TENANT_SETTING = "app.tenant"
@@ -45,6 +47,21 @@ _TENANT: ContextVar[str | None] = ContextVar("nexus_entities_tenant", default=No
 
 def _scope_statement(organization_id: str) -> Any:
     return select(func.set_config(TENANT_SETTING, organization_id, True))
+
+
+def scope_condition(organization_id: str | None) -> TextClause:
+    """A condition that scopes the single statement it is added to (on an autocommit
+    connection) to ``organization_id``; None leaves the value to bind as ``tenant``.
+
+    The uncorrelated sub-select is an InitPlan of a one-time filter, which PostgreSQL
+    evaluates before the scans below it, so the transaction-local setting is in place when
+    the policies read it (migration 0006 makes them read it once, when the scan starts) and
+    ends with the statement. Were a plan ever to read it first, the policies would see no
+    tenant: no rows, never another tenant's.
+    """
+    return text(f"(SELECT set_config('{TENANT_SETTING}', :tenant, true)) IS NOT NULL").bindparams(
+        bindparam("tenant", organization_id, type_=String)
+    )
 
 
 class Transactions:

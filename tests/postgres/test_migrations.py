@@ -19,7 +19,7 @@ from nexus_store.postgres import migrate
 from nexus_store.postgres.models import NEXUS_TABLES
 
 # Every revision, oldest first (a new revision is added here on purpose).
-CHAIN = ["0001", "0002", "0003", "0004"]
+CHAIN = ["0001", "0002", "0003", "0004", "0005", "0006"]
 HEAD = CHAIN[-1]
 
 

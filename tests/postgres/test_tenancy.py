@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from nexus_store import NexusSettings
+from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import IntegrityError, NotFoundError, ValidationError
 from nexus_store.postgres import migrate
 from nexus_store.postgres.engine import PostgresBackend
-from nexus_store.postgres.models import Organization, Project, Task
+from nexus_store.postgres.models import Organization, Project, Task, User
 from nexus_store.postgres.repository import EntityRepository
 from tests.postgres._roles import initialised_database, role_url
-from tests.support import tag
+from tests.support import tag, user_values
 
 pytestmark = pytest.mark.slow
 
@@ -300,3 +300,116 @@ async def test_search_sees_only_the_tenants_rows(app: EntityRepository) -> None:
             fuzzy = await app.search(Project, f"{word} plna", fuzzy=True)
             assert [hit.item.id for hit in fuzzy] == [project_id]
     assert (await app.search(Project, word)).items == []  # outside any scope
+
+
+# -- change requests (migration 0005) --------------------------------------------------------
+
+
+@pytest.fixture
+async def app_store(tenancy: Tenancy) -> AsyncIterator[NexusStore]:
+    """A store as nexus_app (PostgreSQL only: approval notifications are skipped)."""
+    async with NexusStore(NexusSettings.load(postgres={"url": tenancy.app})) as store:
+        yield store
+
+
+async def test_change_requests_are_seen_and_decided_only_in_their_tenants_scope(
+    app_store: NexusStore, admin: EntityRepository
+) -> None:
+    entities, approvals = app_store.entities, app_store.approvals
+    mine, theirs = await _organization(entities), await _organization(entities)
+    async with entities.tenant(theirs.id):
+        project = await entities.create(Project, organization_id=theirs.id, name="theirs")
+        request = await approvals.request(
+            Project, project.id, requester="user:ada", changes={"name": "renamed"}
+        )
+    assert request.organization_id == theirs.id
+
+    async with entities.tenant(mine.id):
+        assert request.id not in {r.id for r in await approvals.pending()}
+        for decide in (approvals.approve, approvals.reject):
+            with pytest.raises(NotFoundError):
+                await decide(request.id, "user:bob")
+        with pytest.raises(NotFoundError):
+            await approvals.cancel(request.id, "user:ada")
+        assert await approvals.expire_stale() == 0
+    # Outside any scope it is invisible too.
+    assert request.id not in {r.id for r in await approvals.pending()}
+    with pytest.raises(NotFoundError):
+        await approvals.get(request.id)
+
+    async with entities.tenant(theirs.id):
+        assert [r.id for r in await approvals.pending(for_user="user:bob")] == [request.id]
+        done = await approvals.approve(request.id, "user:bob")
+        assert done.status == "applied"
+    assert (await admin.get(Project, project.id)).name == "renamed"
+
+
+async def test_a_request_without_a_tenant_is_shared_only_for_unscoped_tables(
+    app_store: NexusStore,
+) -> None:
+    """A change of ``users`` (not tenant data) requested outside any scope is visible
+    everywhere and can be decided in any scope."""
+    entities, approvals = app_store.entities, app_store.approvals
+    org = await _organization(entities)
+    user = await entities.create(User, **user_values())
+    request = await approvals.request(
+        User, user.id, requester="user:ada", changes={"full_name": "Ada L."}
+    )
+    assert request.organization_id is None
+    async with entities.tenant(org.id):
+        assert request.id in {r.id for r in await approvals.pending()}
+        assert (await approvals.approve(request.id, "user:bob")).status == "applied"
+    assert (await entities.get(User, user.id)).full_name == "Ada L."
+
+
+async def test_raw_sql_cannot_read_or_forge_another_tenants_change_requests(
+    tenancy: Tenancy, app_store: NexusStore
+) -> None:
+    entities, approvals = app_store.entities, app_store.approvals
+    mine, theirs = await _organization(entities), await _organization(entities)
+    async with entities.tenant(theirs.id):
+        project = await entities.create(Project, organization_id=theirs.id, name="theirs")
+        request = await approvals.request(
+            Project, project.id, requester="user:ada", changes={"name": "x"}
+        )
+    forged = (
+        "INSERT INTO change_requests (organization_id, resource_type, resource_id, changes, "
+        "before, requester, expires_at) VALUES (%s, 'projects', %s, '{}', '{}', 'user:eve', "
+        "now() + interval '1 day')"
+    )
+    async with await psycopg.AsyncConnection.connect(tenancy.app, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM change_requests WHERE id = %s", (request.id,)
+        )
+        assert await cursor.fetchone() == (0,)
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant', %s, true)", (str(mine.id),))
+            cursor = await conn.execute(
+                "SELECT count(*) FROM change_requests WHERE organization_id IS NOT NULL"
+            )
+            assert await cursor.fetchone() == (0,)
+            cursor = await conn.execute(
+                "UPDATE change_requests SET status = 'cancelled' WHERE id = %s", (request.id,)
+            )
+            assert cursor.rowcount == 0
+        for organization in (theirs.id, None):  # another tenant's, or none for a scoped table
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('app.tenant', %s, true)", (str(mine.id),))
+                    await conn.execute(forged, (organization, str(project.id)))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('app.tenant', %s, true)", (str(mine.id),))
+                await conn.execute(
+                    "INSERT INTO change_request_approvals (request_id, approver) "
+                    "VALUES (%s, 'user:eve')",
+                    (request.id,),
+                )
+        for ddl in (
+            "DROP POLICY tenant_isolation ON change_requests",
+            "ALTER TABLE change_requests NO FORCE ROW LEVEL SECURITY",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute(ddl)
+    async with entities.tenant(theirs.id):
+        assert (await approvals.get(request.id)).status == "pending"

@@ -31,6 +31,10 @@ class ChangeRequest(Entity):
 
     __tablename__ = "change_requests"
 
+    # The tenant scope it was requested in (None outside any); migration 0005's policy.
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
     resource_type: Mapped[str] = mapped_column(String(63))  # the table
     resource_id: Mapped[str] = mapped_column(String(64))
     changes: Mapped[dict[str, Any]]  # column -> requested value (JSON form)
