@@ -12,7 +12,7 @@ import asyncio
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,18 +133,49 @@ def tool(name: str) -> str:
     return found
 
 
-async def _run(args: Sequence[str], target: PostgresTarget, what: str, **kwargs: Any) -> bytes:
+async def _run(
+    args: Sequence[str],
+    target: PostgresTarget,
+    what: str,
+    *,
+    source: Iterable[bytes] | None = None,
+    sink: Callable[[bytes], None] | None = None,
+) -> None:
+    """Run a client tool to its end: ``source`` streamed into its stdin, its stdout into
+    ``sink``, or neither. Killed if this side fails; a non-zero exit is a BackupError with
+    the tool's own message."""
+    pipe = asyncio.subprocess.PIPE
     process = await asyncio.create_subprocess_exec(
         *args,
         env=target.environment(),
-        stderr=asyncio.subprocess.PIPE,
+        stdin=pipe if source is not None else asyncio.subprocess.DEVNULL,
+        stdout=pipe if sink is not None else asyncio.subprocess.DEVNULL,
+        stderr=pipe,
         preexec_fn=_die_with_parent,
-        **kwargs,
     )
-    _, err = await process.communicate()
+    assert process.stderr is not None
+    errors = asyncio.ensure_future(process.stderr.read())
+    try:
+        if source is not None:
+            assert process.stdin is not None
+            try:
+                for block in source:
+                    process.stdin.write(block)
+                    await process.stdin.drain()
+                process.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the tool stopped early: its message says why
+        if sink is not None:
+            assert process.stdout is not None
+            while block := await process.stdout.read(_READ):
+                sink(block)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    await process.wait()
     if process.returncode != 0:
-        raise BackupError(f"{what} failed: {_failure(process, err)}", file=DUMP_FILE)
-    return err
+        raise BackupError(f"{what} failed: {_failure(process, await errors)}", file=DUMP_FILE)
 
 
 def _failure(process: asyncio.subprocess.Process, err: bytes) -> str:
@@ -239,27 +270,9 @@ async def _sealed_dump(
     args: list[str], target: PostgresTarget, writer: ArchiveWriter
 ) -> FileRecord:
     """pg_dump's output streamed through the archive's encryption (never in clear on disk)."""
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        env=target.environment(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_die_with_parent,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    errors = asyncio.ensure_future(process.stderr.read())
     file = writer.open(DUMP_FILE)
-    try:
-        with file as sink:
-            while block := await process.stdout.read(_READ):
-                sink.write(block)
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    await process.wait()
-    if process.returncode != 0:
-        raise BackupError(f"pg_dump failed: {_failure(process, await errors)}", file=DUMP_FILE)
+    with file as sink:
+        await _run(args, target, "pg_dump", sink=sink.write)
     assert file.record is not None
     return file.record
 
@@ -282,17 +295,23 @@ async def holds_data(target: PostgresTarget) -> bool:
 
 
 def stage_prefix(database: str) -> str:
+    """How the names of ``database``'s staged copies start (8 hex digits follow)."""
     return database[: _MAX_NAME - len(_STAGED) - 8] + _STAGED
+
+
+def _replaced_prefix(database: str) -> str:
+    """How the temporary name of the database being replaced starts."""
+    return database[: _MAX_NAME - len(_REPLACED) - 8] + _REPLACED
 
 
 async def discard_stages(target: PostgresTarget) -> None:
     """Drop the staged and replaced databases that a killed restore left behind."""
     admin = await target.connect("postgres")
     try:
-        base = target.database[: _MAX_NAME - len(_STAGED) - 8]
         cursor = await admin.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s OR datname LIKE %s",
-            (base.replace("_", r"\_") + r"\_\_nxr\_%", base.replace("_", r"\_") + r"\_\_nxo\_%"),
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+            "OR starts_with(datname, %s)",
+            (stage_prefix(target.database), _replaced_prefix(target.database)),
         )
         for (name,) in await cursor.fetchall():
             await admin.execute(
@@ -330,34 +349,12 @@ async def _load(
         # A file (not a pipe) lets pg_restore load tables and build indexes in parallel.
         await _run([*args, "--jobs=2", str(reader.path / DUMP_FILE)], target, "pg_restore")
         return
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        env=target.environment(),
-        stdin=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_die_with_parent,
-    )
-    assert process.stdin is not None and process.stderr is not None
-    errors = asyncio.ensure_future(process.stderr.read())
-    try:
-        for block in reader.chunks(DUMP_FILE):
-            process.stdin.write(block)
-            await process.stdin.drain()
-        process.stdin.close()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # pg_restore stopped early: its message says why
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    await process.wait()
-    if process.returncode != 0:
-        raise BackupError(f"pg_restore failed: {_failure(process, await errors)}", file=DUMP_FILE)
+    await _run(args, target, "pg_restore", source=reader.chunks(DUMP_FILE))
 
 
 async def switch(target: PostgresTarget, staged: str) -> None:
     """Rename ``staged`` to the target in one transaction (the old one aside, then dropped)."""
-    replaced = target.database[: _MAX_NAME - len(_REPLACED) - 8] + _REPLACED + secrets.token_hex(4)
+    replaced = _replaced_prefix(target.database) + secrets.token_hex(4)
     present = await exists(target, target.database)
     admin = await target.connect("postgres")
     try:
