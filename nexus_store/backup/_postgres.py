@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from sqlalchemy.engine import make_url
 
 from nexus_store._secrets import scrub
+from nexus_store.backup._pause import pause
 from nexus_store.errors import (
     BackendUnavailableError,
     BackupError,
@@ -34,15 +36,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DUMP_FILE",
+    "PendingRecord",
     "PostgresTarget",
+    "commit",
     "counts_of",
     "discard_stages",
     "drop",
+    "drop_replaced",
     "dump",
     "exists",
     "holds_data",
     "stage",
-    "switch",
     "translate",
 ]
 
@@ -52,6 +56,10 @@ _READ = 1024 * 1024
 _STAGED = "__nxr_"
 _REPLACED = "__nxo_"
 _MAX_NAME = 63
+# Where a committed restore's plan waits in the target database until it is finished.
+_RECORD_SCHEMA = sql.Identifier("nexus_restore")
+_RECORD = sql.Identifier("nexus_restore", "pending")
+_RESTORE_LOCK = 0x6E78_7273  # pg_advisory_lock key of "finishing a restore" ("nxrs")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -211,7 +219,7 @@ async def _counts(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
     return counts
 
 
-async def _scalar(conn: psycopg.AsyncConnection[Any], query: str) -> Any:
+async def _scalar(conn: psycopg.AsyncConnection[Any], query: str | sql.Composed) -> Any:
     cursor = await conn.execute(query)
     row = await cursor.fetchone()
     return row[0] if row else None
@@ -352,8 +360,23 @@ async def _load(
     await _run(args, target, "pg_restore", source=reader.chunks(DUMP_FILE))
 
 
-async def switch(target: PostgresTarget, staged: str) -> None:
-    """Rename ``staged`` to the target in one transaction (the old one aside, then dropped)."""
+async def commit(target: PostgresTarget, staged: str, plan: dict[str, Any]) -> None:
+    """The restore's commit point: ``plan`` is written into the staged database, then the
+    staged database takes the target's name in one transaction (the old one aside). Before
+    that transaction commits the target is as it was; after it, it holds the plan, which
+    whoever opens the store next finishes (see ``_pending``). The old database is dropped
+    afterwards (or by :func:`drop_replaced` when killed before)."""
+    conn = await target.connect(staged)
+    try:
+        await conn.execute(sql.SQL("CREATE SCHEMA {}").format(_RECORD_SCHEMA))
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (plan jsonb NOT NULL)").format(_RECORD),
+        )
+        await conn.execute(
+            sql.SQL("INSERT INTO {} (plan) VALUES (%s)").format(_RECORD), (Jsonb(plan),)
+        )
+    finally:
+        await conn.close()
     replaced = _replaced_prefix(target.database) + secrets.token_hex(4)
     present = await exists(target, target.database)
     admin = await target.connect("postgres")
@@ -371,17 +394,75 @@ async def switch(target: PostgresTarget, staged: str) -> None:
                         sql.Identifier(target.database), sql.Identifier(replaced)
                     )
                 )
+            pause("committing")  # inside the transaction: a kill here rolls it back
             await admin.execute(
                 sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                     sql.Identifier(staged), sql.Identifier(target.database)
                 )
             )
-        if present:
+    finally:
+        await admin.close()
+
+
+async def drop_replaced(target: PostgresTarget) -> None:
+    """Drop the database(s) a committed restore replaced."""
+    admin = await target.connect("postgres")
+    try:
+        cursor = await admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+            (_replaced_prefix(target.database),),
+        )
+        for (name,) in await cursor.fetchall():
             await admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(replaced))
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
     finally:
         await admin.close()
+
+
+class PendingRecord:
+    """The plan of a committed restore, in the target database, held under an advisory lock
+    so that two processes never finish the same restore at once."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, target: PostgresTarget) -> PendingRecord | None:
+        """The record if a restore is pending (waiting for whoever finishes it now)."""
+        try:
+            conn = await target.connect()
+        except BackendUnavailableError:
+            if await exists(target, target.database):
+                raise
+            return None  # no target database: nothing restored into it yet
+        try:
+            if await _scalar(conn, "SELECT to_regclass('nexus_restore.pending')") is None:
+                await conn.close()
+                return None
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_RESTORE_LOCK,))
+            return cls(conn)
+        except BaseException:
+            await conn.close()
+            raise
+
+    async def read(self) -> dict[str, Any] | None:
+        """None when another process finished it while this one waited for the lock."""
+        if await _scalar(self._conn, "SELECT to_regclass('nexus_restore.pending')") is None:
+            return None
+        plan: dict[str, Any] | None = await _scalar(
+            self._conn, sql.SQL("SELECT plan FROM {}").format(_RECORD)
+        )
+        return plan
+
+    async def write(self, plan: dict[str, Any]) -> None:
+        await self._conn.execute(sql.SQL("UPDATE {} SET plan = %s").format(_RECORD), (Jsonb(plan),))
+
+    async def clear(self) -> None:
+        await self._conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(_RECORD_SCHEMA))
+
+    async def close(self) -> None:
+        await self._conn.close()  # ends the session, and with it the advisory lock
 
 
 async def exists(target: PostgresTarget, database: str) -> bool:

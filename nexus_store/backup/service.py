@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import secrets
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import orjson
 import psycopg
 
 from nexus_store._text import text
-from nexus_store.backup import _mongo, _postgres, _redis
+from nexus_store.backup import _mongo, _pending, _postgres, _redis
 from nexus_store.backup._archive import (
     FORMAT_VERSION,
     MANIFEST,
@@ -32,8 +33,10 @@ from nexus_store.backup._archive import (
     load_key,
 )
 from nexus_store.backup._chain import ChainCheck, check_chain
+from nexus_store.backup._pause import pause
 from nexus_store.errors import BackupError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger
+from nexus_store.redis.names import AREAS
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -55,8 +58,6 @@ __all__ = [
 _log = get_logger("nexus_store.backup")
 StoreName = Literal["postgres", "mongo", "redis"]
 STORES: tuple[StoreName, ...] = get_args(StoreName)
-#: Written next to the manifest when a restore starts switching; removed when it is done.
-JOURNAL = "restore-pending.json"
 Progress = Callable[[str, str], None]
 
 
@@ -105,7 +106,6 @@ class RestoreReport:
     path: str
     stores: list[str]
     counts: list[Count]
-    resumed: bool
     seconds: float
 
 
@@ -314,48 +314,67 @@ class Backup:
 
         The archive is checked first (manifest, checksums, decryption, audit chain, schema
         revision), then the target (refused when it holds data, unless ``force``). Each store
-        is loaded under temporary names; only then are they switched over. A restore killed
-        while switching is finished by running it again (``restore-pending.json``).
+        is loaded under temporary names, then the restore commits in one atomic step and
+        switches over; a restore killed after its commit is finished by the next process
+        that opens the store (or restores), before anything else reads the stores.
         """
         started = dt.datetime.now(dt.UTC)
         archive, key_file = _path("path", path), _key_file(key_file)
-        if (archive / JOURNAL).exists():
-            return await self._resume(archive, key_file, progress, started)
         reader = ArchiveReader(archive, load_key(key_file, required=False))
         stores = _stores(only, list(reader.manifest["stores"]), archive=True)
         self._check_archive(reader, stores, key_file, progress)
-        areas = tuple(reader.manifest.get("redis", {}).get("areas", {}))
+        # A restore committed before a kill is finished first: its staged copies are its
+        # plan's, and the target's data is what the refusal below looks at.
+        if await _pending.finish(self._backends) is not None:
+            progress("archive", "finished a restore committed before it was stopped")
+        areas = _redis.areas_from(reader.manifest.get("redis", {}).get("areas", {}))
         if not force:
-            await self._refuse_non_empty(stores, _redis.areas_from(areas))
-        journal: dict[str, Any] = {"stores": stores}
+            await self._refuse_non_empty(stores, areas)
+        tag = secrets.token_hex(4)
+        plan: dict[str, Any] = {"id": tag, "stores": stores}
         pg_target = (
             _postgres.PostgresTarget.from_settings(self._settings) if "postgres" in stores else None
         )
+        staged_database: str | None = None
         try:
+            await self._discard(stores, None, pg_target)  # what restores killed earlier staged
             if pg_target is not None:
                 progress("postgres", "restoring into a new database")
-                await _postgres.discard_stages(pg_target)
-                journal["postgres"] = await _postgres.stage(reader, pg_target)
-                staged_counts = await _postgres.counts_of(pg_target, journal["postgres"])
+                staged_database = await _postgres.stage(reader, pg_target)
+                staged_counts = await _postgres.counts_of(pg_target, staged_database)
                 _compare(staged_counts, reader.manifest["postgres"]["tables"], "postgres")
             if "mongo" in stores:
-                journal["mongo"] = await _mongo.stage(
-                    self._settings, self._backends.mongo, reader, lambda m: progress("mongo", m)
+                plan["mongo"] = await _mongo.stage(
+                    self._settings,
+                    self._backends.mongo,
+                    reader,
+                    tag,
+                    lambda m: progress("mongo", m),
                 )
             if "redis" in stores:
-                # Parsed (checked) now; written while switching (they replace key by key).
-                for area, expected in reader.manifest["redis"]["areas"].items():
-                    name = _redis.file_name(area)
-                    found = len(list(_redis.records(reader.chunks(name), name)))
-                    if found != expected:
-                        raise BackupError(
-                            f"holds {found} keys, the manifest says {expected}", file=name
-                        )
+                staged_keys = await _redis.stage(
+                    self._backends.redis, reader, areas, tag, lambda m: progress("redis", m)
+                )
+                plan["redis"] = {"areas": list(areas), "staged": staged_keys}
+            pause("staged")
+            progress("archive", "committing")
+            await _pending.commit(self._backends, plan, staged_database)
         except BaseException:
-            await self._discard(stores, journal, pg_target)
+            await self._discard(stores, staged_database, pg_target)
             raise
-        _write_journal(archive, journal)
-        return await self._switch(archive, reader, journal, progress, started, resumed=False)
+        progress("archive", "committed; switching over")
+        finished = await _pending.finish(self._backends)
+        if finished is None:  # another process opening the store finished it meanwhile
+            finished = plan
+        counts = _counts(reader.manifest, stores)
+        if "redis" in finished and "written" in finished["redis"]:
+            counts = [c for c in counts if c.store != "redis"]
+            counts += _count_rows("redis", finished["redis"]["written"])
+        for store in stores:
+            total = sum(c.count for c in counts if c.store == store)
+            progress(store, f"{total} {_UNITS[store]}")
+        seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
+        return RestoreReport(str(archive), stores, counts, seconds)
 
     def _check_archive(
         self, reader: ArchiveReader, stores: list[str], key_file: Path | None, progress: Progress
@@ -395,67 +414,27 @@ class Backup:
     async def _discard(
         self,
         stores: list[str],
-        journal: dict[str, Any],
+        staged_database: str | None,
         pg_target: _postgres.PostgresTarget | None,
     ) -> None:
-        """Remove what a failed restore staged; the target was not touched. (A staged
-        database whose load failed was dropped by ``_postgres.stage`` already.)"""
+        """Remove what was staged and never committed; the target was not touched. With no
+        ``staged_database``: every restore's leftovers (only when none is pending)."""
         from nexus_store._errors import describe
 
         try:
-            if pg_target is not None and journal.get("postgres"):
-                await _postgres.drop(pg_target, journal["postgres"])
+            if pg_target is not None:
+                if staged_database is None:
+                    await _postgres.discard_stages(pg_target)
+                else:
+                    await _postgres.drop(pg_target, staged_database)
             if "mongo" in stores:
                 await _mongo.discard_stages(self._backends.mongo.db)
-        except Exception as exc:  # the original failure matters more
-            _log.warning("backup_discard_failed", error=describe(exc))
-
-    async def _resume(
-        self, archive: Path, key_file: Path | None, progress: Progress, started: dt.datetime
-    ) -> RestoreReport:
-        journal = orjson.loads((archive / JOURNAL).read_bytes())
-        reader = ArchiveReader(archive, load_key(key_file, required=False))
-        progress("archive", "finishing the restore that was switching when it stopped")
-        return await self._switch(archive, reader, journal, progress, started, resumed=True)
-
-    async def _switch(
-        self,
-        archive: Path,
-        reader: ArchiveReader,
-        journal: dict[str, Any],
-        progress: Progress,
-        started: dt.datetime,
-        *,
-        resumed: bool,
-    ) -> RestoreReport:
-        """Every step may run again after a kill: each one checks what is left to do.
-
-        The counts reported for PostgreSQL and MongoDB are the ones counted in the staged
-        copies, which had to equal the manifest's before the switch.
-        """
-        stores: list[str] = journal["stores"]
-        counts: list[Count] = []
-        if "postgres" in stores:
-            target = _postgres.PostgresTarget.from_settings(self._settings)
-            if await _postgres.exists(target, journal["postgres"]):
-                await _postgres.switch(target, journal["postgres"])
-            found = reader.manifest["postgres"]["tables"]
-            counts += _count_rows("postgres", found)
-            progress("postgres", f"{sum(found.values())} rows")
-        if "mongo" in stores:
-            await _mongo.switch(self._backends.mongo, reader, journal["mongo"])
-            found = reader.manifest["mongo"]["collections"]
-            counts += _count_rows("mongo", found)
-            progress("mongo", f"{sum(found.values())} documents")
-        if "redis" in stores:
-            areas = _redis.areas_from(reader.manifest["redis"]["areas"])
-            written = await _redis.restore(
-                self._backends.redis, reader, areas, lambda m: progress("redis", m)
-            )
-            counts += _count_rows("redis", written)
-        (archive / JOURNAL).unlink(missing_ok=True)
-        seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
-        return RestoreReport(str(archive), stores, counts, resumed, seconds)
+            if "redis" in stores:
+                await _redis.discard_staged(self._backends.redis, AREAS)
+        except Exception as exc:
+            if staged_database is None:
+                raise
+            _log.warning("backup_discard_failed", error=describe(exc))  # the failure matters more
 
     # -- list and prune --------------------------------------------------------------------
 
@@ -475,18 +454,6 @@ class Backup:
         )
 
 
-def _write_journal(archive: Path, journal: dict[str, Any]) -> None:
-    partial = archive / (JOURNAL + ".tmp")
-    try:
-        partial.write_bytes(orjson.dumps(journal))
-        os.replace(partial, archive / JOURNAL)
-    except OSError as exc:
-        raise BackupError(
-            f"cannot write the restore journal ({exc.strerror}); the target was not changed",
-            file=JOURNAL,
-        ) from None
-
-
 def _compare(found: dict[str, int], expected: dict[str, int], store: str) -> None:
     differing = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if differing:
@@ -496,10 +463,13 @@ def _compare(found: dict[str, int], expected: dict[str, int], store: str) -> Non
         )
 
 
-def _counts(manifest: dict[str, Any]) -> list[Count]:
+_UNITS = {"postgres": "rows", "mongo": "documents", "redis": "keys"}
+
+
+def _counts(manifest: dict[str, Any], stores: list[str] | None = None) -> list[Count]:
     counts: list[Count] = []
     for store, part in (("postgres", "tables"), ("mongo", "collections"), ("redis", "areas")):
-        if store in manifest:
+        if store in manifest and (stores is None or store in stores):
             counts += _count_rows(store, manifest[store][part])
     return counts
 

@@ -99,10 +99,13 @@ async def _snapshot(settings: NexusSettings) -> dict[str, Any]:
 
     target = _postgres.PostgresTarget.from_settings(settings)
     state: dict[str, Any] = {}
-    state["postgres"] = (
-        await _postgres.counts_of(target) if await _postgres.exists(target, target.database) else {}
-    )
+    # Opened first, as an application would: opening finishes a committed restore.
     async with NexusStore(settings) as store:
+        state["postgres"] = (
+            await _postgres.counts_of(target)
+            if await _postgres.exists(target, target.database)
+            else {}
+        )
         db = store.backends.mongo.db
         state["mongo"] = {
             name: await db[name].count_documents({})
@@ -119,8 +122,9 @@ async def _snapshot(settings: NexusSettings) -> dict[str, Any]:
 
 @pytest.fixture
 def snapshot() -> Callable[[NexusSettings], Awaitable[dict[str, Any]]]:
-    """Counts of every store's data: PostgreSQL rows per table, documents per collection,
-    key names per durable Redis area (without the namespace)."""
+    """Counts of every store's data as an application sees them (after opening the store):
+    PostgreSQL rows per table, documents per collection, key names per durable Redis area
+    (without the namespace)."""
     return _snapshot
 
 
