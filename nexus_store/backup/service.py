@@ -24,6 +24,7 @@ import orjson
 import psycopg
 
 from nexus_store._text import text
+from nexus_store.audit_proofs import TreeHead
 from nexus_store.backup import _mongo, _pending, _postgres, _redis
 from nexus_store.backup._archive import (
     FORMAT_VERSION,
@@ -32,7 +33,7 @@ from nexus_store.backup._archive import (
     ArchiveWriter,
     load_key,
 )
-from nexus_store.backup._chain import ChainCheck, check_chain
+from nexus_store.backup._chain import ChainCheck, check_chain, tree_head_problem
 from nexus_store.backup._pause import pause
 from nexus_store.errors import BackupError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger
@@ -99,6 +100,7 @@ class VerifyReport:
     audit_checked: int | None
     audit_checkpoints: int | None
     note: str | None = None
+    tree_heads: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,15 +160,21 @@ def _audit_key(settings: NexusSettings) -> bytes | None:
     return secret.encode() if secret else None
 
 
-def _chain_of(reader: ArchiveReader, settings: NexusSettings) -> ChainCheck | None:
-    """The audit chain inside the archive, or None when it holds no MongoDB copy."""
+def _chain_of(
+    reader: ArchiveReader, settings: NexusSettings, external: TreeHead | None = None
+) -> tuple[ChainCheck, str | None] | None:
+    """The audit chain inside the archive, checked, and what was checked against tree
+    heads (the archived one, ``external``); None when the archive holds no MongoDB copy."""
     from bson import decode_all
     from bson.codec_options import CodecOptions
 
     section = reader.manifest.get("mongo")
     if section is None:
+        if external is not None:
+            raise BackupError("holds no audit log to check the tree head against", file=MANIFEST)
         return None
     roles, database = section["roles"], section["database"]
+    audit_file = _mongo.file_names(database, roles["audit"])[0]
     options: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
 
     def documents(role: str) -> list[dict[str, Any]]:
@@ -175,15 +183,50 @@ def _chain_of(reader: ArchiveReader, settings: NexusSettings) -> ChainCheck | No
             decode_all(raw, options)[0] for raw in _mongo.bson_documents(reader.chunks(name), name)
         ]
 
+    entries = documents("audit")
     found = check_chain(
-        documents("audit"), documents("checkpoints"), _audit_key(settings), dt.datetime.now(dt.UTC)
+        entries, documents("checkpoints"), _audit_key(settings), dt.datetime.now(dt.UTC)
     )
     if not found.ok:
         raise BackupError(
-            f"audit chain broken at seq {found.first_broken_seq}: {found.reason}",
-            file=_mongo.file_names(database, roles["audit"])[0],
+            f"audit chain broken at seq {found.first_broken_seq}: {found.reason}", file=audit_file
         )
-    return found
+    heads = []
+    archived = section.get("treeHead")
+    for label, head in (
+        ("archived", None if archived is None else TreeHead.from_json(orjson.dumps(archived))),
+        ("given", external),
+    ):
+        if head is None:
+            continue
+        problem = tree_head_problem(
+            entries, head, public_key=_public_key(settings), hmac_key=_audit_key(settings)
+        )
+        if problem is not None:
+            raise BackupError(f"{label} tree head: {problem}", file=audit_file)
+        heads.append(f"{label} tree head (size {head.size}) verified")
+    return found, "; ".join(heads) or None
+
+
+def _public_key(settings: NexusSettings) -> str | None:
+    from nexus_store.audit_proofs import public_key_pem
+
+    key = settings.audit.signing_key
+    return None if key is None else public_key_pem(key.get_secret_value())
+
+
+async def _current_tree_head(backends: Backends) -> dict[str, Any] | None:
+    """The log's signed tree head now (taken before the audit entries are dumped, so the
+    archive's log extends it), or None without entries or without a key to sign with."""
+    from dataclasses import asdict
+
+    from nexus_store.mongo.audit.log import AuditLog
+
+    audit = backends.settings.audit
+    if audit.signing_key is None and audit.hmac_key is None:
+        return None
+    head = await AuditLog(backends).tree_head()
+    return asdict(head) if head.size else None
 
 
 def _known_revision(revision: str | None) -> None:
@@ -265,9 +308,12 @@ class Backup:
                     self._settings, writer, lambda m: progress("postgres", m)
                 )
             if "mongo" in stores:
+                head = await _current_tree_head(self._backends)
                 manifest["mongo"] = await _mongo.dump(
                     self._settings, self._backends.mongo, writer, lambda m: progress("mongo", m)
                 )
+                if head is not None:
+                    manifest["mongo"]["treeHead"] = head
             if "redis" in stores:
                 manifest["redis"] = await _redis.dump(
                     self._backends.redis, areas, writer, lambda m: progress("redis", m)
@@ -290,13 +336,22 @@ class Backup:
 
     # -- verify ----------------------------------------------------------------------------
 
-    def verify(self, path: str | Path, *, key_file: Path | None = None) -> VerifyReport:
-        """Check every file against the manifest and the audit chain inside; no server needed.
+    def verify(
+        self, path: str | Path, *, key_file: Path | None = None, tree_head: TreeHead | None = None
+    ) -> VerifyReport:
+        """Check every file against the manifest and the audit chain inside, and against the
+        archived signed tree head and ``tree_head`` (one kept elsewhere: the archive's log
+        must extend it); no server needed.
 
         Raises :class:`BackupError` naming the first bad file. An encrypted archive's files
         are authenticated and its chain checked when a key is available.
         """
-        return verify_archive(self._settings, _path("path", path), key_file=_key_file(key_file))
+        return verify_archive(
+            self._settings,
+            _path("path", path),
+            key_file=_key_file(key_file),
+            tree_head=_tree_head(tree_head),
+        )
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -483,29 +538,44 @@ def _version() -> str:
         return "unknown"
 
 
-def verify_archive(settings: NexusSettings, path: Path, *, key_file: Path | None) -> VerifyReport:
+def verify_archive(
+    settings: NexusSettings,
+    path: Path,
+    *,
+    key_file: Path | None,
+    tree_head: TreeHead | None = None,
+) -> VerifyReport:
     key = load_key(key_file, required=False)
     reader = ArchiveReader(path, key)
     reader.check_all()
     note = None
-    chain: ChainCheck | None = None
+    audit: tuple[ChainCheck, str | None] | None = None
     if reader.encrypted and key is None:
+        if tree_head is not None:
+            load_key(key_file, required=True)  # raises: the head needs the entries
         note = "encrypted and no key given: checksums checked, contents and audit chain not"
     else:
         if reader.encrypted:
             for name in reader.files:
                 for _ in reader.chunks(name):
                     pass
-        chain = _chain_of(reader, settings)
+        audit = _chain_of(reader, settings, tree_head)
     return VerifyReport(
         str(path),
         len(reader.files),
         sum(f["size"] for f in reader.files.values()),
         reader.encrypted,
-        chain.checked if chain else None,
-        chain.checkpoints if chain else None,
+        audit[0].checked if audit else None,
+        audit[0].checkpoints if audit else None,
         note,
+        audit[1] if audit else None,
     )
+
+
+def _tree_head(value: object) -> TreeHead | None:
+    if value is None or isinstance(value, TreeHead):
+        return value
+    raise ValidationError("tree_head", "must be a TreeHead (TreeHead.from_json(text))")
 
 
 _NAME_MAX, _PATH_MAX = 255, 4096  # bytes: Linux, macOS and NTFS all cap a name at 255
