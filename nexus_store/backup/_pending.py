@@ -22,7 +22,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from nexus_store._errors import describe
 from nexus_store.backup import _mongo, _postgres, _redis
@@ -38,6 +38,7 @@ __all__ = ["commit", "finish"]
 
 _log = get_logger("nexus_store.backup")
 _MONGO_RECORD = "nexus_restore"
+_UNAUTHORIZED = 13
 _REDIS_RECORD = "__nx_restore_pending"  # after the namespace: outside every area's pattern
 _REDIS_RECORD_AREA: Area = "sessions"
 
@@ -54,7 +55,15 @@ class _MongoRecord:
         self._records = backends.mongo.db[_MONGO_RECORD]
 
     async def read(self) -> dict[str, Any] | None:
-        found = await self._records.find_one({"_id": "pending"})
+        try:
+            found = await self._records.find_one({"_id": "pending"})
+        except OperationFailure as exc:
+            if exc.code != _UNAUTHORIZED:
+                raise
+            # An application role without find on it; a restore (which needs a wider role
+            # anyway) could write it: docs/backup.md says to grant it.
+            _log.warning("restore_record_unreadable", collection=_MONGO_RECORD)
+            return None
         return None if found is None else dict(orjson.loads(found["plan"]))
 
     async def write(self, plan: dict[str, Any]) -> None:
