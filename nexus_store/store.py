@@ -118,7 +118,20 @@ class NexusStore:
 
         names = self.backends.configured()
         results = await asyncio.gather(*(ping(name) for name in names))
-        return dict(zip(names, results, strict=True))
+        found: dict[str, str | None] = dict(zip(names, results, strict=True))
+        await self.finish_restore([name for name in names if found[name] is None])
+        return found
+
+    async def finish_restore(self, reachable: list[BackendName] | None = None) -> bool:
+        """Finish a restore that was committed but not switched over everywhere (its process
+        was killed), so that nothing reads some stores restored and others not; returns
+        whether there was one. Run by :meth:`connect`, :meth:`health` and ``init``.
+
+        Raises :class:`BackupError` when the restore needs a store that is not reachable.
+        """
+        from nexus_store.backup._pending import finish
+
+        return await finish(self.backends, reachable) is not None
 
     async def close(self) -> None:
         """Flush buffered writes, then close every backend, even those that failed."""
@@ -302,4 +315,5 @@ class NexusStore:
         from nexus_store.redis.health import redis_checks
 
         readiness = (postgres_checks, mongo_checks, redis_checks, event_writer_checks)
+        await self.finish_restore()
         return await check_health(self, probe=probe, readiness=readiness, custom=self.health_checks)

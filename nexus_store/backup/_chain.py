@@ -2,7 +2,8 @@
 
 Uses only ``GENESIS``, ``entry_hash`` and ``checkpoint_signature`` of
 :mod:`nexus_store.mongo.audit.chain`: the hashing rules stay in their one home, the walk over
-an archive's documents is here.
+an archive's documents is here; so is the check of a signed tree head against them, with
+:mod:`nexus_store.audit_proofs`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nexus_store.audit_proofs import (
+    TreeHead,
+    leaf_hash,
+    node_hash,
+    perfect_pieces,
+    root_of,
+    verify_tree_head,
+)
 from nexus_store.mongo.audit.chain import GENESIS, checkpoint_signature, entry_hash
 
-__all__ = ["ChainCheck", "check_chain"]
+__all__ = ["ChainCheck", "check_chain", "tree_head_problem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +96,38 @@ def check_chain(
                 f"entries cut: checkpoint {seq} records them",
             )
     return ChainCheck(True, checked, compared)
+
+
+def _perfect_root(leaves: list[bytes]) -> bytes:
+    """The root of a perfect subtree (a power-of-two number of leaf hashes)."""
+    level = leaves
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def tree_head_problem(
+    entries: Iterable[Mapping[str, Any]],
+    head: TreeHead,
+    *,
+    public_key: str | None,
+    hmac_key: bytes | None,
+) -> str | None:
+    """Why the archived ``entries`` do not extend the log ``head`` signs, or None.
+
+    The head's signature is checked with the configured key (a key carried in the archive
+    would prove nothing), then RFC 9162's root of the first ``head.size`` entries (leaf =
+    :func:`leaf_hash`, index ``seq - 1``) is compared with the signed root.
+    """
+    if not verify_tree_head(head, public_key=public_key, hmac_key=hmac_key):
+        return f"the tree head of size {head.size} does not carry this log's valid signature"
+    by_seq = {int(entry["seq"]): entry for entry in entries}
+    missing = next((seq for seq in range(1, head.size + 1) if seq not in by_seq), None)
+    if missing is not None:
+        return f"the archive lacks entry {missing} of the {head.size} the tree head signs"
+    leaves = [leaf_hash(by_seq[seq]) for seq in range(1, head.size + 1)]
+    pieces = perfect_pieces(0, head.size)
+    root = root_of([_perfect_root(leaves[i << lvl : (i + 1) << lvl]) for lvl, i in pieces])
+    if root.hex() != head.root_hash:
+        return f"the first {head.size} entries do not hash to the tree head's root"
+    return None

@@ -6,12 +6,13 @@ the collection's options (validator, validation level...), its indexes and its U
 canonical Extended JSON, as mongodump writes it, so ``mongorestore`` reads the archive too.
 
 A restore loads each collection under a temporary name (``<name>__nxr_<hex>``), checks the
-count, builds the indexes, and only then renames it over the target (``dropTarget``).
+count, builds the indexes; once the restore is committed, each is renamed over its target
+(``dropTarget``), or, for a time-series collection (which cannot be renamed), copied into a
+new one (see :func:`publish`).
 """
 
 from __future__ import annotations
 
-import secrets
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
+from nexus_store.backup._pause import pause
 from nexus_store.errors import BackendUnavailableError, BackupError, NexusStoreError
 from nexus_store.mongo._layout import checkpoint_collection
 
@@ -39,8 +41,8 @@ __all__ = [
     "dump",
     "file_names",
     "holds_data",
+    "publish",
     "stage",
-    "switch",
 ]
 
 _RAW = CodecOptions(document_class=RawBSONDocument)
@@ -212,7 +214,8 @@ async def holds_data(settings: NexusSettings, backend: MongoBackend) -> bool:
 
 
 async def discard_stages(db: AsyncDatabase[dict[str, Any]]) -> None:
-    """Drop the collections that a killed restore left under temporary names."""
+    """Drop the collections that a restore killed before its commit left under temporary
+    names (never while a committed restore is pending: publish needs them)."""
     for name in await db.list_collection_names():
         if _STAGED in name:
             await db.drop_collection(name)
@@ -222,74 +225,137 @@ async def stage(
     settings: NexusSettings,
     backend: MongoBackend,
     reader: ArchiveReader,
+    tag: str,
     progress: Callable[[str], None],
-) -> dict[str, str]:
-    """Load every collection under a temporary name; returns target -> staged name."""
+) -> dict[str, dict[str, Any]]:
+    """Load every collection under a temporary name; returns, per target collection, what
+    :func:`publish` needs without the archive: the staged name, the count, the options and
+    the indexes (canonical Extended JSON)."""
     db = backend.db
     source = reader.manifest["mongo"]["database"]
-    staged: dict[str, str] = {}
-    suffix = _STAGED + secrets.token_hex(4)
+    plan: dict[str, dict[str, Any]] = {}
     try:
-        await discard_stages(db)
         for name, expected in reader.manifest["mongo"]["collections"].items():
             bson_file, metadata_file = file_names(source, name)
             metadata = json_util.loads(reader.read_bytes(metadata_file))
-            temporary = name + suffix
-            staged[name] = temporary
+            temporary = name + _STAGED + tag
             options = dict(metadata.get("options", {}))
-            await db.command({"create": temporary, **options})
-            target = db.get_collection(temporary, codec_options=_RAW)
-            batch: list[RawBSONDocument] = []
-            count = 0
-            for raw in bson_documents(reader.chunks(bson_file), bson_file):
-                batch.append(RawBSONDocument(raw))
-                if len(batch) >= _BATCH:
-                    await target.insert_many(batch, ordered=False)
-                    count += len(batch)
-                    batch.clear()
-            if batch:
-                await target.insert_many(batch, ordered=False)
-                count += len(batch)
+            time_series = "timeseries" in options
+            plan[name] = {
+                "staged": temporary,
+                "count": expected,
+                "timeSeries": time_series,
+                "options": _json(options),
+                "indexes": _json(_index_specs(metadata)),
+            }
+            # A time-series collection cannot be renamed: it is staged as a regular one and
+            # copied into a new time-series collection by publish.
+            await db.command({"create": temporary, **({} if time_series else options)})
+            count = await _insert(db.get_collection(temporary, codec_options=_RAW), (
+                RawBSONDocument(raw) for raw in bson_documents(reader.chunks(bson_file), bson_file)
+            ))  # fmt: skip
             if count != expected:
                 raise BackupError(
                     f"holds {count} documents, the manifest says {expected}", file=bson_file
                 )
             indexes = _index_specs(metadata)
-            if indexes:
+            if indexes and not time_series:
                 await db.command({"createIndexes": temporary, "indexes": indexes})
             progress(f"{db.name}.{name}: {count} documents staged")
     except PyMongoError as exc:
         raise _translate(exc) from exc
-    return staged
+    return plan
 
 
-async def switch(backend: MongoBackend, reader: ArchiveReader, staged: dict[str, str]) -> None:
-    """Rename each staged collection over its target (``dropTarget``: one step each), then
-    check that its indexes are the archive's."""
+def _json(value: Any) -> str:
+    return json_util.dumps(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
+
+
+async def _insert(target: AsyncCollection[Any], documents: Iterable[Any]) -> int:
+    batch: list[Any] = []
+    count = 0
+    for document in documents:
+        batch.append(document)
+        if len(batch) >= _BATCH:
+            await target.insert_many(batch, ordered=False)
+            count += len(batch)
+            batch.clear()
+    if batch:
+        await target.insert_many(batch, ordered=False)
+        count += len(batch)
+    return count
+
+
+async def publish(backend: MongoBackend, plan: dict[str, dict[str, Any]]) -> None:
+    """Put each staged collection in its target's place and drop the staged one.
+
+    A regular collection is renamed over its target (``dropTarget``: one step each), then
+    its indexes are checked against the archive's. A time-series one is copied into a new
+    time-series collection created with the archived options, counted, and only then is the
+    staged copy dropped. Idempotent: a collection whose staged copy is gone is done.
+    """
     db = backend.db
-    source = reader.manifest["mongo"]["database"]
     try:
-        present = set(await db.list_collection_names())
-        for name, temporary in staged.items():
-            if temporary in present:  # else switched before a restore was stopped
-                try:
-                    await backend.client.admin.command(
-                        "renameCollection",
-                        f"{db.name}.{temporary}",
-                        to=f"{db.name}.{name}",
-                        dropTarget=True,
-                    )
-                except OperationFailure as exc:
-                    # MongoDB answers every failure with a code, and never NamespaceExists
-                    # with dropTarget; the substitute answers "already exists" without one.
-                    if exc.code not in (None, _NAMESPACE_EXISTS):
-                        raise
-                if temporary in await db.list_collection_names(filter={"name": temporary}):
-                    await _rename_on_database(db, temporary, name)
-            metadata = json_util.loads(reader.read_bytes(file_names(source, name)[1]))
-            await _match_indexes(db, name, _index_specs(metadata))
+        for name, step in plan.items():
+            temporary = step["staged"]
+            if not await _exists(db, temporary):
+                continue
+            indexes = json_util.loads(step["indexes"])
+            if step["timeSeries"]:
+                await _copy_time_series(db, name, step, indexes)
+                continue
+            try:
+                await backend.client.admin.command(
+                    "renameCollection",
+                    f"{db.name}.{temporary}",
+                    to=f"{db.name}.{name}",
+                    dropTarget=True,
+                )
+            except OperationFailure as exc:
+                # MongoDB answers every failure with a code, and never NamespaceExists
+                # with dropTarget; the substitute answers "already exists" without one.
+                if exc.code not in (None, _NAMESPACE_EXISTS):
+                    raise
+            if await _exists(db, temporary):
+                await _rename_on_database(db, temporary, name)
+            await _match_indexes(db, name, indexes)
+            pause("mongo-publishing")  # between two collections
     except PyMongoError as exc:
         raise _translate(exc) from exc
+
+
+async def _copy_time_series(
+    db: AsyncDatabase[dict[str, Any]],
+    name: str,
+    step: dict[str, Any],
+    indexes: list[dict[str, Any]],
+) -> None:
+    """Recreate ``name`` as a time-series collection and copy the staged documents in.
+    Run again from the start after a kill: the staged copy is dropped last."""
+    await db.drop_collection(name)
+    await db.command({"create": name, **json_util.loads(step["options"])})
+    staged: AsyncCollection[RawBSONDocument] = db.get_collection(  # type: ignore[assignment]
+        step["staged"], codec_options=_RAW
+    )  # PyMongo types get_collection by the database's document class
+    target = db.get_collection(name, codec_options=_RAW)
+    count = 0
+    batch: list[RawBSONDocument] = []
+    async for document in staged.find({}, batch_size=_BATCH):
+        batch.append(document)
+        if len(batch) >= _BATCH:
+            count += await _insert(target, batch)
+            batch = []
+    count += await _insert(target, batch)
+    if count != step["count"]:
+        raise BackupError(f"copied {count} documents into {name}, expected {step['count']}")
+    if indexes:
+        await db.command({"createIndexes": name, "indexes": indexes})
+    await db.drop_collection(step["staged"])
+
+
+async def _exists(db: AsyncDatabase[dict[str, Any]], name: str) -> bool:
+    # Membership, not just a non-empty answer: the substitute ignores the filter.
+    return name in await db.list_collection_names(filter={"name": name})
 
 
 async def _rename_on_database(db: AsyncDatabase[dict[str, Any]], temporary: str, name: str) -> None:
@@ -302,5 +368,5 @@ async def _rename_on_database(db: AsyncDatabase[dict[str, Any]], temporary: str,
         await db.command("renameCollection", f"{db.name}.{temporary}", to=f"{db.name}.{name}")
     except OperationFailure as exc:
         raise BackupError(f"renaming {temporary} to {name} failed: {exc}") from exc
-    if temporary in await db.list_collection_names(filter={"name": temporary}):
+    if await _exists(db, temporary):
         raise BackupError(f"the server did not rename {temporary} to {name}")

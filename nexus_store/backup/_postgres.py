@@ -12,15 +12,17 @@ import asyncio
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from sqlalchemy.engine import make_url
 
 from nexus_store._secrets import scrub
+from nexus_store.backup._pause import pause
 from nexus_store.errors import (
     BackendUnavailableError,
     BackupError,
@@ -34,15 +36,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DUMP_FILE",
+    "PendingRecord",
     "PostgresTarget",
+    "commit",
     "counts_of",
     "discard_stages",
     "drop",
+    "drop_replaced",
     "dump",
     "exists",
     "holds_data",
     "stage",
-    "switch",
     "translate",
 ]
 
@@ -52,6 +56,10 @@ _READ = 1024 * 1024
 _STAGED = "__nxr_"
 _REPLACED = "__nxo_"
 _MAX_NAME = 63
+# Where a committed restore's plan waits in the target database until it is finished.
+_RECORD_SCHEMA = sql.Identifier("nexus_restore")
+_RECORD = sql.Identifier("nexus_restore", "pending")
+_RESTORE_LOCK = 0x6E78_7273  # pg_advisory_lock key of "finishing a restore" ("nxrs")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -133,18 +141,49 @@ def tool(name: str) -> str:
     return found
 
 
-async def _run(args: Sequence[str], target: PostgresTarget, what: str, **kwargs: Any) -> bytes:
+async def _run(
+    args: Sequence[str],
+    target: PostgresTarget,
+    what: str,
+    *,
+    source: Iterable[bytes] | None = None,
+    sink: Callable[[bytes], None] | None = None,
+) -> None:
+    """Run a client tool to its end: ``source`` streamed into its stdin, its stdout into
+    ``sink``, or neither. Killed if this side fails; a non-zero exit is a BackupError with
+    the tool's own message."""
+    pipe = asyncio.subprocess.PIPE
     process = await asyncio.create_subprocess_exec(
         *args,
         env=target.environment(),
-        stderr=asyncio.subprocess.PIPE,
+        stdin=pipe if source is not None else asyncio.subprocess.DEVNULL,
+        stdout=pipe if sink is not None else asyncio.subprocess.DEVNULL,
+        stderr=pipe,
         preexec_fn=_die_with_parent,
-        **kwargs,
     )
-    _, err = await process.communicate()
+    assert process.stderr is not None
+    errors = asyncio.ensure_future(process.stderr.read())
+    try:
+        if source is not None:
+            assert process.stdin is not None
+            try:
+                for block in source:
+                    process.stdin.write(block)
+                    await process.stdin.drain()
+                process.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the tool stopped early: its message says why
+        if sink is not None:
+            assert process.stdout is not None
+            while block := await process.stdout.read(_READ):
+                sink(block)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    await process.wait()
     if process.returncode != 0:
-        raise BackupError(f"{what} failed: {_failure(process, err)}", file=DUMP_FILE)
-    return err
+        raise BackupError(f"{what} failed: {_failure(process, await errors)}", file=DUMP_FILE)
 
 
 def _failure(process: asyncio.subprocess.Process, err: bytes) -> str:
@@ -180,7 +219,7 @@ async def _counts(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
     return counts
 
 
-async def _scalar(conn: psycopg.AsyncConnection[Any], query: str) -> Any:
+async def _scalar(conn: psycopg.AsyncConnection[Any], query: str | sql.Composed) -> Any:
     cursor = await conn.execute(query)
     row = await cursor.fetchone()
     return row[0] if row else None
@@ -239,27 +278,9 @@ async def _sealed_dump(
     args: list[str], target: PostgresTarget, writer: ArchiveWriter
 ) -> FileRecord:
     """pg_dump's output streamed through the archive's encryption (never in clear on disk)."""
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        env=target.environment(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_die_with_parent,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    errors = asyncio.ensure_future(process.stderr.read())
     file = writer.open(DUMP_FILE)
-    try:
-        with file as sink:
-            while block := await process.stdout.read(_READ):
-                sink.write(block)
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    await process.wait()
-    if process.returncode != 0:
-        raise BackupError(f"pg_dump failed: {_failure(process, await errors)}", file=DUMP_FILE)
+    with file as sink:
+        await _run(args, target, "pg_dump", sink=sink.write)
     assert file.record is not None
     return file.record
 
@@ -282,17 +303,23 @@ async def holds_data(target: PostgresTarget) -> bool:
 
 
 def stage_prefix(database: str) -> str:
+    """How the names of ``database``'s staged copies start (8 hex digits follow)."""
     return database[: _MAX_NAME - len(_STAGED) - 8] + _STAGED
+
+
+def _replaced_prefix(database: str) -> str:
+    """How the temporary name of the database being replaced starts."""
+    return database[: _MAX_NAME - len(_REPLACED) - 8] + _REPLACED
 
 
 async def discard_stages(target: PostgresTarget) -> None:
     """Drop the staged and replaced databases that a killed restore left behind."""
     admin = await target.connect("postgres")
     try:
-        base = target.database[: _MAX_NAME - len(_STAGED) - 8]
         cursor = await admin.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s OR datname LIKE %s",
-            (base.replace("_", r"\_") + r"\_\_nxr\_%", base.replace("_", r"\_") + r"\_\_nxo\_%"),
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+            "OR starts_with(datname, %s)",
+            (stage_prefix(target.database), _replaced_prefix(target.database)),
         )
         for (name,) in await cursor.fetchall():
             await admin.execute(
@@ -330,34 +357,27 @@ async def _load(
         # A file (not a pipe) lets pg_restore load tables and build indexes in parallel.
         await _run([*args, "--jobs=2", str(reader.path / DUMP_FILE)], target, "pg_restore")
         return
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        env=target.environment(),
-        stdin=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_die_with_parent,
-    )
-    assert process.stdin is not None and process.stderr is not None
-    errors = asyncio.ensure_future(process.stderr.read())
+    await _run(args, target, "pg_restore", source=reader.chunks(DUMP_FILE))
+
+
+async def commit(target: PostgresTarget, staged: str, plan: dict[str, Any]) -> None:
+    """The restore's commit point: ``plan`` is written into the staged database, then the
+    staged database takes the target's name in one transaction (the old one aside). Before
+    that transaction commits the target is as it was; after it, it holds the plan, which
+    whoever opens the store next finishes (see ``_pending``). The old database is dropped
+    afterwards (or by :func:`drop_replaced` when killed before)."""
+    conn = await target.connect(staged)
     try:
-        for block in reader.chunks(DUMP_FILE):
-            process.stdin.write(block)
-            await process.stdin.drain()
-        process.stdin.close()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # pg_restore stopped early: its message says why
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    await process.wait()
-    if process.returncode != 0:
-        raise BackupError(f"pg_restore failed: {_failure(process, await errors)}", file=DUMP_FILE)
-
-
-async def switch(target: PostgresTarget, staged: str) -> None:
-    """Rename ``staged`` to the target in one transaction (the old one aside, then dropped)."""
-    replaced = target.database[: _MAX_NAME - len(_REPLACED) - 8] + _REPLACED + secrets.token_hex(4)
+        await conn.execute(sql.SQL("CREATE SCHEMA {}").format(_RECORD_SCHEMA))
+        await conn.execute(
+            sql.SQL("CREATE TABLE {} (plan jsonb NOT NULL)").format(_RECORD),
+        )
+        await conn.execute(
+            sql.SQL("INSERT INTO {} (plan) VALUES (%s)").format(_RECORD), (Jsonb(plan),)
+        )
+    finally:
+        await conn.close()
+    replaced = _replaced_prefix(target.database) + secrets.token_hex(4)
     present = await exists(target, target.database)
     admin = await target.connect("postgres")
     try:
@@ -374,17 +394,75 @@ async def switch(target: PostgresTarget, staged: str) -> None:
                         sql.Identifier(target.database), sql.Identifier(replaced)
                     )
                 )
+            pause("committing")  # inside the transaction: a kill here rolls it back
             await admin.execute(
                 sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                     sql.Identifier(staged), sql.Identifier(target.database)
                 )
             )
-        if present:
+    finally:
+        await admin.close()
+
+
+async def drop_replaced(target: PostgresTarget) -> None:
+    """Drop the database(s) a committed restore replaced."""
+    admin = await target.connect("postgres")
+    try:
+        cursor = await admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+            (_replaced_prefix(target.database),),
+        )
+        for (name,) in await cursor.fetchall():
             await admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(replaced))
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
     finally:
         await admin.close()
+
+
+class PendingRecord:
+    """The plan of a committed restore, in the target database, held under an advisory lock
+    so that two processes never finish the same restore at once."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, target: PostgresTarget) -> PendingRecord | None:
+        """The record if a restore is pending (waiting for whoever finishes it now)."""
+        try:
+            conn = await target.connect()
+        except BackendUnavailableError:
+            if await exists(target, target.database):
+                raise
+            return None  # no target database: nothing restored into it yet
+        try:
+            if await _scalar(conn, "SELECT to_regclass('nexus_restore.pending')") is None:
+                await conn.close()
+                return None
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_RESTORE_LOCK,))
+            return cls(conn)
+        except BaseException:
+            await conn.close()
+            raise
+
+    async def read(self) -> dict[str, Any] | None:
+        """None when another process finished it while this one waited for the lock."""
+        if await _scalar(self._conn, "SELECT to_regclass('nexus_restore.pending')") is None:
+            return None
+        plan: dict[str, Any] | None = await _scalar(
+            self._conn, sql.SQL("SELECT plan FROM {}").format(_RECORD)
+        )
+        return plan
+
+    async def write(self, plan: dict[str, Any]) -> None:
+        await self._conn.execute(sql.SQL("UPDATE {} SET plan = %s").format(_RECORD), (Jsonb(plan),))
+
+    async def clear(self) -> None:
+        await self._conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(_RECORD_SCHEMA))
+
+    async def close(self) -> None:
+        await self._conn.close()  # ends the session, and with it the advisory lock
 
 
 async def exists(target: PostgresTarget, database: str) -> bool:

@@ -15,6 +15,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from nexus_store.backup._pause import pause
 from nexus_store.errors import BackupError, ValidationError
 from nexus_store.redis.names import AREAS
 
@@ -25,13 +26,22 @@ if TYPE_CHECKING:
     from nexus_store.redis.client import RedisBackend
     from nexus_store.redis.names import Area
 
-__all__ = ["DURABLE_AREAS", "areas_from", "dump", "holds_data", "restore"]
+__all__ = [
+    "DURABLE_AREAS",
+    "areas_from",
+    "discard_staged",
+    "dump",
+    "holds_data",
+    "publish",
+    "stage",
+]
 
 #: What a backup holds by default: what cannot be rebuilt (cache and limits can).
 DURABLE_AREAS: tuple[Area, ...] = ("sessions", "queue")
 _PIPELINE = 500
 _HEADER = struct.Struct(">I")
 _EXPIRY = struct.Struct(">q")
+_STAGED = "__nxr_"
 
 
 def areas_from(names: Iterable[str]) -> tuple[Area, ...]:
@@ -147,38 +157,94 @@ def _rename(key: bytes, source: str, target: str) -> bytes:
     return target.encode() + b":" + key[len(head) :]
 
 
-async def restore(
+def _stage_prefix(backend: RedisBackend, tag: str, area: Area) -> str:
+    """Where a restore stages an area's keys: outside every area's scan pattern (no key
+    starts with ``<namespace>__``), one prefix per area (areas may share a database)."""
+    return f"{backend.settings.namespace}{_STAGED}{tag}:{area}:"
+
+
+async def stage(
     backend: RedisBackend,
     reader: ArchiveReader,
     areas: tuple[Area, ...],
+    tag: str,
     progress: Callable[[str], None],
 ) -> dict[str, int]:
-    """Replace each area's keys with the archive's; returns the keys written per area.
-
-    Idempotent: running it again (after a killed restore) gives the same keys.
-    """
+    """Write each area's archived keys under the restore's staging prefix (the target's keys
+    are untouched); returns the keys staged per area. Expired ones are skipped."""
     source = reader.manifest["redis"]["namespace"]
     target = backend.settings.namespace
+    staged: dict[str, int] = {}
+    for area in areas:
+        name = file_name(area)
+        parsed = list(records(reader.chunks(name), name))
+        expected = reader.manifest["redis"]["areas"][area]
+        if len(parsed) != expected:
+            raise BackupError(f"holds {len(parsed)} keys, the manifest says {expected}", file=name)
+        prefix = _stage_prefix(backend, tag, area).encode()
+        with backend.unavailable():
+            client = backend.client(area)
+            now = await _now_ms(client)
+            live = [item for item in parsed if item[2] == 0 or item[2] > now]
+            for start in range(0, len(live), _PIPELINE):
+                pipe = client.pipeline(transaction=False)
+                for key, payload, expires in live[start : start + _PIPELINE]:
+                    pipe.restore(
+                        prefix + _rename(key, source, target), expires, payload, replace=True,
+                        absttl=expires != 0,
+                    )  # fmt: skip
+                await pipe.execute()
+        staged[area] = len(live)
+        progress(f"redis {area}: {len(live)} keys staged")
+    return staged
+
+
+async def _staged_keys(backend: RedisBackend, tag: str, area: Area) -> list[bytes]:
+    client = backend.client(area)
+    pattern = _stage_prefix(backend, tag, area) + "*"
+    return [key async for key in client.scan_iter(match=pattern, count=1000)]
+
+
+async def publish(backend: RedisBackend, tag: str, areas: tuple[Area, ...]) -> dict[str, int]:
+    """Replace each area's keys with the ones staged under ``tag``; returns the keys written
+    per area. Idempotent while the staged keys exist (they are removed by
+    :func:`discard_staged`, once every area is published)."""
     written: dict[str, int] = {}
-    parsed = {
-        area: list(records(reader.chunks(file_name(area)), file_name(area))) for area in areas
-    }
     with backend.unavailable():
         for area in areas:
             client = backend.client(area)
             stale = await _keys(backend, area)
             for start in range(0, len(stale), _PIPELINE):
                 await client.unlink(*stale[start : start + _PIPELINE])
-            now = await _now_ms(client)
-            live = [item for item in parsed[area] if item[2] == 0 or item[2] > now]
-            for start in range(0, len(live), _PIPELINE):
+            pause("redis-publishing")  # an area emptied, not yet refilled
+            staged = await _staged_keys(backend, tag, area)
+            cut = len(_stage_prefix(backend, tag, area))
+            count = 0
+            for start in range(0, len(staged), _PIPELINE):
+                part = staged[start : start + _PIPELINE]
                 pipe = client.pipeline(transaction=False)
-                for key, payload, expires in live[start : start + _PIPELINE]:
-                    pipe.restore(
-                        _rename(key, source, target), expires, payload, replace=True,
-                        absttl=expires != 0,
-                    )  # fmt: skip
+                for key in part:
+                    pipe.dump(key)
+                    pipe.pttl(key)
+                replies = await pipe.execute()
+                pipe = client.pipeline(transaction=False)
+                for index, key in enumerate(part):
+                    payload, ttl = replies[2 * index], replies[2 * index + 1]
+                    if payload is None or ttl == -2:  # expired while staged
+                        continue
+                    pipe.restore(key[cut:], max(ttl, 0), payload, replace=True)
+                    count += 1
                 await pipe.execute()
-            written[area] = len(live)
-            progress(f"redis {area}: {len(live)} keys restored")
+            written[area] = count
     return written
+
+
+async def discard_staged(backend: RedisBackend, areas: tuple[Area, ...], tag: str = "") -> None:
+    """Remove the keys staged under ``tag`` (every restore's when empty)."""
+    with backend.unavailable():
+        for area in areas:
+            client = backend.client(area)
+            pattern = f"{backend.settings.namespace}{_STAGED}{tag}*"
+            keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+            for start in range(0, len(keys), _PIPELINE):
+                await client.unlink(*keys[start : start + _PIPELINE])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import secrets
 import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ import orjson
 import psycopg
 
 from nexus_store._text import flag, text
-from nexus_store.backup import _mongo, _postgres, _redis
+from nexus_store.audit_proofs import TreeHead
+from nexus_store.backup import _mongo, _pending, _postgres, _redis
 from nexus_store.backup._archive import (
     FORMAT_VERSION,
     MANIFEST,
@@ -31,9 +33,11 @@ from nexus_store.backup._archive import (
     ArchiveWriter,
     load_key,
 )
-from nexus_store.backup._chain import ChainCheck, check_chain
+from nexus_store.backup._chain import ChainCheck, check_chain, tree_head_problem
+from nexus_store.backup._pause import pause
 from nexus_store.errors import BackupError, ConfigurationError, ValidationError
 from nexus_store.log import get_logger
+from nexus_store.redis.names import AREAS
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
@@ -55,8 +59,6 @@ __all__ = [
 _log = get_logger("nexus_store.backup")
 StoreName = Literal["postgres", "mongo", "redis"]
 STORES: tuple[StoreName, ...] = get_args(StoreName)
-#: Written next to the manifest when a restore starts switching; removed when it is done.
-JOURNAL = "restore-pending.json"
 Progress = Callable[[str, str], None]
 
 
@@ -98,6 +100,7 @@ class VerifyReport:
     audit_checked: int | None
     audit_checkpoints: int | None
     note: str | None = None
+    tree_heads: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,6 @@ class RestoreReport:
     path: str
     stores: list[str]
     counts: list[Count]
-    resumed: bool
     seconds: float
 
 
@@ -169,15 +171,21 @@ def _audit_key(settings: NexusSettings) -> bytes | None:
     return secret.encode() if secret else None
 
 
-def _chain_of(reader: ArchiveReader, settings: NexusSettings) -> ChainCheck | None:
-    """The audit chain inside the archive, or None when it holds no MongoDB copy."""
+def _chain_of(
+    reader: ArchiveReader, settings: NexusSettings, external: TreeHead | None = None
+) -> tuple[ChainCheck, str | None] | None:
+    """The audit chain inside the archive, checked, and what was checked against tree
+    heads (the archived one, ``external``); None when the archive holds no MongoDB copy."""
     from bson import decode_all
     from bson.codec_options import CodecOptions
 
     section = reader.manifest.get("mongo")
     if section is None:
+        if external is not None:
+            raise BackupError("holds no audit log to check the tree head against", file=MANIFEST)
         return None
     roles, database = section["roles"], section["database"]
+    audit_file = _mongo.file_names(database, roles["audit"])[0]
     options: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
 
     def documents(role: str) -> list[dict[str, Any]]:
@@ -186,15 +194,50 @@ def _chain_of(reader: ArchiveReader, settings: NexusSettings) -> ChainCheck | No
             decode_all(raw, options)[0] for raw in _mongo.bson_documents(reader.chunks(name), name)
         ]
 
+    entries = documents("audit")
     found = check_chain(
-        documents("audit"), documents("checkpoints"), _audit_key(settings), dt.datetime.now(dt.UTC)
+        entries, documents("checkpoints"), _audit_key(settings), dt.datetime.now(dt.UTC)
     )
     if not found.ok:
         raise BackupError(
-            f"audit chain broken at seq {found.first_broken_seq}: {found.reason}",
-            file=_mongo.file_names(database, roles["audit"])[0],
+            f"audit chain broken at seq {found.first_broken_seq}: {found.reason}", file=audit_file
         )
-    return found
+    heads = []
+    archived = section.get("treeHead")
+    for label, head in (
+        ("archived", None if archived is None else TreeHead.from_json(orjson.dumps(archived))),
+        ("given", external),
+    ):
+        if head is None:
+            continue
+        problem = tree_head_problem(
+            entries, head, public_key=_public_key(settings), hmac_key=_audit_key(settings)
+        )
+        if problem is not None:
+            raise BackupError(f"{label} tree head: {problem}", file=audit_file)
+        heads.append(f"{label} tree head (size {head.size}) verified")
+    return found, "; ".join(heads) or None
+
+
+def _public_key(settings: NexusSettings) -> str | None:
+    from nexus_store.audit_proofs import public_key_pem
+
+    key = settings.audit.signing_key
+    return None if key is None else public_key_pem(key.get_secret_value())
+
+
+async def _current_tree_head(backends: Backends) -> dict[str, Any] | None:
+    """The log's signed tree head now (taken before the audit entries are dumped, so the
+    archive's log extends it), or None without entries or without a key to sign with."""
+    from dataclasses import asdict
+
+    from nexus_store.mongo.audit.log import AuditLog
+
+    audit = backends.settings.audit
+    if audit.signing_key is None and audit.hmac_key is None:
+        return None
+    head = await AuditLog(backends).tree_head()
+    return asdict(head) if head.size else None
 
 
 def _known_revision(revision: str | None) -> None:
@@ -278,9 +321,12 @@ class Backup:
                     self._settings, writer, lambda m: progress("postgres", m)
                 )
             if "mongo" in stores:
+                head = await _current_tree_head(self._backends)
                 manifest["mongo"] = await _mongo.dump(
                     self._settings, self._backends.mongo, writer, lambda m: progress("mongo", m)
                 )
+                if head is not None:
+                    manifest["mongo"]["treeHead"] = head
             if "redis" in stores:
                 manifest["redis"] = await _redis.dump(
                     self._backends.redis, areas, writer, lambda m: progress("redis", m)
@@ -303,13 +349,22 @@ class Backup:
 
     # -- verify ----------------------------------------------------------------------------
 
-    def verify(self, path: str | Path, *, key_file: Path | None = None) -> VerifyReport:
-        """Check every file against the manifest and the audit chain inside; no server needed.
+    def verify(
+        self, path: str | Path, *, key_file: Path | None = None, tree_head: TreeHead | None = None
+    ) -> VerifyReport:
+        """Check every file against the manifest and the audit chain inside, and against the
+        archived signed tree head and ``tree_head`` (one kept elsewhere: the archive's log
+        must extend it); no server needed.
 
         Raises :class:`BackupError` naming the first bad file. An encrypted archive's files
         are authenticated and its chain checked when a key is available.
         """
-        return verify_archive(self._settings, _path("path", path), key_file=_key_file(key_file))
+        return verify_archive(
+            self._settings,
+            _path("path", path),
+            key_file=_key_file(key_file),
+            tree_head=_tree_head(tree_head),
+        )
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -327,8 +382,9 @@ class Backup:
 
         The archive is checked first (manifest, checksums, decryption, audit chain, schema
         revision), then the target (refused when it holds data, unless ``force``). Each store
-        is loaded under temporary names; only then are they switched over. A restore killed
-        while switching is finished by running it again (``restore-pending.json``).
+        is loaded under temporary names, then the restore commits in one atomic step and
+        switches over; a restore killed after its commit is finished by the next process
+        that opens the store (or restores), before anything else reads the stores.
         """
         started = dt.datetime.now(dt.UTC)
         # Every argument is checked before the archive is read: force="no" must not force.
@@ -336,43 +392,61 @@ class Backup:
         _progress(progress)
         _store_name(only)
         archive, key_file = _path("path", path), _key_file(key_file)
-        if (archive / JOURNAL).exists():
-            return await self._resume(archive, key_file, progress, started)
         reader = ArchiveReader(archive, load_key(key_file, required=False))
         stores = _stores(only, list(reader.manifest["stores"]), archive=True)
         self._check_archive(reader, stores, key_file, progress)
-        areas = tuple(reader.manifest.get("redis", {}).get("areas", {}))
+        # A restore committed before a kill is finished first: its staged copies are its
+        # plan's, and the target's data is what the refusal below looks at.
+        if await _pending.finish(self._backends) is not None:
+            progress("archive", "finished a restore committed before it was stopped")
+        areas = _redis.areas_from(reader.manifest.get("redis", {}).get("areas", {}))
         if not force:
-            await self._refuse_non_empty(stores, _redis.areas_from(areas))
-        journal: dict[str, Any] = {"stores": stores}
+            await self._refuse_non_empty(stores, areas)
+        tag = secrets.token_hex(4)
+        plan: dict[str, Any] = {"id": tag, "stores": stores}
         pg_target = (
             _postgres.PostgresTarget.from_settings(self._settings) if "postgres" in stores else None
         )
+        staged_database: str | None = None
         try:
+            await self._discard(stores, None, pg_target)  # what restores killed earlier staged
             if pg_target is not None:
                 progress("postgres", "restoring into a new database")
-                await _postgres.discard_stages(pg_target)
-                journal["postgres"] = await _postgres.stage(reader, pg_target)
-                staged_counts = await _postgres.counts_of(pg_target, journal["postgres"])
+                staged_database = await _postgres.stage(reader, pg_target)
+                staged_counts = await _postgres.counts_of(pg_target, staged_database)
                 _compare(staged_counts, reader.manifest["postgres"]["tables"], "postgres")
             if "mongo" in stores:
-                journal["mongo"] = await _mongo.stage(
-                    self._settings, self._backends.mongo, reader, lambda m: progress("mongo", m)
+                plan["mongo"] = await _mongo.stage(
+                    self._settings,
+                    self._backends.mongo,
+                    reader,
+                    tag,
+                    lambda m: progress("mongo", m),
                 )
             if "redis" in stores:
-                # Parsed (checked) now; written while switching (they replace key by key).
-                for area, expected in reader.manifest["redis"]["areas"].items():
-                    name = _redis.file_name(area)
-                    found = len(list(_redis.records(reader.chunks(name), name)))
-                    if found != expected:
-                        raise BackupError(
-                            f"holds {found} keys, the manifest says {expected}", file=name
-                        )
+                staged_keys = await _redis.stage(
+                    self._backends.redis, reader, areas, tag, lambda m: progress("redis", m)
+                )
+                plan["redis"] = {"areas": list(areas), "staged": staged_keys}
+            pause("staged")
+            progress("archive", "committing")
+            await _pending.commit(self._backends, plan, staged_database)
         except BaseException:
-            await self._discard(stores, journal, pg_target)
+            await self._discard(stores, staged_database, pg_target)
             raise
-        _write_journal(archive, journal)
-        return await self._switch(archive, reader, journal, progress, started, resumed=False)
+        progress("archive", "committed; switching over")
+        finished = await _pending.finish(self._backends)
+        if finished is None:  # another process opening the store finished it meanwhile
+            finished = plan
+        counts = _counts(reader.manifest, stores)
+        if "redis" in finished and "written" in finished["redis"]:
+            counts = [c for c in counts if c.store != "redis"]
+            counts += _count_rows("redis", finished["redis"]["written"])
+        for store in stores:
+            total = sum(c.count for c in counts if c.store == store)
+            progress(store, f"{total} {_UNITS[store]}")
+        seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
+        return RestoreReport(str(archive), stores, counts, seconds)
 
     def _check_archive(
         self, reader: ArchiveReader, stores: list[str], key_file: Path | None, progress: Progress
@@ -412,67 +486,27 @@ class Backup:
     async def _discard(
         self,
         stores: list[str],
-        journal: dict[str, Any],
+        staged_database: str | None,
         pg_target: _postgres.PostgresTarget | None,
     ) -> None:
-        """Remove what a failed restore staged; the target was not touched. (A staged
-        database whose load failed was dropped by ``_postgres.stage`` already.)"""
+        """Remove what was staged and never committed; the target was not touched. With no
+        ``staged_database``: every restore's leftovers (only when none is pending)."""
         from nexus_store._errors import describe
 
         try:
-            if pg_target is not None and journal.get("postgres"):
-                await _postgres.drop(pg_target, journal["postgres"])
+            if pg_target is not None:
+                if staged_database is None:
+                    await _postgres.discard_stages(pg_target)
+                else:
+                    await _postgres.drop(pg_target, staged_database)
             if "mongo" in stores:
                 await _mongo.discard_stages(self._backends.mongo.db)
-        except Exception as exc:  # the original failure matters more
-            _log.warning("backup_discard_failed", error=describe(exc))
-
-    async def _resume(
-        self, archive: Path, key_file: Path | None, progress: Progress, started: dt.datetime
-    ) -> RestoreReport:
-        journal = orjson.loads((archive / JOURNAL).read_bytes())
-        reader = ArchiveReader(archive, load_key(key_file, required=False))
-        progress("archive", "finishing the restore that was switching when it stopped")
-        return await self._switch(archive, reader, journal, progress, started, resumed=True)
-
-    async def _switch(
-        self,
-        archive: Path,
-        reader: ArchiveReader,
-        journal: dict[str, Any],
-        progress: Progress,
-        started: dt.datetime,
-        *,
-        resumed: bool,
-    ) -> RestoreReport:
-        """Every step may run again after a kill: each one checks what is left to do.
-
-        The counts reported for PostgreSQL and MongoDB are the ones counted in the staged
-        copies, which had to equal the manifest's before the switch.
-        """
-        stores: list[str] = journal["stores"]
-        counts: list[Count] = []
-        if "postgres" in stores:
-            target = _postgres.PostgresTarget.from_settings(self._settings)
-            if await _postgres.exists(target, journal["postgres"]):
-                await _postgres.switch(target, journal["postgres"])
-            found = reader.manifest["postgres"]["tables"]
-            counts += _count_rows("postgres", found)
-            progress("postgres", f"{sum(found.values())} rows")
-        if "mongo" in stores:
-            await _mongo.switch(self._backends.mongo, reader, journal["mongo"])
-            found = reader.manifest["mongo"]["collections"]
-            counts += _count_rows("mongo", found)
-            progress("mongo", f"{sum(found.values())} documents")
-        if "redis" in stores:
-            areas = _redis.areas_from(reader.manifest["redis"]["areas"])
-            written = await _redis.restore(
-                self._backends.redis, reader, areas, lambda m: progress("redis", m)
-            )
-            counts += _count_rows("redis", written)
-        (archive / JOURNAL).unlink(missing_ok=True)
-        seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
-        return RestoreReport(str(archive), stores, counts, resumed, seconds)
+            if "redis" in stores:
+                await _redis.discard_staged(self._backends.redis, AREAS)
+        except Exception as exc:
+            if staged_database is None:
+                raise
+            _log.warning("backup_discard_failed", error=describe(exc))  # the failure matters more
 
     # -- list and prune --------------------------------------------------------------------
 
@@ -492,18 +526,6 @@ class Backup:
         )
 
 
-def _write_journal(archive: Path, journal: dict[str, Any]) -> None:
-    partial = archive / (JOURNAL + ".tmp")
-    try:
-        partial.write_bytes(orjson.dumps(journal))
-        os.replace(partial, archive / JOURNAL)
-    except OSError as exc:
-        raise BackupError(
-            f"cannot write the restore journal ({exc.strerror}); the target was not changed",
-            file=JOURNAL,
-        ) from None
-
-
 def _compare(found: dict[str, int], expected: dict[str, int], store: str) -> None:
     differing = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if differing:
@@ -513,10 +535,13 @@ def _compare(found: dict[str, int], expected: dict[str, int], store: str) -> Non
         )
 
 
-def _counts(manifest: dict[str, Any]) -> list[Count]:
+_UNITS = {"postgres": "rows", "mongo": "documents", "redis": "keys"}
+
+
+def _counts(manifest: dict[str, Any], stores: list[str] | None = None) -> list[Count]:
     counts: list[Count] = []
     for store, part in (("postgres", "tables"), ("mongo", "collections"), ("redis", "areas")):
-        if store in manifest:
+        if store in manifest and (stores is None or store in stores):
             counts += _count_rows(store, manifest[store][part])
     return counts
 
@@ -530,29 +555,44 @@ def _version() -> str:
         return "unknown"
 
 
-def verify_archive(settings: NexusSettings, path: Path, *, key_file: Path | None) -> VerifyReport:
+def verify_archive(
+    settings: NexusSettings,
+    path: Path,
+    *,
+    key_file: Path | None,
+    tree_head: TreeHead | None = None,
+) -> VerifyReport:
     key = load_key(key_file, required=False)
     reader = ArchiveReader(path, key)
     reader.check_all()
     note = None
-    chain: ChainCheck | None = None
+    audit: tuple[ChainCheck, str | None] | None = None
     if reader.encrypted and key is None:
+        if tree_head is not None:
+            load_key(key_file, required=True)  # raises: the head needs the entries
         note = "encrypted and no key given: checksums checked, contents and audit chain not"
     else:
         if reader.encrypted:
             for name in reader.files:
                 for _ in reader.chunks(name):
                     pass
-        chain = _chain_of(reader, settings)
+        audit = _chain_of(reader, settings, tree_head)
     return VerifyReport(
         str(path),
         len(reader.files),
         sum(f["size"] for f in reader.files.values()),
         reader.encrypted,
-        chain.checked if chain else None,
-        chain.checkpoints if chain else None,
+        audit[0].checked if audit else None,
+        audit[0].checkpoints if audit else None,
         note,
+        audit[1] if audit else None,
     )
+
+
+def _tree_head(value: object) -> TreeHead | None:
+    if value is None or isinstance(value, TreeHead):
+        return value
+    raise ValidationError("tree_head", "must be a TreeHead (TreeHead.from_json(text))")
 
 
 _NAME_MAX, _PATH_MAX = 255, 4096  # bytes: Linux, macOS and NTFS all cap a name at 255

@@ -147,16 +147,33 @@ def create(
 def verify(
     path: Annotated[Path, typer.Argument(help="Archive directory.")],
     key_file: KeyFileOption = None,
+    tree_head: Annotated[
+        Path | None,
+        typer.Option(
+            "--tree-head",
+            help="A signed tree head kept outside (store.audit.tree_head() as JSON): the "
+            "archive's audit log must extend it.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
-    """Check every file against the manifest, and the audit chain inside. No server needed."""
+    """Check every file against the manifest, and the audit chain inside against its signed
+    tree head (and --tree-head). No server needed."""
+    from nexus_store.audit_proofs import TreeHead
     from nexus_store.backup.service import verify_archive
+    from nexus_store.errors import BackupError
 
-    settings = load_settings(config)  # the audit key, if the chain is signed
+    settings = load_settings(config)  # the audit keys: chain and tree head signatures
 
     async def work() -> Any:
-        return verify_archive(settings, path, key_file=key_file)
+        head = None
+        if tree_head is not None:
+            try:
+                head = TreeHead.from_json(tree_head.read_bytes())
+            except OSError as exc:
+                raise BackupError(f"cannot read it ({exc.strerror})", file=str(tree_head)) from None
+        return verify_archive(settings, path, key_file=key_file, tree_head=head)
 
     report = _guarded(work, "backup verify")
     step_line("done", "backup verify", report.note or "every file and the audit chain check out")

@@ -234,6 +234,8 @@ def init(
 
 async def _init(settings: NexusSettings, dry_run: bool, only: list[str] | None) -> list[StepResult]:
     async with open_store(settings) as store:
+        if not dry_run:
+            await store.finish_restore()  # a killed restore's switch-over comes first
         return await run_init(store, dry_run=dry_run, only=only)
 
 

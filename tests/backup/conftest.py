@@ -32,6 +32,8 @@ AUDIT = 10_000 if FULL_SCALE else 500
 SESSIONS = 20
 QUEUE_MESSAGES = 30
 PENDING = 12  # consumed, not acknowledged: must come back in the group's pending list
+#: Ed25519 seed signing the audit log's tree heads (64 hex digits).
+SIGNING_KEY = secrets.token_hex(32)
 
 
 def _stack(postgres_url: str, mongo_url: str, redis_url: str, prefix: str) -> Iterator[Stack]:
@@ -43,8 +45,12 @@ def _stack(postgres_url: str, mongo_url: str, redis_url: str, prefix: str) -> It
         database=f"nexus_{prefix}_{tag}",
         namespace=f"{prefix}{tag}",
     ) as scratch:
-        # Checkpoints every 100 entries, so that archives hold some to check the chain against.
-        yield scratch.merged(outbox={"audited_tables": ["users"]}, audit={"checkpoint_every": 100})
+        # Checkpoints every 100 entries, so that archives hold some to check the chain against;
+        # a signing key (the same for source and targets), so that they hold a tree head.
+        yield scratch.merged(
+            outbox={"audited_tables": ["users"]},
+            audit={"checkpoint_every": 100, "signing_key": SIGNING_KEY},
+        )
 
 
 @pytest.fixture(scope="package")
@@ -99,10 +105,13 @@ async def _snapshot(settings: NexusSettings) -> dict[str, Any]:
 
     target = _postgres.PostgresTarget.from_settings(settings)
     state: dict[str, Any] = {}
-    state["postgres"] = (
-        await _postgres.counts_of(target) if await _postgres.exists(target, target.database) else {}
-    )
+    # Opened first, as an application would: opening finishes a committed restore.
     async with NexusStore(settings) as store:
+        state["postgres"] = (
+            await _postgres.counts_of(target)
+            if await _postgres.exists(target, target.database)
+            else {}
+        )
         db = store.backends.mongo.db
         state["mongo"] = {
             name: await db[name].count_documents({})
@@ -119,8 +128,9 @@ async def _snapshot(settings: NexusSettings) -> dict[str, Any]:
 
 @pytest.fixture
 def snapshot() -> Callable[[NexusSettings], Awaitable[dict[str, Any]]]:
-    """Counts of every store's data: PostgreSQL rows per table, documents per collection,
-    key names per durable Redis area (without the namespace)."""
+    """Counts of every store's data as an application sees them (after opening the store):
+    PostgreSQL rows per table, documents per collection, key names per durable Redis area
+    (without the namespace)."""
     return _snapshot
 
 

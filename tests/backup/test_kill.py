@@ -1,18 +1,23 @@
-"""Acceptance: a restore killed with SIGKILL leaves the target as it was or fully restored.
+"""Acceptance: a restore killed with SIGKILL leaves the target, as an application that opens
+the store sees it, either as it was or fully restored, never in between.
 
-Three runs, each killed at a random moment of one phase: while PostgreSQL is loaded into its
-new database, while MongoDB collections are loaded under temporary names, and while the
-stores are switched over (a random delay after a random progress line of that phase; the
-seed and the last line are in the messages). A restore killed while switching leaves
-``restore-pending.json`` in the archive; running the same command again finishes it, which
-is how an operator sees it too.
+Two kinds of runs. Paused: the restore stops at one named step of the switch-over
+(``NEXUS_BACKUP_TEST_PAUSE``, a hook that does nothing unless set) and is killed there, so
+every moment that matters is hit in every run of the suite: staged but not committed, inside
+the commit transaction (one database renamed, the other not), committed with nothing
+switched yet, between two MongoDB collections, and with a Redis area emptied but not
+refilled. Random: killed a random delay after a random progress line of the whole restore
+(the seed and the last line are in the messages).
+
+The state is read through ``NexusStore`` (see the ``snapshot`` fixture), as any application
+reads it: opening the store finishes a committed restore.
 """
 
 from __future__ import annotations
 
 import random
-import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,17 +27,22 @@ import pytest
 from devstack.stack import Stack
 from nexus_store import NexusStore
 from nexus_store.backup import _postgres
-from nexus_store.backup.service import JOURNAL
-from tests.support import run_cli, start_cli
+from nexus_store.backup._pause import PAUSE_VARIABLE
+from tests.support import start_cli
 
 pytestmark = pytest.mark.slow
 
-#: How the progress lines that open each phase's kill window end, by run.
-_PHASES = (
-    ("checking checksums", "restoring into a new database"),
-    ("documents staged",),
-    ("rows", "documents"),  # PostgreSQL switched; MongoDB or Redis not yet
-)
+#: Each pause point, and what the target must be once opened after a kill there.
+_PAUSES = {
+    "staged": "before",
+    "committing": "before",
+    "committed": "after",
+    "mongo-publishing": "after",
+    "redis-publishing": "after",
+}
+#: Progress lines (their endings) that can open the random runs' kill window.
+_LINES = ("checking checksums", "restoring into a new database", "documents staged",
+          "keys staged", "committing", "switching over")  # fmt: skip
 
 
 async def _occupy(settings: Any) -> None:
@@ -45,52 +55,56 @@ async def _occupy(settings: Any) -> None:
         await store.queue.enqueue("before-jobs", {"n": 1})
 
 
-@pytest.mark.parametrize("run", range(3))
+def _kill_after(process: subprocess.Popen[str], ending: str, delay: float) -> list[str]:
+    """SIGKILL ``delay`` seconds after the first stderr line ending with ``ending``; returns
+    the lines seen."""
+    assert process.stderr is not None
+    seen = []
+    while line := process.stderr.readline():
+        seen.append(line.strip())
+        if line.rstrip().endswith(ending):
+            break
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    rest = process.communicate(timeout=30)[1]
+    return [*seen, *rest.strip().splitlines()]
+
+
+@pytest.mark.parametrize("how", [*_PAUSES, "random-1", "random-2", "random-3"])
 async def test_sigkill_during_restore_leaves_before_or_after(
-    run: int,
+    how: str,
     populated: Any,
     archives: dict[str, Path],
     target_stack: Stack,
     snapshot: Any,
-    tmp_path: Path,
 ) -> None:
-    seed = random.randrange(2**32)
-    chance = random.Random(seed)
-    marker = chance.choice(_PHASES[run])
-    delay = chance.uniform(0, 0.4)
-    archive = tmp_path / "archive"
-    shutil.copytree(archives["plain"], archive)
     settings = target_stack.settings()
     await _occupy(settings)
     before = await snapshot(settings)
     after = await snapshot(populated.settings)
     assert before != after
-
-    process = start_cli(
-        "backup", "restore", str(archive), "--force", env=target_stack.environment()
-    )
-    assert process.stderr is not None
-    seen = []
-    while line := process.stderr.readline():
-        seen.append(line.strip())
-        if line.rstrip().endswith(marker):
-            break
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    rest = process.communicate(timeout=30)[1]
-    last = [*seen, *rest.strip().splitlines()][-1:] or ["(none)"]
-    where = f"run {run}, seed {seed}, {delay:.2f} s after {marker!r}, last line {last[0]!r}"
-
-    if (archive / JOURNAL).exists():
-        state = await snapshot(settings)
-        finished = run_cli("backup", "restore", str(archive), env=target_stack.environment())
-        assert finished.returncode == 0, (where, finished.output)
-        assert await snapshot(settings) == after, where
-        assert not (archive / JOURNAL).exists()
-        print(f"{where}: killed while switching ({state == after=}); finished by re-running")
+    env = target_stack.environment()
+    if how in _PAUSES:
+        env = {**env, PAUSE_VARIABLE: how}
+        ending, delay, where = f"paused at {how}", 0.0, f"paused at {how}"
     else:
-        state = await snapshot(settings)
+        seed = random.randrange(2**32)
+        chance = random.Random(seed)
+        ending, delay = chance.choice(_LINES), chance.uniform(0, 0.4)
+        where = f"{how}, seed {seed}, {delay:.2f} s after {ending!r}"
+    process = start_cli("backup", "restore", str(archives["plain"]), "--force", env=env)
+    lines = _kill_after(process, ending, delay)
+    assert process.returncode == -signal.SIGKILL, (where, lines[-5:])
+    where += f", last line {lines[-1] if lines else '(none)'!r}"
+
+    state = await snapshot(settings)
+    if how in _PAUSES:
+        assert state == (before if _PAUSES[how] == "before" else after), where
+    else:
         assert state in (before, after), where
-        print(f"{where}: {'before' if state == before else 'after'}")
-    # What the killed run staged is removed by the next restore (or here, for the test).
-    await _postgres.discard_stages(_postgres.PostgresTarget.from_settings(settings))
+    print(f"{where}: {'before' if state == before else 'after'}")
+    # Nothing committed is left pending once the store was opened.
+    target = _postgres.PostgresTarget.from_settings(settings)
+    assert await _postgres.PendingRecord.open(target) is None, where
+    # What an uncommitted run staged is removed by the next restore (here, for the test).
+    await _postgres.discard_stages(target)
