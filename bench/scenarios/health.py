@@ -117,6 +117,14 @@ def runtime_only_environment(where: Path) -> Path:
     return script
 
 
+def _run_process(command: list[str], environment: dict[str, str], exits: int = 0) -> None:
+    """Run ``command``, which must exit ``exits``: a probe that fails where it should pass
+    (or the reverse) did not do the work being measured."""
+    done = subprocess.run(command, env=environment, capture_output=True, check=False, text=True)
+    if done.returncode != exits:
+        raise RuntimeError(f"{command} exited {done.returncode}: {done.stdout[-500:]}")
+
+
 async def _median_ms(
     call: Callable[[], object], count: int = REPORTS, scale: float = 1000
 ) -> float:
@@ -181,13 +189,10 @@ async def scenarios(env: Stack) -> list[Pair]:
         await asyncio.gather(postgres(), mongo(), redis_checks())
 
     def process_ms(
-        command: list[str], environment: dict[str, str], runs: int
+        command: list[str], environment: dict[str, str], runs: int, exits: int = 0
     ) -> Callable[[], Awaitable[float]]:
         def measure() -> Awaitable[float]:
-            return _median_ms(
-                lambda: subprocess.run(command, env=environment, capture_output=True, check=False),
-                runs,
-            )
+            return _median_ms(lambda: _run_process(command, environment, exits), runs)
 
         return measure
 
@@ -197,13 +202,15 @@ async def scenarios(env: Stack) -> list[Pair]:
         samples = []
         for _ in range(runs):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run(command, env=environment, capture_output=True, check=False)
+            _run_process(command, environment)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
             samples.append(used * 1000)
         return statistics.median(samples)
 
-    probe_env = {**env.environment(), "PATH": "/usr/bin:/bin"}
+    # The probe's timeout counts from the start of its process: on a loaded machine the
+    # default 2 s can go to start-up, and a probe whose checks got no time measures nothing.
+    probe_env = {**env.environment(health={"timeout": 10}), "PATH": "/usr/bin:/bin"}
     hanging = contextlib.ExitStack()
     hanging_env: dict[str, str] = {}
 
@@ -296,7 +303,7 @@ async def scenarios(env: Stack) -> list[Pair]:
         Pair(
             "health: exec probe, every backend hanging, --timeout 1 (whole process, median of 3)",
             "ms/run",
-            sdk=process_ms([*PROBE, "--timeout", "1"], hanging_env, HANGING_RUNS),
+            sdk=process_ms([*PROBE, "--timeout", "1"], hanging_env, HANGING_RUNS, exits=2),
             higher_is_better=False,
             target="< timeout + 500 ms idle",
             setup=hang,
