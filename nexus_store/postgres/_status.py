@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from nexus_store.settings import PostgresSettings
 
 __all__ = [
-    "Backlog",
     "DirectPostgres",
+    "OutboxBacklog",
     "connect_args",
     "current_revisions",
     "libpq_url",
@@ -99,7 +99,7 @@ async def outbox_backlog(conn: psycopg.AsyncConnection[Any]) -> tuple[int, float
 
 
 @dataclass(frozen=True, slots=True)
-class Backlog:
+class OutboxBacklog:
     """The outbox as a process that runs no relay sees it (no delivery, no delivery error);
     :class:`~nexus_store.outbox.OutboxLag` is the relay's own, with what it delivered."""
 
@@ -164,9 +164,9 @@ class DirectPostgres:
         async with self.connection() as conn:
             return await server_version(conn)
 
-    async def lag(self) -> Backlog:
+    async def lag(self) -> OutboxBacklog:
         async with self.connection() as conn:
-            return Backlog(*await outbox_backlog(conn))
+            return OutboxBacklog(*await outbox_backlog(conn))
 
     async def close(self) -> None:
         connecting, self._connecting = self._connecting, None

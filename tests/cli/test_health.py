@@ -217,7 +217,11 @@ async def test_store_health_reports_an_unreachable_redis_as_503() -> None:
 
 @pytest.mark.redis_server
 def test_cluster_mode_checks_cluster_state(redis_cluster: str) -> None:
-    env = {"NEXUS_REDIS_URL": redis_cluster, "NEXUS_REDIS__CLUSTER": "true"}
+    env = {
+        "NEXUS_REDIS_URL": redis_cluster,
+        "NEXUS_REDIS__CLUSTER": "true",
+        "NEXUS_HEALTH__TIMEOUT": "10",  # room for start-up on a loaded machine (conftest)
+    }
 
     health = run_cli("health", "-f", "json", env=env)
 
