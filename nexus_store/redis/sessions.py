@@ -77,8 +77,8 @@ def _at(milliseconds: int) -> datetime:
 
 
 def _user_id(user_id: object) -> str:
-    if isinstance(user_id, int) and not isinstance(user_id, bool):
-        user_id = str(user_id)
+    # A string only: an int id read back as its text (Session.user_id "5" for 5), a silent
+    # type change, and 5 and "5" shared one session index.
     checked = text("user_id", user_id)
     if not checked or len(checked) > _MAX_USER_ID:
         raise ValidationError("user_id", f"must be 1-{_MAX_USER_ID} characters long")

@@ -163,6 +163,9 @@ async def test_concurrent_creates_are_all_indexed(store: NexusStore, unique: str
         (lambda s: s.create("", {}), "user_id"),
         (lambda s: s.create("x" * 300, {}), "user_id"),
         (lambda s: s.create(None, {}), "user_id"),
+        # Found by the long fuzz profile: 0 was stored as "0" and read back as a string.
+        (lambda s: s.create(0, {}), "user_id"),
+        (lambda s: s.revoke_all(5), "user_id"),
         (lambda s: s.create("u", ["not", "a", "dict"]), "data"),
         (lambda s: s.create("u", {"when": object()}), "data.when"),
         # NaN and ±Infinity have no JSON form: refused, never stored as null
