@@ -152,9 +152,14 @@ def canonical_json(document: Mapping[str, Any], fields: Sequence[str] | None = N
     )
 
 
-def entry_hash(prev_hash: str, document: Mapping[str, Any], key: bytes | None) -> str:
-    """``SHA-256(prev_hash || canonical JSON)``, or its HMAC with ``key``, in hex."""
-    message = prev_hash.encode("ascii") + canonical_json(document)
+def entry_hash(
+    prev_hash: str, document: Mapping[str, Any], key: bytes | None, canonical: bytes | None = None
+) -> str:
+    """``SHA-256(prev_hash || canonical JSON)``, or its HMAC with ``key``, in hex
+    (``canonical`` when the caller has them already)."""
+    if canonical is None:
+        canonical = canonical_json(document)
+    message = prev_hash.encode() + canonical  # hex; a tampered one still hashes (UTF-8)
     if key is None:
         return hashlib.sha256(message).hexdigest()
     return hmac.new(key, message, hashlib.sha256).hexdigest()

@@ -32,8 +32,6 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -320,8 +318,8 @@ class AuditLog:
                 self._queue.appendleft(item)
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        if not self._lease.held() and await self._lease.acquire():
-            self._head = None
+        if not self._lease.held() and await self._lease.acquire(_handover(self._head)):
+            self._head = _from_handover(self._lease.handed_over)
         if self._head is None:
             self._head = await self._load_head()
         batch = await self._skip_stored_keys(batch)
@@ -422,8 +420,10 @@ class AuditLog:
             raise BulkWriteError({"nInserted": 0, "writeErrors": [error]}) from exc
 
     def _resolve(self, documents: list[dict[str, Any]], owners: list[list[_Pending]]) -> None:
+        fields = AuditEntry.model_fields
         for document, group in zip(documents, owners, strict=True):
-            entry = AuditEntry.from_document(document)
+            # built here from a validated record: validating it again would only cost time
+            entry = AuditEntry.model_construct(**{k: document[k] for k in fields if k in document})
             for pending in group:
                 if not pending.future.done():
                     pending.future.set_result(entry)
@@ -509,7 +509,7 @@ class AuditLog:
         document["v"] = CURRENT_VERSION
         document["prev_hash"] = head.hash
         canonical = canonical_json(document)
-        document["hash"] = entry_hash(head.hash, document, self._key)
+        document["hash"] = entry_hash(head.hash, document, self._key, canonical)
         return document, canonical
 
     def _checkpoint(self, entry: Mapping[str, Any], frontier: list[bytes] | None) -> dict[str, Any]:
@@ -831,7 +831,7 @@ class AuditLog:
                 f"prev_hash does not match the hash of entry {seq - 1} "
                 "(entries edited, reordered or removed)"
             )
-        if _chain_hash(str(prev_hash), canonical, self._key) != document.get("hash"):
+        if entry_hash(str(prev_hash), document, self._key, canonical) != document.get("hash"):
             return "hash does not match the entry's content (entry edited)"
         if checkpoint is not None:
             signature = checkpoint_signature(seq, checkpoint["hash"], checkpoint["ts"], self._key)
@@ -971,8 +971,26 @@ def _expired_nodes(
     return nodes
 
 
-def _chain_hash(prev_hash: str, canonical: bytes, key: bytes | None) -> str:
-    message = prev_hash.encode() + canonical
-    if key is None:
-        return hashlib.sha256(message).hexdigest()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+def _handover(head: _Head | None) -> dict[str, Any] | None:
+    """``head`` as the lease document keeps it for the next holder (None: nothing to leave)."""
+    if head is None or head.frontier is None:
+        return None
+    return {
+        "seq": head.seq,
+        "hash": head.hash,
+        "expires_at": head.expires_at,
+        "frontier": [node.hex() for node in head.frontier.nodes],
+    }
+
+
+def _from_handover(left: Mapping[str, Any] | None) -> _Head | None:
+    """The head the previous holder left (None: read it)."""
+    if left is None:
+        return None
+    try:
+        seq, frontier = int(left["seq"]), [bytes.fromhex(node) for node in left["frontier"]]
+        if len(frontier) != seq.bit_count():
+            return None
+        return _Head(seq, str(left["hash"]), left.get("expires_at"), Frontier(seq, frontier))
+    except (KeyError, TypeError, ValueError):  # not what a holder leaves: read the head
+        return None

@@ -8,6 +8,7 @@ from typing import Any
 
 from nexus_store.audit_proofs import canonical_json, entry_hash
 from nexus_store.mongo.audit.chain import GENESIS
+from nexus_store.mongo.audit.log import _handover
 from tests.support import CommandRecorder
 
 
@@ -130,3 +131,32 @@ async def test_a_caller_holding_its_entry_finds_its_checkpoint(make_audit) -> No
     ]
     assert names.index("checkpoint") < names.index("answered")
     assert (await log.verify()).ok
+
+
+async def test_a_holder_hands_its_head_over_with_the_lease(make_audit, raw) -> None:
+    """The next holder chains onto the head the previous one left in the lease document
+    (no head read); a head left in an earlier term is not trusted (read again)."""
+    a = await make_audit(checkpoint_every=5)
+    c = await make_audit(checkpoint_every=5)
+    recorder = CommandRecorder()
+    b = await make_audit(recorder, checkpoint_every=5)
+    for n in range(7):
+        await a.record("a", "write", "doc", str(n))
+    await a._lease.release(_handover(a._head))  # what a holder does when someone waits
+    recorder.clear()
+    entry = await b.record("b", "write", "doc", "handed over")
+    assert entry.seq == 8 and entry.prev_hash == (await raw(a).find_one({"seq": 7}))["hash"]
+    entry_finds = [body for body in recorder.named("find") if body["find"] == b._entries.name]
+    assert entry_finds == [], "no head read after a hand-over"
+
+    await b._lease.release(_handover(b._head))
+    await c.record("c", "write", "doc", "took the lease, never handed over")
+    # c's term ends without a release: the head b left is stale now
+    c._lease.lost()
+    await c._lease._collection.update_one({"_id": "sequencer"}, {"$set": {"until": 0}})
+    recorder.clear()
+    entry = await b.record("b", "write", "doc", "after c")
+    assert entry.seq == 10
+    assert [body for body in recorder.named("find") if body["find"] == b._entries.name]
+    result = await a.verify()
+    assert (result.ok, result.checked) == (True, 10)
