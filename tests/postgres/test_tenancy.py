@@ -85,6 +85,8 @@ async def test_the_app_outside_any_scope_sees_nothing_and_writes_nothing(
     async with app.tenant(org.id):
         project = await app.create(Project, organization_id=org.id, name="visible in scope")
         assert (await app.get(Project, project.id)).id == project.id
+        assert await app.exists(Project, {"id": project.id})
+        assert await app.exists(Organization, {"id": org.id})
 
     assert await app.get_or_none(Project, project.id) is None
     assert await app.count(Project) == 0
