@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -43,9 +44,12 @@ from sqlalchemy.types import TypeEngine
 
 from nexus_store._text import text_problem
 
-__all__ = ["ColumnType", "Convert", "InvalidValue", "column_type"]
+__all__ = ["AllValid", "ColumnType", "Convert", "InvalidValue", "column_type"]
 
 Convert = Callable[[Any, str], Any]
+# (values, the set of their types) -> True when every value would pass its converter
+# unchanged: a column of a bulk insert checked at once (see ``ColumnType.all_valid``).
+AllValid = Callable[[Sequence[Any], AbstractSet[type]], bool]
 
 _MAX_JSON_DEPTH = 64
 _FLOAT_WITH_EXPONENT = 1e16  # the smallest integral float that repr() writes with an exponent
@@ -216,6 +220,47 @@ def _passthrough(value: Any, _field: str) -> Any:
     return value
 
 
+# -- whole columns at once (bulk_create) -----------------------------------------------------
+# Each answers "would every value pass its converter unchanged?" with C-level passes over the
+# column (map, set, join, min/max); False sends the caller to the converter, value by value,
+# for the exact error or the normalised value.
+
+
+def _all_text(length: int | None) -> AllValid:
+    def all_valid(values: Sequence[Any], types: AbstractSet[type]) -> bool:
+        if not types <= {str}:
+            return False
+        if length is not None and max(map(len, values), default=0) > length:
+            return False
+        joined = "".join(values)  # NUL or a lone surrogate in any value is in the joined text
+        return text_problem(joined) is None
+
+    return all_valid
+
+
+def _all_integers(bound: int) -> AllValid:
+    def all_valid(values: Sequence[Any], types: AbstractSet[type]) -> bool:
+        return types <= {int} and (not values or (-bound <= min(values) and max(values) < bound))
+
+    return all_valid
+
+
+def _all_of(kind: type) -> AllValid:
+    def all_valid(values: Sequence[Any], types: AbstractSet[type]) -> bool:
+        return types <= {kind}
+
+    return all_valid
+
+
+def _all_datetimes(timezone: bool) -> AllValid:
+    def all_valid(values: Sequence[Any], types: AbstractSet[type]) -> bool:
+        if not types <= {datetime}:
+            return False
+        return not timezone or None not in {value.utcoffset() for value in values}
+
+    return all_valid
+
+
 # -- cursor values (JSON) back to column values ----------------------------------------------
 
 
@@ -246,6 +291,9 @@ class ColumnType:
     driver_native: bool
     orderable: bool = True
     from_json: Callable[[Any], Any] = _same
+    #: The whole-column form of ``convert`` for values it returns unchanged; None: value by
+    #: value only (types whose converter normalises, such as NUMERIC, or nests, such as JSON).
+    all_valid: AllValid | None = None
 
 
 # Types this module does not know: PostgreSQL's own checks apply, COPY and the lookup fast
@@ -262,12 +310,27 @@ def _numeric_type(type_: Numeric[Any]) -> ColumnType:
     )
 
 
+def _integer_type(bound: int, copy_type: str) -> ColumnType:
+    return ColumnType(
+        _integer(bound), copy_type, driver_native=True, all_valid=_all_integers(bound)
+    )
+
+
+def _text_type(length: int | None, copy_type: str) -> ColumnType:
+    return ColumnType(_text(length), copy_type, driver_native=True, all_valid=_all_text(length))
+
+
 # (type, its ColumnType): a subclass comes before its base, the first isinstance match wins.
 _TABLE: tuple[tuple[type[TypeEngine[Any]], Callable[[Any], ColumnType]], ...] = (
-    (Boolean, lambda _: ColumnType(_boolean, "bool", driver_native=True, orderable=False)),
-    (SmallInteger, lambda _: ColumnType(_integer(2**15), "int2", driver_native=True)),
-    (BigInteger, lambda _: ColumnType(_integer(2**63), "int8", driver_native=True)),
-    (Integer, lambda _: ColumnType(_integer(2**31), "int4", driver_native=True)),
+    (
+        Boolean,
+        lambda _: ColumnType(
+            _boolean, "bool", driver_native=True, orderable=False, all_valid=_all_of(bool)
+        ),
+    ),
+    (SmallInteger, lambda _: _integer_type(2**15, "int2")),
+    (BigInteger, lambda _: _integer_type(2**63, "int8")),
+    (Integer, lambda _: _integer_type(2**31, "int4")),
     (
         Float,
         lambda _: ColumnType(_float, "float8", driver_native=True, from_json=_decimal_from_json),
@@ -275,8 +338,8 @@ _TABLE: tuple[tuple[type[TypeEngine[Any]], Callable[[Any], ColumnType]], ...] = 
     (Numeric, _numeric_type),
     # SQLAlchemy maps a PostgreSQL enum's strings to Python enum members: not driver-native.
     (Enum, lambda t: ColumnType(_text(t.length), "varchar", driver_native=False)),
-    (Text, lambda t: ColumnType(_text(t.length), "text", driver_native=True)),
-    (String, lambda t: ColumnType(_text(t.length), "varchar", driver_native=True)),
+    (Text, lambda t: _text_type(t.length, "text")),
+    (String, lambda t: _text_type(t.length, "varchar")),
     (
         DateTime,
         lambda t: ColumnType(
@@ -284,13 +347,25 @@ _TABLE: tuple[tuple[type[TypeEngine[Any]], Callable[[Any], ColumnType]], ...] = 
             "timestamptz" if t.timezone else "timestamp",
             driver_native=True,
             from_json=datetime.fromisoformat,
+            all_valid=_all_datetimes(bool(t.timezone)),
         ),
     ),
     (
         Date,
-        lambda _: ColumnType(_date, "date", driver_native=True, from_json=date.fromisoformat),
+        lambda _: ColumnType(
+            _date,
+            "date",
+            driver_native=True,
+            from_json=date.fromisoformat,
+            all_valid=_all_of(date),
+        ),
     ),
-    (Uuid, lambda t: ColumnType(_uuid, "uuid", driver_native=bool(t.as_uuid))),
+    (
+        Uuid,
+        lambda t: ColumnType(
+            _uuid, "uuid", driver_native=bool(t.as_uuid), all_valid=_all_of(uuid.UUID)
+        ),
+    ),
     (JSONB, lambda _: ColumnType(_json, "jsonb", driver_native=True, orderable=False)),
     (JSON, lambda _: ColumnType(_json, "json", driver_native=True, orderable=False)),
 )

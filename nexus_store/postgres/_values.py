@@ -7,7 +7,7 @@ Each mapped column gets one converter, built once per table: its type's converte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from sqlalchemy import Column, Table
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from nexus_store.errors import ValidationError
-from nexus_store.postgres._types import Convert, InvalidValue, column_type
+from nexus_store.postgres._types import AllValid, Convert, InvalidValue, column_type
 from nexus_store.postgres.models.base import CHOICES, MINIMUM, SECRET
 
 __all__ = ["TableRules", "rules_for"]
@@ -44,6 +44,39 @@ def _with_rules(column: Column[Any], convert: Convert) -> Convert:
     return checked
 
 
+def _all_valid_with_rules(
+    column: Column[Any], all_valid: AllValid | None
+) -> Callable[[Sequence[Any]], bool] | None:
+    """The whole-column form of :func:`_with_rules`: True when every value of ``values``
+    would pass the column's converter and rules unchanged (None: no whole-column form)."""
+    if all_valid is None:
+        return None
+    choices = column.info.get(CHOICES)
+    allowed = None if choices is None else frozenset(choices)
+    minimum = column.info.get(MINIMUM)
+    nullable = bool(column.nullable)
+
+    def check(values: Sequence[Any]) -> bool:
+        types = set(map(type, values))
+        if type(None) in types:
+            if not nullable:
+                return False
+            types.discard(type(None))
+            values = [value for value in values if value is not None]
+        if not all_valid(values, types):
+            return False
+        if allowed is not None and not allowed.issuperset(values):
+            return False
+        if minimum is not None and values:
+            bound, inclusive = minimum
+            lowest = min(values)
+            if lowest < bound or (not inclusive and lowest == bound):
+                return False
+        return True
+
+    return check
+
+
 @dataclass(frozen=True)
 class TableRules:
     """Converters and facts about one table's columns, keyed by column name."""
@@ -54,6 +87,8 @@ class TableRules:
     orderable: frozenset[str]
     #: Columns marked ``secret()``: name -> whether exact lookups (``eq``) are allowed.
     secrets: dict[str, bool]
+    #: Column name -> a check of many values at once (``bulk_create``), where the type has one.
+    all_valid: dict[str, Callable[[Sequence[Any]], bool]]
 
     def convert(self, name: str, value: Any, field: str | None = None) -> Any:
         """``value`` checked and normalised for column ``name``; ValidationError otherwise."""
@@ -129,5 +164,12 @@ def rules_for(table: Table) -> TableRules:
             for column in table.columns
             if column_type(column.type).orderable and column.name not in secrets
         )
-        rules = _cache[table] = TableRules(table, converters, required, orderable, secrets)
+        all_valid = {
+            column.name: check
+            for column in table.columns
+            if (check := _all_valid_with_rules(column, column_type(column.type).all_valid))
+        }
+        rules = _cache[table] = TableRules(
+            table, converters, required, orderable, secrets, all_valid
+        )
     return rules

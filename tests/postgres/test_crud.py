@@ -296,3 +296,47 @@ async def test_orm_sessions_get_the_same_optimistic_concurrency(
         theirs.full_name = "second"
         with pytest.raises(StaleDataError):
             await second.commit()
+
+
+@pytest.mark.parametrize(
+    ("column", "bad"),
+    [
+        ("email", "nul\x00@example.com"),
+        ("username", "lone\ud800"),
+        ("username", "x" * 51),
+        ("full_name", 7),
+        ("is_active", 1),
+        ("email", None),
+        ("last_login_at", datetime(2026, 1, 1)),  # naive
+    ],
+)
+async def test_bulk_create_names_one_bad_value_among_many(
+    repo: EntityRepository, column: str, bad: object
+) -> None:
+    """Columns are checked whole first (bulk_create's fast path); one bad value anywhere
+    still gets the value-by-value error naming its row, and nothing is written."""
+    marker = tag()
+    rows = [
+        user_values(full_name=marker, is_active=True, last_login_at=datetime.now(UTC))
+        for _ in range(300)
+    ]
+    rows[217][column] = bad
+    with pytest.raises(ValidationError) as caught:
+        await repo.bulk_create(User, rows)
+    assert caught.value.field == f"rows[217].{column}"
+    assert await repo.count(User, {"full_name": marker}) == 0
+
+
+async def test_bulk_create_normalises_values_a_whole_column_check_leaves_to_the_converter(
+    repo: EntityRepository, organization: Organization
+) -> None:
+    """Key strings and a mix of given and omitted columns take the value-by-value path."""
+    rows: list[dict[str, object]] = [
+        {"organization_id": str(organization.id), "name": f"p{n}", "status": "active"}
+        for n in range(50)
+    ]
+    rows[10] = {"organization_id": organization.id, "name": "p10"}  # status defaults
+    assert await repo.bulk_create(Project, rows) == 50
+    page = await repo.list(Project, {"organization_id": organization.id}, limit=100)
+    statuses = {project.name: project.status for project in page.items}
+    assert len(statuses) == 50 and statuses["p10"] == "planning" and statuses["p3"] == "active"

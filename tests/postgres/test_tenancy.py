@@ -7,6 +7,7 @@ A private cluster holds a database initialised by postgres/init/*.sql and migrat
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -84,6 +85,8 @@ async def test_the_app_outside_any_scope_sees_nothing_and_writes_nothing(
     async with app.tenant(org.id):
         project = await app.create(Project, organization_id=org.id, name="visible in scope")
         assert (await app.get(Project, project.id)).id == project.id
+        assert await app.exists(Project, {"id": project.id})
+        assert await app.exists(Organization, {"id": org.id})
 
     assert await app.get_or_none(Project, project.id) is None
     assert await app.count(Project) == 0
@@ -413,3 +416,31 @@ async def test_raw_sql_cannot_read_or_forge_another_tenants_change_requests(
                 await conn.execute(ddl)
     async with entities.tenant(theirs.id):
         assert (await approvals.get(request.id)).status == "pending"
+
+
+async def test_a_statement_that_sets_its_own_scope_is_planned_on_the_key(
+    tenancy: Tenancy, app: EntityRepository
+) -> None:
+    """Scoped reads outside a transaction set the tenant inside their statement; the planner
+    must not estimate the policy from the setting at planning time (unset then: "no rows of
+    this organization", which made a lookup by key scan the organization's index)."""
+    orgs = [await _organization(app), await _organization(app)]
+    keys = []
+    for org in orgs:
+        rows = [{"id": uuid.uuid4(), "organization_id": org.id, "name": "p"} for _ in range(3000)]
+        async with app.tenant(org.id):
+            await app.bulk_create(Project, rows)
+        keys.append(rows[0]["id"])
+    async with await psycopg.AsyncConnection.connect(tenancy.migrator, autocommit=True) as conn:
+        await conn.execute("ANALYZE projects")
+    async with app.tenant(orgs[0].id):
+        assert (await app.get(Project, keys[0])).organization_id == orgs[0].id
+        assert await app.get_or_none(Project, keys[1]) is None
+    lookup = (
+        "SELECT * FROM projects WHERE id = %s "
+        "AND (SELECT set_config('app.tenant', %s, true)) IS NOT NULL"
+    )
+    async with await psycopg.AsyncConnection.connect(tenancy.app, autocommit=True) as conn:
+        cursor = await conn.execute(f"EXPLAIN (FORMAT JSON) {lookup}", (keys[0], str(orgs[0].id)))
+        plan = json.dumps(await cursor.fetchone())
+    assert '"Index Name": "pk_projects"' in plan, plan

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import uuid
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from nexus_store.postgres._types import InvalidValue, column_type
+from nexus_store.postgres._values import rules_for
 from nexus_store.postgres.models import Base
 
 
@@ -92,3 +94,48 @@ def test_every_built_in_column_can_be_copied_and_looked_up_natively() -> None:
             row = column_type(column.type)
             assert row.copy_type is not None, f"{table.name}.{column.name}"
             assert row.driver_native, f"{table.name}.{column.name}"
+
+
+class _Name(str):
+    """A str subclass: its converter takes it, the whole-column check leaves it to it."""
+
+
+def _battery() -> list[Any]:
+    return [
+        *("", "a", "planning", "high", "medium", "é", "a\x00b", "\ud800", "x" * 70, "y" * 400),
+        *(0, 1, -1, 2**15, 2**31 - 1, 2**31, -(2**63), 2**63, True, False, None, 1.5, 2.0),
+        *(Decimal("1"), Decimal("NaN"), uuid.uuid4(), str(uuid.uuid4()), b"x", [1], {"a": 1}),
+        *(datetime.now(UTC), datetime(2026, 1, 1), date(2026, 1, 1), _Name("subclass")),
+    ]
+
+
+def test_whole_column_checks_agree_with_the_converters() -> None:
+    """``TableRules.all_valid`` (bulk_create's fast path) accepts a column exactly when every
+    value would pass the column's converter unchanged; anything else goes value by value."""
+    checked = 0
+    for table in Base.metadata.sorted_tables:
+        rules = rules_for(table)
+        for name, all_valid in rules.all_valid.items():
+            passes = []
+            for value in _battery():
+                try:
+                    unchanged = rules.converters[name](value, name) is value
+                except InvalidValue:
+                    unchanged = False
+                passes.append(unchanged)
+                # Sound always; complete for the built-in types (a subclass of str goes
+                # value by value, where the converter takes it).
+                expected = unchanged and not isinstance(value, _Name)
+                assert all_valid([value, value]) is expected, (table.name, name, value)
+                checked += 1
+            good = [
+                value
+                for value, ok in zip(_battery(), passes, strict=True)
+                if ok and all_valid([value])
+            ]
+            bad = [value for value, ok in zip(_battery(), passes, strict=True) if not ok]
+            if good:
+                assert all_valid(good * 3)
+                for value in bad:  # one bad value anywhere fails the column
+                    assert not all_valid([*good, value, *good]), (table.name, name, value)
+    assert checked > 1000
