@@ -199,12 +199,25 @@ def _chain_of(
     ):
         if head is None:
             continue
+        public_key, hmac_key = _public_key(settings), _audit_key(settings)
+        signable = public_key if head.algorithm == "ed25519" else hmac_key
+        if signable is None and head is external:
+            raise ConfigurationError(
+                "checking a tree head's signature needs the log's key: "
+                "audit.signing_key (Ed25519) or audit.hmac_key",
+                setting="audit.signing_key",
+            )
         problem = tree_head_problem(
-            entries, head, public_key=_public_key(settings), hmac_key=_audit_key(settings)
+            entries, head, public_key=public_key, hmac_key=hmac_key, signature=bool(signable)
         )
         if problem is not None:
             raise BackupError(f"{label} tree head: {problem}", file=audit_file)
-        heads.append(f"{label} tree head (size {head.size}) verified")
+        heads.append(
+            f"{label} tree head (size {head.size}) verified"
+            if signable
+            else f"{label} tree head (size {head.size}): entries match its root, signature "
+            "not checked (no audit.signing_key or audit.hmac_key configured)"
+        )
     return found, "; ".join(heads) or None
 
 
@@ -392,7 +405,7 @@ class Backup:
         )
         staged_database: str | None = None
         try:
-            await self._discard(stores, None, pg_target)  # what restores killed earlier staged
+            await self._discard(stores, None, pg_target, failed=False)  # killed restores' stages
             if pg_target is not None:
                 progress("postgres", "restoring into a new database")
                 staged_database = await _postgres.stage(reader, pg_target)
@@ -415,7 +428,7 @@ class Backup:
             progress("archive", "committing")
             await _pending.commit(self._backends, plan, staged_database)
         except BaseException:
-            await self._discard(stores, staged_database, pg_target)
+            await self._discard(stores, staged_database, pg_target, failed=True)
             raise
         progress("archive", "committed; switching over")
         finished = await _pending.finish(self._backends)
@@ -471,12 +484,17 @@ class Backup:
         stores: list[str],
         staged_database: str | None,
         pg_target: _postgres.PostgresTarget | None,
+        *,
+        failed: bool,
     ) -> None:
         """Remove what was staged and never committed; the target was not touched. With no
-        ``staged_database``: every restore's leftovers (only when none is pending)."""
+        ``staged_database``: every restore's leftovers (only when none is pending).
+        ``failed``: the restore is failing, and its own error matters more than this one's."""
         from nexus_store._errors import describe
 
         try:
+            if failed and await _pending.committed(self._backends):
+                return  # failed after its commit point: the next open finishes it
             if pg_target is not None:
                 if staged_database is None:
                     await _postgres.discard_stages(pg_target)
@@ -487,9 +505,9 @@ class Backup:
             if "redis" in stores:
                 await _redis.discard_staged(self._backends.redis, AREAS)
         except Exception as exc:
-            if staged_database is None:
+            if not failed:
                 raise
-            _log.warning("backup_discard_failed", error=describe(exc))  # the failure matters more
+            _log.warning("backup_discard_failed", error=describe(exc))
 
     # -- list and prune --------------------------------------------------------------------
 
