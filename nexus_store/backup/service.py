@@ -349,22 +349,14 @@ class Backup:
 
     # -- verify ----------------------------------------------------------------------------
 
-    def verify(
-        self, path: str | Path, *, key_file: Path | None = None, tree_head: TreeHead | None = None
-    ) -> VerifyReport:
-        """Check every file against the manifest and the audit chain inside, and against the
-        archived signed tree head and ``tree_head`` (one kept elsewhere: the archive's log
-        must extend it); no server needed.
+    def verify(self, path: str | Path, *, key_file: Path | None = None) -> VerifyReport:
+        """Check every file against the manifest and the audit chain inside (and against the
+        archived signed tree head); no server needed.
 
         Raises :class:`BackupError` naming the first bad file. An encrypted archive's files
         are authenticated and its chain checked when a key is available.
         """
-        return verify_archive(
-            self._settings,
-            _path("path", path),
-            key_file=_key_file(key_file),
-            tree_head=_tree_head(tree_head),
-        )
+        return verify_archive(self._settings, _path("path", path), key_file=_key_file(key_file))
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -588,12 +580,6 @@ def verify_archive(
         note,
         audit[1] if audit else None,
     )
-
-
-def _tree_head(value: object) -> TreeHead | None:
-    if value is None or isinstance(value, TreeHead):
-        return value
-    raise ValidationError("tree_head", "must be a TreeHead (TreeHead.from_json(text))")
 
 
 _NAME_MAX, _PATH_MAX = 255, 4096  # bytes: Linux, macOS and NTFS all cap a name at 255
