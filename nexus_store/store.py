@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkabl
 
 from nexus_store._errors import describe
 from nexus_store.connections import BackendName, Backends
-from nexus_store.errors import StoreClosedError, ValidationError
+from nexus_store.errors import NexusStoreError, StoreClosedError, ValidationError
 from nexus_store.log import get_logger, set_slow_threshold
 from nexus_store.routing import ROUTES, Route, RouteSpec
 from nexus_store.settings import NexusSettings
@@ -315,5 +315,11 @@ class NexusStore:
         from nexus_store.redis.health import redis_checks
 
         readiness = (postgres_checks, mongo_checks, redis_checks, event_writer_checks)
-        await self.finish_restore()
+        try:
+            # Bounded like the checks (each step can run again); a store it needs that is
+            # down or hanging is what its own check reports.
+            async with asyncio.timeout(self.settings.health.timeout):
+                await self.finish_restore()
+        except (NexusStoreError, TimeoutError) as exc:
+            _log.error("restore_not_finished", error=describe(exc))
         return await check_health(self, probe=probe, readiness=readiness, custom=self.health_checks)

@@ -112,14 +112,16 @@ def tree_head_problem(
     *,
     public_key: str | None,
     hmac_key: bytes | None,
+    signature: bool = True,
 ) -> str | None:
     """Why the archived ``entries`` do not extend the log ``head`` signs, or None.
 
-    The head's signature is checked with the configured key (a key carried in the archive
-    would prove nothing), then RFC 9162's root of the first ``head.size`` entries (leaf =
-    :func:`leaf_hash`, index ``seq - 1``) is compared with the signed root.
+    The head's signature is checked (unless not ``signature``) with the configured key (a
+    key carried in the archive would prove nothing), then RFC 9162's root of the first
+    ``head.size`` entries (leaf = :func:`leaf_hash`, index ``seq - 1``) is compared with
+    the signed root.
     """
-    if not verify_tree_head(head, public_key=public_key, hmac_key=hmac_key):
+    if signature and not verify_tree_head(head, public_key=public_key, hmac_key=hmac_key):
         return f"the tree head of size {head.size} does not carry this log's valid signature"
     by_seq = {int(entry["seq"]): entry for entry in entries}
     missing = next((seq for seq in range(1, head.size + 1) if seq not in by_seq), None)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from nexus_store.connections import Backends
     from nexus_store.redis.names import Area
 
-__all__ = ["commit", "finish"]
+__all__ = ["commit", "committed", "finish"]
 
 _log = get_logger("nexus_store.backup")
 _MONGO_RECORD = "nexus_restore"
@@ -132,6 +132,17 @@ async def _record(backends: Backends, configured: Collection[str]) -> _Record | 
         if await candidate.read() is not None:
             return candidate
     return None
+
+
+async def committed(backends: Backends) -> bool:
+    """Whether a committed restore is waiting (its staged copies must then stay)."""
+    record = await _record(backends, backends.configured())
+    if record is None:
+        return False
+    try:
+        return await record.read() is not None
+    finally:
+        await record.close()
 
 
 async def finish(

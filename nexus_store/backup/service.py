@@ -210,12 +210,25 @@ def _chain_of(
     ):
         if head is None:
             continue
+        public_key, hmac_key = _public_key(settings), _audit_key(settings)
+        signable = public_key if head.algorithm == "ed25519" else hmac_key
+        if signable is None and head is external:
+            raise ConfigurationError(
+                "checking a tree head's signature needs the log's key: "
+                "audit.signing_key (Ed25519) or audit.hmac_key",
+                setting="audit.signing_key",
+            )
         problem = tree_head_problem(
-            entries, head, public_key=_public_key(settings), hmac_key=_audit_key(settings)
+            entries, head, public_key=public_key, hmac_key=hmac_key, signature=bool(signable)
         )
         if problem is not None:
             raise BackupError(f"{label} tree head: {problem}", file=audit_file)
-        heads.append(f"{label} tree head (size {head.size}) verified")
+        heads.append(
+            f"{label} tree head (size {head.size}) verified"
+            if signable
+            else f"{label} tree head (size {head.size}): entries match its root, signature "
+            "not checked (no audit.signing_key or audit.hmac_key configured)"
+        )
     return found, "; ".join(heads) or None
 
 
@@ -349,22 +362,14 @@ class Backup:
 
     # -- verify ----------------------------------------------------------------------------
 
-    def verify(
-        self, path: str | Path, *, key_file: Path | None = None, tree_head: TreeHead | None = None
-    ) -> VerifyReport:
-        """Check every file against the manifest and the audit chain inside, and against the
-        archived signed tree head and ``tree_head`` (one kept elsewhere: the archive's log
-        must extend it); no server needed.
+    def verify(self, path: str | Path, *, key_file: Path | None = None) -> VerifyReport:
+        """Check every file against the manifest and the audit chain inside (and against the
+        archived signed tree head); no server needed.
 
         Raises :class:`BackupError` naming the first bad file. An encrypted archive's files
         are authenticated and its chain checked when a key is available.
         """
-        return verify_archive(
-            self._settings,
-            _path("path", path),
-            key_file=_key_file(key_file),
-            tree_head=_tree_head(tree_head),
-        )
+        return verify_archive(self._settings, _path("path", path), key_file=_key_file(key_file))
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -409,7 +414,7 @@ class Backup:
         )
         staged_database: str | None = None
         try:
-            await self._discard(stores, None, pg_target)  # what restores killed earlier staged
+            await self._discard(stores, None, pg_target, failed=False)  # killed restores' stages
             if pg_target is not None:
                 progress("postgres", "restoring into a new database")
                 staged_database = await _postgres.stage(reader, pg_target)
@@ -432,7 +437,7 @@ class Backup:
             progress("archive", "committing")
             await _pending.commit(self._backends, plan, staged_database)
         except BaseException:
-            await self._discard(stores, staged_database, pg_target)
+            await self._discard(stores, staged_database, pg_target, failed=True)
             raise
         progress("archive", "committed; switching over")
         finished = await _pending.finish(self._backends)
@@ -488,12 +493,17 @@ class Backup:
         stores: list[str],
         staged_database: str | None,
         pg_target: _postgres.PostgresTarget | None,
+        *,
+        failed: bool,
     ) -> None:
         """Remove what was staged and never committed; the target was not touched. With no
-        ``staged_database``: every restore's leftovers (only when none is pending)."""
+        ``staged_database``: every restore's leftovers (only when none is pending).
+        ``failed``: the restore is failing, and its own error matters more than this one's."""
         from nexus_store._errors import describe
 
         try:
+            if failed and await _pending.committed(self._backends):
+                return  # failed after its commit point: the next open finishes it
             if pg_target is not None:
                 if staged_database is None:
                     await _postgres.discard_stages(pg_target)
@@ -504,9 +514,9 @@ class Backup:
             if "redis" in stores:
                 await _redis.discard_staged(self._backends.redis, AREAS)
         except Exception as exc:
-            if staged_database is None:
+            if not failed:
                 raise
-            _log.warning("backup_discard_failed", error=describe(exc))  # the failure matters more
+            _log.warning("backup_discard_failed", error=describe(exc))
 
     # -- list and prune --------------------------------------------------------------------
 
@@ -587,12 +597,6 @@ def verify_archive(
         note,
         audit[1] if audit else None,
     )
-
-
-def _tree_head(value: object) -> TreeHead | None:
-    if value is None or isinstance(value, TreeHead):
-        return value
-    raise ValidationError("tree_head", "must be a TreeHead (TreeHead.from_json(text))")
 
 
 _NAME_MAX, _PATH_MAX = 255, 4096  # bytes: Linux, macOS and NTFS all cap a name at 255

@@ -14,6 +14,7 @@ Every step is idempotent. ``--dry-run`` prints what would change and writes noth
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from nexus_store.cli._common import (
     table,
 )
 from nexus_store.connections import configured
+from nexus_store.errors import BackendUnavailableError
 from nexus_store.health import describe_failure
 
 if TYPE_CHECKING:
@@ -235,7 +237,10 @@ def init(
 async def _init(settings: NexusSettings, dry_run: bool, only: list[str] | None) -> list[StepResult]:
     async with open_store(settings) as store:
         if not dry_run:
-            await store.finish_restore()  # a killed restore's switch-over comes first
+            # A killed restore's switch-over comes first; a store it needs that is down is
+            # reported by that store's steps.
+            with contextlib.suppress(BackendUnavailableError):
+                await store.finish_restore()
         return await run_init(store, dry_run=dry_run, only=only)
 
 

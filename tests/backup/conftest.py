@@ -134,6 +134,13 @@ def snapshot() -> Callable[[NexusSettings], Awaitable[dict[str, Any]]]:
     return _snapshot
 
 
+@pytest.fixture(scope="package")
+async def populated_state(populated: Population) -> dict[str, Any]:
+    """The populated source's :func:`_snapshot`, taken once: what a full restore of the
+    archives gives."""
+    return await _snapshot(populated.settings)
+
+
 @pytest.fixture
 def backup_key(monkeypatch: pytest.MonkeyPatch) -> str:
     key = secrets.token_hex(32)

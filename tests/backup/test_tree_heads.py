@@ -21,7 +21,7 @@ from nexus_store import NexusStore
 from nexus_store.backup import _mongo
 from nexus_store.backup._archive import MANIFEST, MANIFEST_CHECKSUM
 from nexus_store.backup.service import verify_archive
-from nexus_store.errors import BackupError
+from nexus_store.errors import BackupError, ConfigurationError
 from nexus_store.mongo.audit.chain import checkpoint_signature, entry_hash
 from tests.backup.test_archive import _reseal_manifest
 from tests.support import run_cli
@@ -106,12 +106,15 @@ async def test_create_stores_the_head_and_verify_checks_it(
             verify_archive(
                 populated.settings, archives["plain"], key_file=None, tree_head=head_given
             )
-    # Without the signing key the head's signature cannot be trusted: refused, not skipped.
-    unsigned = populated.settings.model_copy(
+    # Without the log's key: the entries are checked against the root, and the report says
+    # that the signature was not; a given head cannot be checked at all.
+    keyless = populated.settings.model_copy(
         update={"audit": populated.settings.audit.model_copy(update={"signing_key": None})}
     )
-    with pytest.raises(BackupError, match="archived tree head"):
-        verify_archive(unsigned, archives["plain"], key_file=None)
+    report = verify_archive(keyless, archives["plain"], key_file=None)
+    assert report.tree_heads is not None and "signature not checked" in report.tree_heads
+    with pytest.raises(ConfigurationError, match=r"audit\.signing_key"):
+        verify_archive(keyless, archives["plain"], key_file=None, tree_head=kept)
 
 
 async def test_rewritten_history_with_recomputed_hashes_fails_against_the_head(
