@@ -308,13 +308,10 @@ class NexusStore:
     async def health(self, *, probe: str = "readiness") -> HealthReport:
         """The ``application/health+json`` report of every configured backend, and of the
         application's checks in :attr:`health_checks`."""
-        # The probes live with their backends and are loaded by the first health check.
+        from nexus_store._readiness import readiness_checks
         from nexus_store.health import check_health
-        from nexus_store.mongo.health import event_writer_checks, mongo_checks
-        from nexus_store.postgres.health import postgres_checks
-        from nexus_store.redis.health import redis_checks
 
-        readiness = (postgres_checks, mongo_checks, redis_checks, event_writer_checks)
+        readiness = readiness_checks()
         try:
             # Bounded like the checks (each step can run again); a store it needs that is
             # down or hanging is what its own check reports.

@@ -35,7 +35,7 @@ from nexus_store.cli._plain import EXIT_INTERRUPTED, EXIT_USAGE, cli_log_level, 
 
 if TYPE_CHECKING:
     from nexus_store.connections import Backends
-    from nexus_store.health import Check, Checks, HealthTarget
+    from nexus_store.health import Checks
     from nexus_store.postgres._status import DirectPostgres
     from nexus_store.settings import NexusSettings
 
@@ -194,17 +194,12 @@ class _ProbeTarget:
         return None  # no sub-API runs in the probe
 
     def readiness(self) -> tuple[Checks, ...]:
-        """The store's readiness builders (``NexusStore.health``), PostgreSQL's on ours."""
-        from nexus_store.mongo.health import event_writer_checks, mongo_checks
-        from nexus_store.postgres.health import postgres_checks
-        from nexus_store.redis.health import redis_checks
+        """The store's readiness checks, PostgreSQL's read by our ``DirectPostgres``."""
+        from nexus_store._readiness import readiness_checks
 
-        def postgres(target: HealthTarget) -> list[Check]:
-            if "postgres" not in target.backends.configured():
-                return []
-            return postgres_checks(target, self.postgres)
-
-        return (postgres, mongo_checks, redis_checks, event_writer_checks)
+        # Unconfigured, the PostgreSQL checks build nothing, and there is nothing to read.
+        configured = "postgres" in self.backends.configured()
+        return readiness_checks(self.postgres if configured else None)
 
     async def close(self) -> None:
         await self.backends.close()
