@@ -623,12 +623,12 @@ def _default_key(name: str, skip_first: bool) -> Callable[..., str]:
 
 
 def _call_argument(
-    field: str, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    field: str, build: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """``function(*args, **kwargs)`` for a ``key``/``tags`` function given to @cached: one that
+    """``build(*args, **kwargs)`` for a ``key``/``tags`` function given to @cached: one that
     does not take the decorated function's arguments, or fails, is the caller's input error."""
     try:
-        return function(*args, **kwargs)
+        return build(*args, **kwargs)
     except ValidationError:
         raise
     except Exception as exc:
