@@ -311,6 +311,12 @@ def _check_mongo_options(parts: SplitResult, what: str) -> None:
     from pymongo.client_options import ClientOptions
     from pymongo.uri_parser import parse_uri, split_options
 
+    # PyMongo keeps the last of a repeated option with a warning; only readPreferenceTags
+    # is a list that repeats.
+    names = [name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    repeated = {name for name in names if names.count(name) > 1} - {"readpreferencetags"}
+    if repeated:
+        raise ValueError(f"{what} URL: an option is given twice")
     if parts.scheme == "mongodb+srv":
         srv_only = ("srvmaxhosts=", "srvservicename=")
         if not _pymongo_accepts(lambda: split_options(parts.query, validate=True, warn=False)):

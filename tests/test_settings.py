@@ -208,6 +208,7 @@ _PIECES = {
             f"?ssl_password={FUZZ_PASSWORD}&socket_connect_timeout={FUZZ_PASSWORD}",
             # PyMongo options refused by its validators or its cross-option rules
             "?w=0&journal=true",
+            "?w=1&w=majority",
             "?maxPoolSize=-1",
             "?tls=true&ssl=false",
             "?appname=" + "a" * 200,
@@ -313,6 +314,7 @@ def test_malformed_urls_are_configuration_errors_naming_the_setting(
         ("mongo", "mongodb://h/?w=0&journal=true", "option"),
         ("mongo", "mongodb://h1,h2/?directConnection=true", "option"),
         ("mongo", "mongodb://h/?srvMaxHosts=2", "option"),
+        ("mongo", "mongodb://h/?w=1&W=majority", "twice"),  # PyMongo kept the last, warning
         ("mongo", "mongodb+srv://u:pw@cluster0.example.com/?w=0&journal=true", "option"),
     ],
 )

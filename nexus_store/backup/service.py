@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, get_args
 import orjson
 import psycopg
 
-from nexus_store._text import flag, text
+from nexus_store._text import flag, function, text
 from nexus_store.audit_proofs import TreeHead
 from nexus_store.backup import _mongo, _pending, _postgres, _redis
 from nexus_store.backup._archive import (
@@ -131,12 +131,6 @@ def _store_name(only: object) -> str | None:
     if only is not None and (not isinstance(only, str) or only not in STORES):
         raise ValidationError("only", f"unknown store {only!r}; one of {', '.join(STORES)}")
     return only
-
-
-def _progress(progress: object) -> None:
-    # Called between steps: a non-function would fail halfway through, after work was done.
-    if not callable(progress):
-        raise ValidationError("progress", f"must be a function, got {type(progress).__name__}")
 
 
 def _stores(only: StoreName | str | None, available: list[str], *, archive: bool) -> list[str]:
@@ -312,7 +306,7 @@ class Backup:
         """Write a new archive at ``path`` (a directory that must not exist yet)."""
         started = dt.datetime.now(dt.UTC)
         encrypt = flag("encrypt", encrypt)
-        _progress(progress)
+        function("progress", progress)  # called between steps, after work was done
         stores = _stores(only, list(self._backends.configured()), archive=False)
         areas = _redis.areas_from(redis_areas)
         target, key_file = _path("path", path), _key_file(key_file)
@@ -394,7 +388,7 @@ class Backup:
         started = dt.datetime.now(dt.UTC)
         # Every argument is checked before the archive is read: force="no" must not force.
         force = flag("force", force)
-        _progress(progress)
+        function("progress", progress)  # called between steps, after work was done
         _store_name(only)
         archive, key_file = _path("path", path), _key_file(key_file)
         reader = ArchiveReader(archive, load_key(key_file, required=False))

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 import orjson
 
 from nexus_store import telemetry
-from nexus_store._text import record_of, text
+from nexus_store._text import function, record_of, text
 from nexus_store.errors import BackendUnavailableError, NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 from nexus_store.redis._codec import DecodeError, codec_for
@@ -119,11 +119,6 @@ class _Plan:
 # A step of a get_or_set flow: called with a client, returns a value (sync) or awaitable.
 _Step = Callable[[Any], Any]
 _Flow = Generator[Any, Any, Any]
-
-
-def _check_loader(loader: object) -> None:
-    if not callable(loader):
-        raise ValidationError("loader", f"must be a function, got {type(loader).__name__}")
 
 
 def _now_ms() -> int:
@@ -405,7 +400,7 @@ class Cache:
         for the one holding the Redis lock (up to ``cache.lock_wait``). ``loader`` may be a
         plain or an async function.
         """
-        _check_loader(loader)
+        function("loader", loader)
         flow = self._flow(key, ttl, tags, early_refresh, stale_ttl)
         entry_key = self._entry_key(key)
         shared = self._inflight.get(entry_key)
@@ -449,7 +444,7 @@ class Cache:
     ) -> T:
         """:meth:`get_or_set` for synchronous code (threads, sync frameworks), on the blocking
         client: the same lock, refresh and stale rules."""
-        _check_loader(loader)
+        function("loader", loader)
         flow = self._flow(key, ttl, tags, early_refresh, stale_ttl)
         client = self._lua_sync.client
         result: Any = None
@@ -628,12 +623,12 @@ def _default_key(name: str, skip_first: bool) -> Callable[..., str]:
 
 
 def _call_argument(
-    field: str, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    field: str, build: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """``function(*args, **kwargs)`` for a ``key``/``tags`` function given to @cached: one that
+    """``build(*args, **kwargs)`` for a ``key``/``tags`` function given to @cached: one that
     does not take the decorated function's arguments, or fails, is the caller's input error."""
     try:
-        return function(*args, **kwargs)
+        return build(*args, **kwargs)
     except ValidationError:
         raise
     except Exception as exc:
