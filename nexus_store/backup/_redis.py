@@ -33,6 +33,7 @@ __all__ = [
     "dump",
     "holds_data",
     "publish",
+    "record_key",
     "stage",
 ]
 
@@ -42,6 +43,7 @@ _PIPELINE = 500
 _HEADER = struct.Struct(">I")
 _EXPIRY = struct.Struct(">q")
 _STAGED = "__nxr_"
+_RECORD = "__nx_restore_pending"
 
 
 def areas_from(names: Iterable[str]) -> tuple[Area, ...]:
@@ -62,10 +64,18 @@ async def _now_ms(client: redis.asyncio.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def record_key(backend: RedisBackend) -> str:
+    """Where a restore without PostgreSQL or MongoDB keeps its plan until it is finished:
+    inside the namespace (the documented ACL ``~<namespace>:*`` covers it), and never part
+    of an area's keys."""
+    return f"{backend.settings.namespace}:{_RECORD}"
+
+
 async def _keys(backend: RedisBackend, area: Area) -> list[bytes]:
     client = backend.client(area)
     pattern = backend.keyspace(area).pattern
-    return [key async for key in client.scan_iter(match=pattern, count=1000)]
+    record = record_key(backend).encode()
+    return [key async for key in client.scan_iter(match=pattern, count=1000) if key != record]
 
 
 async def dump(
@@ -140,11 +150,7 @@ def records(chunks: Iterable[bytes], name: str) -> Iterator[tuple[bytes, bytes, 
 
 async def holds_data(backend: RedisBackend, areas: tuple[Area, ...]) -> bool:
     with backend.unavailable():
-        for area in areas:
-            client = backend.client(area)
-            async for _ in client.scan_iter(match=backend.keyspace(area).pattern, count=1000):
-                return True
-    return False
+        return any([await _keys(backend, area) for area in areas])
 
 
 def _rename(key: bytes, source: str, target: str) -> bytes:
