@@ -1,9 +1,11 @@
 """Redis: the durable areas' keys as ``DUMP`` payloads with their absolute expiry.
 
 Only the store's namespace is scanned (``SCAN MATCH <prefix>*``), key by key, so it works on a
-shared server and on a cluster alike (redis-py scans every primary). A restore writes each
-key with ``RESTORE key <expiry> payload REPLACE ABSTTL``: a session comes back with the
-expiry it had, however long the archive waited; a key whose expiry has passed is skipped.
+shared server and on a cluster alike (redis-py scans every primary). A restore stages each
+key under a temporary name with ``RESTORE key <expiry> payload REPLACE ABSTTL`` (a session
+comes back with the expiry it had, however long the archive waited; a key whose expiry has
+passed is skipped); once the restore is committed, :func:`publish` replaces each area's keys
+with the staged ones.
 
 ``<area>.keys`` is a sequence of records: key length (u32), key, payload length (u32),
 payload, absolute expiry in Unix milliseconds (i64, 0 for none), all big-endian.
