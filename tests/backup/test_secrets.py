@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from devstack.servers import closed_port
 from devstack.stack import Stack
-from tests.support import PASSWORD, run_cli, with_password
+from tests.support import PASSWORD, run_cli_jobs, with_password
 
 
 def test_no_password_in_outputs_or_in_the_archive(
@@ -37,9 +36,7 @@ def test_no_password_in_outputs_or_in_the_archive(
         (down, ("backup", "create", str(tmp_path / "b"), "--only", "mongo")),
         (down, ("backup", "create", str(tmp_path / "c"), "--only", "redis")),
     ]
-    # All five at once: most of their time is interpreter start-up and waits.
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        created, refused, *failed = pool.map(lambda job: run_cli(*job[1], env=job[0]), jobs)
+    created, refused, *failed = run_cli_jobs(jobs)
     assert created.returncode == 0, created.output
     assert refused.returncode == 1
     for result in (created, refused, *failed):
