@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkabl
 
 from nexus_store._errors import describe
 from nexus_store.connections import BackendName, Backends
-from nexus_store.errors import NexusStoreError, StoreClosedError, ValidationError
+from nexus_store.errors import (
+    BackendUnavailableError,
+    NexusStoreError,
+    StoreClosedError,
+    ValidationError,
+)
 from nexus_store.log import get_logger, set_slow_threshold
 from nexus_store.routing import ROUTES, Route, RouteSpec
 from nexus_store.settings import NexusSettings
@@ -102,8 +107,9 @@ class NexusStore:
         """Create every configured backend and ping them concurrently.
 
         An unreachable backend is logged, not raised: its sub-APIs raise
-        :class:`BackendUnavailableError` when used, and the others keep working. Returns
-        ``{backend: None | error}``.
+        :class:`BackendUnavailableError` when used, and the others keep working. A backup
+        restore that was committed but not finished (its process killed) is finished first,
+        on the reachable backends (:meth:`finish_restore`). Returns ``{backend: None | error}``.
         """
         timeout = ping_timeout if ping_timeout is not None else self.settings.health.timeout
 
@@ -119,7 +125,10 @@ class NexusStore:
         names = self.backends.configured()
         results = await asyncio.gather(*(ping(name) for name in names))
         found: dict[str, str | None] = dict(zip(names, results, strict=True))
-        await self.finish_restore([name for name in names if found[name] is None])
+        try:
+            await self.finish_restore([name for name in names if found[name] is None])
+        except BackendUnavailableError as exc:  # like an unreachable backend: its calls raise
+            _log.warning("restore_not_checked", error=describe(exc))
         return found
 
     async def finish_restore(self, reachable: list[BackendName] | None = None) -> bool:

@@ -209,6 +209,14 @@ def run_cli_many(
         return list(pool.map(lambda args: run_cli(*args, env=env, timeout=timeout), commands))
 
 
+def run_cli_jobs(
+    jobs: list[tuple[dict[str, str], tuple[str, ...]]], *, timeout: float = 120
+) -> list[CliResult]:
+    """Like :func:`run_cli_many`, each command with its own environment: ``(env, args)``."""
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(lambda job: run_cli(*job[1], env=job[0], timeout=timeout), jobs))
+
+
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         cli_command(*args),

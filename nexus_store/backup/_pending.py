@@ -39,7 +39,6 @@ __all__ = ["commit", "committed", "finish"]
 _log = get_logger("nexus_store.backup")
 _MONGO_RECORD = "nexus_restore"
 _UNAUTHORIZED = 13
-_REDIS_RECORD = "__nx_restore_pending"  # after the namespace: outside every area's pattern
 _REDIS_RECORD_AREA: Area = "sessions"
 
 
@@ -81,7 +80,7 @@ class _RedisRecord:
     def __init__(self, backends: Backends) -> None:
         self._backend = backends.redis
         self._client = backends.redis.client(_REDIS_RECORD_AREA)
-        self._key = backends.settings.redis.namespace + _REDIS_RECORD
+        self._key = _redis.record_key(backends.redis)
 
     async def read(self) -> dict[str, Any] | None:
         with self._backend.unavailable():
@@ -101,13 +100,20 @@ class _RedisRecord:
 
 
 async def commit(backends: Backends, plan: dict[str, Any], staged_database: str | None) -> None:
-    """The commit point of a restore (see the module doc)."""
-    stores = plan["stores"]
-    if "postgres" in stores:
-        assert staged_database is not None
-        target = _postgres.PostgresTarget.from_settings(backends.settings)
+    """The commit point of a restore: the database switch when PostgreSQL is restored, else
+    writing the plan where :func:`_record` looks (PostgreSQL first: an application's role
+    needs no MongoDB or Redis rights beyond its own for this)."""
+    target = (
+        _postgres.PostgresTarget.from_settings(backends.settings)
+        if "postgres" in backends.configured()
+        else None
+    )
+    if "postgres" in plan["stores"]:
+        assert target is not None and staged_database is not None
         await _postgres.commit(target, staged_database, plan)
-    elif "mongo" in stores:
+    elif target is not None and await _postgres.exists(target, target.database):
+        await _postgres.write_record(target, plan)
+    elif "mongo" in backends.configured():
         try:
             await _MongoRecord(backends).write(plan)
         except PyMongoError as exc:
@@ -116,21 +122,21 @@ async def commit(backends: Backends, plan: dict[str, Any], staged_database: str 
         await _RedisRecord(backends).write(plan)
 
 
-async def _record(backends: Backends, configured: Collection[str]) -> _Record | None:
-    """Where a pending plan is, if there is one, looking only in ``configured``."""
-    if "postgres" in configured:
+async def _record(backends: Backends, usable: Collection[str]) -> _Record | None:
+    """The pending plan's record, if there is one, looking only in ``usable`` stores: the
+    target PostgreSQL database when it exists, else MongoDB, else Redis (as :func:`commit`
+    chose)."""
+    if "postgres" in usable:
         target = _postgres.PostgresTarget.from_settings(backends.settings)
-        found = await _postgres.PendingRecord.open(target)
-        if found is not None:
+        database_exists, found = await _postgres.PendingRecord.open(target)
+        if database_exists:
             return found
-    candidates: list[_Record] = []
-    if "mongo" in configured:
-        candidates.append(_MongoRecord(backends))
-    if "redis" in configured:
-        candidates.append(_RedisRecord(backends))
-    for candidate in candidates:
-        if await candidate.read() is not None:
-            return candidate
+    for candidate in (
+        _MongoRecord(backends) if "mongo" in usable else None,
+        _RedisRecord(backends) if "redis" in usable else None,
+    ):
+        if candidate is not None:
+            return candidate if await candidate.read() is not None else None
     return None
 
 

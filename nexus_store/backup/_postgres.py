@@ -48,6 +48,7 @@ __all__ = [
     "holds_data",
     "stage",
     "translate",
+    "write_record",
 ]
 
 DUMP_FILE = "postgres/database.dump"
@@ -366,17 +367,7 @@ async def commit(target: PostgresTarget, staged: str, plan: dict[str, Any]) -> N
     that transaction commits the target is as it was; after it, it holds the plan, which
     whoever opens the store next finishes (see ``_pending``). The old database is dropped
     afterwards (or by :func:`drop_replaced` when killed before)."""
-    conn = await target.connect(staged)
-    try:
-        await conn.execute(sql.SQL("CREATE SCHEMA {}").format(_RECORD_SCHEMA))
-        await conn.execute(
-            sql.SQL("CREATE TABLE {} (plan jsonb NOT NULL)").format(_RECORD),
-        )
-        await conn.execute(
-            sql.SQL("INSERT INTO {} (plan) VALUES (%s)").format(_RECORD), (Jsonb(plan),)
-        )
-    finally:
-        await conn.close()
+    await write_record(target, plan, staged)
     replaced = _replaced_prefix(target.database) + secrets.token_hex(4)
     present = await exists(target, target.database)
     admin = await target.connect("postgres")
@@ -404,6 +395,23 @@ async def commit(target: PostgresTarget, staged: str, plan: dict[str, Any]) -> N
         await admin.close()
 
 
+async def write_record(
+    target: PostgresTarget, plan: dict[str, Any], database: str | None = None
+) -> None:
+    """Write ``plan`` into ``database`` (the target by default) in one transaction: the
+    commit point of a restore that does not replace the database itself."""
+    conn = await target.connect(database)
+    try:
+        async with conn.transaction():
+            await conn.execute(sql.SQL("CREATE SCHEMA {}").format(_RECORD_SCHEMA))
+            await conn.execute(sql.SQL("CREATE TABLE {} (plan jsonb NOT NULL)").format(_RECORD))
+            await conn.execute(
+                sql.SQL("INSERT INTO {} (plan) VALUES (%s)").format(_RECORD), (Jsonb(plan),)
+            )
+    finally:
+        await conn.close()
+
+
 async def drop_replaced(target: PostgresTarget) -> None:
     """Drop the database(s) a committed restore replaced."""
     admin = await target.connect("postgres")
@@ -428,20 +436,21 @@ class PendingRecord:
         self._conn = conn
 
     @classmethod
-    async def open(cls, target: PostgresTarget) -> PendingRecord | None:
-        """The record if a restore is pending (waiting for whoever finishes it now)."""
+    async def open(cls, target: PostgresTarget) -> tuple[bool, PendingRecord | None]:
+        """Whether the target database exists, and the record if a restore is pending there
+        (taken under the lock: waiting for whoever is finishing it now)."""
         try:
             conn = await target.connect()
         except BackendUnavailableError:
             if await exists(target, target.database):
                 raise
-            return None  # no target database: nothing restored into it yet
+            return False, None  # no target database: nothing restored into it yet
         try:
             if await _scalar(conn, "SELECT to_regclass('nexus_restore.pending')") is None:
                 await conn.close()
-                return None
+                return True, None
             await conn.execute("SELECT pg_advisory_lock(%s)", (_RESTORE_LOCK,))
-            return cls(conn)
+            return True, cls(conn)
         except BaseException:
             await conn.close()
             raise

@@ -1,9 +1,11 @@
 """Redis: the durable areas' keys as ``DUMP`` payloads with their absolute expiry.
 
 Only the store's namespace is scanned (``SCAN MATCH <prefix>*``), key by key, so it works on a
-shared server and on a cluster alike (redis-py scans every primary). A restore writes each
-key with ``RESTORE key <expiry> payload REPLACE ABSTTL``: a session comes back with the
-expiry it had, however long the archive waited; a key whose expiry has passed is skipped.
+shared server and on a cluster alike (redis-py scans every primary). A restore stages each
+key under a temporary name with ``RESTORE key <expiry> payload REPLACE ABSTTL`` (a session
+comes back with the expiry it had, however long the archive waited; a key whose expiry has
+passed is skipped); once the restore is committed, :func:`publish` replaces each area's keys
+with the staged ones.
 
 ``<area>.keys`` is a sequence of records: key length (u32), key, payload length (u32),
 payload, absolute expiry in Unix milliseconds (i64, 0 for none), all big-endian.
@@ -33,6 +35,7 @@ __all__ = [
     "dump",
     "holds_data",
     "publish",
+    "record_key",
     "stage",
 ]
 
@@ -42,6 +45,7 @@ _PIPELINE = 500
 _HEADER = struct.Struct(">I")
 _EXPIRY = struct.Struct(">q")
 _STAGED = "__nxr_"
+_RECORD = "__nx_restore_pending"
 
 
 def areas_from(names: Iterable[str]) -> tuple[Area, ...]:
@@ -64,10 +68,18 @@ async def _now_ms(client: redis.asyncio.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def record_key(backend: RedisBackend) -> str:
+    """Where a restore without PostgreSQL or MongoDB keeps its plan until it is finished:
+    inside the namespace (the documented ACL ``~<namespace>:*`` covers it), and never part
+    of an area's keys."""
+    return f"{backend.settings.namespace}:{_RECORD}"
+
+
 async def _keys(backend: RedisBackend, area: Area) -> list[bytes]:
     client = backend.client(area)
     pattern = backend.keyspace(area).pattern
-    return [key async for key in client.scan_iter(match=pattern, count=1000)]
+    record = record_key(backend).encode()
+    return [key async for key in client.scan_iter(match=pattern, count=1000) if key != record]
 
 
 async def dump(
@@ -142,11 +154,7 @@ def records(chunks: Iterable[bytes], name: str) -> Iterator[tuple[bytes, bytes, 
 
 async def holds_data(backend: RedisBackend, areas: tuple[Area, ...]) -> bool:
     with backend.unavailable():
-        for area in areas:
-            client = backend.client(area)
-            async for _ in client.scan_iter(match=backend.keyspace(area).pattern, count=1000):
-                return True
-    return False
+        return any([await _keys(backend, area) for area in areas])
 
 
 def _rename(key: bytes, source: str, target: str) -> bytes:

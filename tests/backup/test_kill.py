@@ -104,6 +104,6 @@ async def test_sigkill_during_restore_leaves_before_or_after(
     print(f"{where}: {'before' if state == before else 'after'}")
     # Nothing committed is left pending once the store was opened.
     target = _postgres.PostgresTarget.from_settings(settings)
-    assert await _postgres.PendingRecord.open(target) is None, where
+    assert (await _postgres.PendingRecord.open(target))[1] is None, where
     # What an uncommitted run staged is removed by the next restore (here, for the test).
     await _postgres.discard_stages(target)

@@ -16,7 +16,7 @@ from devstack.stack import Stack
 from nexus_store import NexusStore
 from nexus_store.backup._archive import MANIFEST, MANIFEST_CHECKSUM
 from nexus_store.errors import BackupError, ConfigurationError, ValidationError
-from tests.support import _child_env, cli_command, run_cli_many
+from tests.support import _child_env, cli_command, run_cli_jobs
 
 
 def _copy(source: Path, tmp_path: Path) -> Path:
@@ -148,16 +148,14 @@ def test_cli_wrong_key_names_the_file_and_exits_1(
 ) -> None:
     encrypted, plain = str(archives["encrypted"]), str(archives["plain"])
     wrong = {**target_stack.environment(), "NEXUS_BACKUP_KEY": secrets.token_hex(32)}
-    result, verified = run_cli_many(
-        [("backup", "restore", encrypted), ("backup", "verify", encrypted)], env=wrong
-    )
-    no_key, unknown, missing = run_cli_many(
+    result, verified, no_key, unknown, missing = run_cli_jobs(
         [
-            ("backup", "verify", encrypted),
-            ("backup", "restore", plain, "--only", "mysql"),
-            ("backup", "verify", str(tmp_path / "nowhere")),
-        ],
-        env={},
+            (wrong, ("backup", "restore", encrypted)),
+            (wrong, ("backup", "verify", encrypted)),
+            ({}, ("backup", "verify", encrypted)),
+            ({}, ("backup", "restore", plain, "--only", "mysql")),
+            ({}, ("backup", "verify", str(tmp_path / "nowhere"))),
+        ]
     )
     assert result.returncode == 1, result.output
     assert "cannot be decrypted: wrong key" in result.stderr

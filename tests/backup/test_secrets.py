@@ -7,7 +7,7 @@ from typing import Any
 
 from devstack.servers import closed_port
 from devstack.stack import Stack
-from tests.support import PASSWORD, run_cli_many, with_password
+from tests.support import PASSWORD, run_cli_jobs, with_password
 
 
 def test_no_password_in_outputs_or_in_the_archive(
@@ -29,21 +29,14 @@ def test_no_password_in_outputs_or_in_the_archive(
         "NEXUS_LOG__LEVEL": "debug",
     }
     archive = tmp_path / "archive"
-    created, refused = run_cli_many(
-        [
-            ("backup", "create", str(archive), "--only", "postgres", "--format", "json"),
-            ("backup", "restore", str(tmp_path / "missing")),
-        ],
-        env=env,
-    )
-    failed = run_cli_many(
-        [
-            ("backup", "create", str(tmp_path / "a"), "--only", "postgres"),
-            ("backup", "create", str(tmp_path / "b"), "--only", "mongo"),
-            ("backup", "create", str(tmp_path / "c"), "--only", "redis"),
-        ],
-        env=down,
-    )
+    jobs = [
+        (env, ("backup", "create", str(archive), "--only", "postgres", "--format", "json")),
+        (env, ("backup", "restore", str(tmp_path / "missing"))),
+        (down, ("backup", "create", str(tmp_path / "a"), "--only", "postgres")),
+        (down, ("backup", "create", str(tmp_path / "b"), "--only", "mongo")),
+        (down, ("backup", "create", str(tmp_path / "c"), "--only", "redis")),
+    ]
+    created, refused, *failed = run_cli_jobs(jobs)
     assert created.returncode == 0, created.output
     assert refused.returncode == 1
     for result in (created, refused, *failed):
