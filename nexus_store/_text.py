@@ -8,6 +8,11 @@ and C clients of a shared Redis cut keys there. Both are refused up front with a
 :class:`ValidationError` naming the field, so a refused call writes nothing.
 
     checked = text("user_id", value)           # the str itself, or ValidationError
+
+Flags and callbacks get the same treatment: a non-bool is refused rather than read for its
+truthiness (:func:`flag`, so ``include_deleted="no"`` cannot silently mean True), and a
+callback that is not callable is refused before any work, not when first called halfway
+through (:func:`function`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TypeVar
 
 from nexus_store.errors import ValidationError
 
-__all__ = ["record_of", "text", "text_problem"]
+__all__ = ["flag", "function", "record_of", "text", "text_problem"]
 
 R = TypeVar("R")
 
@@ -41,6 +46,19 @@ def text(field: str, value: object) -> str:
     if problem is not None:
         raise ValidationError(field, problem)
     return value
+
+
+def flag(field: str, value: object) -> bool:
+    """``value`` if it is True or False; ValidationError naming ``field`` otherwise."""
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"must be True or False, got {type(value).__name__}")
+    return value
+
+
+def function(field: str, value: object) -> None:
+    """ValidationError naming ``field`` unless ``value`` is callable."""
+    if not callable(value):
+        raise ValidationError(field, f"must be a function, got {type(value).__name__}")
 
 
 def record_of(kind: type[R], value: object, field: str) -> R:

@@ -10,7 +10,9 @@ parameter a valid value or, now and then, a hostile one.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from nexus_store.audit_proofs import TreeHead
 from nexus_store.health import CheckResult
 from nexus_store.postgres.models import Document, Organization, Project, Task, User
 from nexus_store.redis.cache import CacheEntry
+from nexus_store.redis.names import AREAS
 from nexus_store.redis.queue import QueueMessage
 from nexus_store.redis.ratelimit.limiter import RateLimitHit
 from nexus_store.redis.realtime import RealtimeMessage
@@ -30,6 +33,7 @@ __all__ = [
     "HOSTILE",
     "NO_INPUT",
     "PENDING",
+    "REFUSED_ONLY",
     "SEEDED_AUDIT_ENTRIES",
     "VALID",
     "Arguments",
@@ -602,7 +606,58 @@ NO_INPUT: dict[str, str] = {
 
 #: Public methods not fuzzed yet, and why. The completeness test keeps this list exact, so a
 #: method can neither be forgotten here nor silently dropped.
-PENDING: dict[str, str] = {
-    "backup.create": "dumps every store: seconds per call, too slow for the CI budget",
-    "backup.restore": "needs an archive from backup.create, and replaces the stores' data",
+PENDING: dict[str, str] = {}
+
+# -- methods fuzzed for their refusals only --------------------------------------------------
+
+
+def _refused_path(optional: bool) -> Strategy:
+    """Values no file system path argument takes: not text (bytes, numbers, containers...),
+    or text with NUL, a lone surrogate, or longer than a path or a name can be."""
+    not_text = HOSTILE.filter(lambda value: not isinstance(value, str | os.PathLike))
+    if optional:
+        not_text = not_text.filter(lambda value: value is not None)
+    return not_text | st.sampled_from(["a\x00b", "\ud800", "x" * 5000, "d/" + "n" * 300])
+
+
+def _not_areas(value: Any) -> bool:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return True
+    return not all(isinstance(name, str) and name in AREAS for name in value)
+
+
+_NOT_A_FLAG = HOSTILE.filter(lambda value: not isinstance(value, bool))
+_STORES = ("postgres", "mongo", "redis")
+
+
+def _quiet_progress(store: str, message: str) -> None:
+    pass
+
+
+#: "api.method" -> {parameter: (valid values, values that must be refused)}, for methods too
+#: slow or too destructive to call with valid arguments (a backup dumps every store, a
+#: restore replaces them): the harness passes at least one refused value, and checks the
+#: call is refused naming it before any work, writing nothing.
+REFUSED_ONLY: dict[str, dict[str, tuple[Strategy, Strategy]]] = {
+    "backup.create": {
+        "path": (_NO_ARCHIVE, _refused_path(optional=False)),
+        "only": (
+            st.sampled_from([None, *_STORES]),
+            HOSTILE.filter(lambda value: value is not None and value not in _STORES),
+        ),
+        "encrypt": (st.booleans(), _NOT_A_FLAG),
+        "key_file": (st.none(), _refused_path(optional=True)),
+        "redis_areas": (st.just(("sessions", "queue")), HOSTILE.filter(_not_areas)),
+        "progress": (st.just(_quiet_progress), HOSTILE.filter(lambda value: not callable(value))),
+    },
+    "backup.restore": {
+        "path": (_NO_ARCHIVE, _refused_path(optional=False)),
+        "only": (
+            st.sampled_from([None, *_STORES]),
+            HOSTILE.filter(lambda value: value is not None and value not in _STORES),
+        ),
+        "force": (st.booleans(), _NOT_A_FLAG),
+        "key_file": (st.none(), _refused_path(optional=True)),
+        "progress": (st.just(_quiet_progress), HOSTILE.filter(lambda value: not callable(value))),
+    },
 }

@@ -171,6 +171,10 @@ _PIECES = {
             "?replicaSet=rs0",
             "?sslmode=require",
             "?socket_timeout=1.5",
+            "?target_session_attrs=read-write&keepalives=1&keepalives_idle=30",
+            "?application_name=nexus-api",
+            "?protocol=3&health_check_interval=10",
+            "?maxPoolSize=50&w=majority&retryWrites=true",
         ],
         [
             "?sslmode=bogus",
@@ -181,6 +185,34 @@ _PIECES = {
             "?a",
             "#frag",
             "?port=x",
+            # libpq keywords with values libpq refuses when connecting, or changes silently
+            "?target_session_attrs=bogus",
+            "?keepalives=2",
+            "?connect_timeout=-1",
+            "?application_name=%C3%A9t%C3%A9",
+            "?client_encoding=LATIN1",
+            "?replication=database",
+            "?sslmode=require&sslmode=disable",
+            "?hostaddr=not-an-address",
+            f"?sslpassword={FUZZ_PASSWORD}&gssencmode=maybe",
+            f"?connect_timeout={FUZZ_PASSWORD}",
+            # redis-py options with values its parsers let through, or no client takes
+            "?socket_timeout=nan",
+            "?socket_timeout=0",
+            "?protocol=4",
+            "?max_connections=0",
+            "?ssl_validate_ocsp=true",
+            "?parser_class=x",
+            "?client_name=a%20b",
+            "?retry_on_error=NoSuchError",
+            f"?ssl_password={FUZZ_PASSWORD}&socket_connect_timeout={FUZZ_PASSWORD}",
+            # PyMongo options refused by its validators or its cross-option rules
+            "?w=0&journal=true",
+            "?w=1&w=majority",
+            "?maxPoolSize=-1",
+            "?tls=true&ssl=false",
+            "?appname=" + "a" * 200,
+            f"?authMechanismProperties=AWS_SESSION_TOKEN:{FUZZ_PASSWORD}&w=-5",
         ],
     ),
 }
@@ -260,6 +292,30 @@ def test_malformed_urls_are_configuration_errors_naming_the_setting(
         ("mongo", "mongodb+srv://u:pw@a.b.example:27017/", "no port"),
         ("mongo", "mongodb://h/db?w=majority&bogus=1", "option"),
         ("mongo", "mongodb://h/bad.db", "database name"),
+        # every option value is checked, not only sslmode, port and connect_timeout
+        ("postgres", "postgresql://u@h/db?target_session_attrs=bogus", "target_session_attrs"),
+        ("postgres", "postgresql://u@h/db?keepalives_idle=-1", "keepalives_idle"),
+        ("postgres", "postgresql://u@h/db?keepalives=yes", "keepalives must be one of 0, 1"),
+        ("postgres", "postgresql://u@h/db?application_name=%C3%A9", "application_name"),
+        ("postgres", "postgresql://u@h/db?client_encoding=latin1", "client_encoding"),
+        ("postgres", "postgresql://u@h/db?require_auth=!md5,password", "require_auth"),
+        ("postgres", "postgresql://u@h/db?hostaddr=h", "hostaddr"),
+        ("postgres", "postgresql://u@h/db?sslkeylogfile=/tmp/k", "debug option"),
+        ("postgres", "postgresql://u@h/db?sslmode=require&sslmode=disable", "twice"),
+        ("redis", "redis://h:6379/0?socket_timeout=nan", "socket_timeout must be a positive"),
+        ("redis", "redis://h:6379/0?protocol=4", "protocol must be 2 or 3"),
+        ("redis", "redis://h:6379/0?max_connections=0", "max_connections"),
+        ("redis", "redis://h:6379/0?ssl_cert_reqs=none", "does not apply to redis://"),
+        ("redis", "rediss://h:6379/0?ssl_cert_reqs=bogus", "ssl_cert_reqs must be"),
+        ("redis", "rediss://h:6379/0?ssl_validate_ocsp=true", "asyncio"),
+        ("redis", "unix:///run/redis.sock?socket_keepalive=true", "does not apply to unix://"),
+        ("redis", "redis://h:6379/0?client_name=a%20b", "client_name"),
+        ("redis", "redis://h:6379/0?parser_class=x", "parser_class is not a redis-py"),
+        ("mongo", "mongodb://h/?w=0&journal=true", "option"),
+        ("mongo", "mongodb://h1,h2/?directConnection=true", "option"),
+        ("mongo", "mongodb://h/?srvMaxHosts=2", "option"),
+        ("mongo", "mongodb://h/?w=1&W=majority", "twice"),  # PyMongo kept the last, warning
+        ("mongo", "mongodb+srv://u:pw@cluster0.example.com/?w=0&journal=true", "option"),
     ],
 )
 def test_each_url_rule_names_the_setting_and_the_problem(
@@ -281,6 +337,13 @@ def test_each_url_rule_names_the_setting_and_the_problem(
         ("mongo", "mongodb+srv://u:pw@cluster0.example.com/?retryWrites=true"),
         ("redis", "rediss://:pw@[::1]:6380/2?ssl_cert_reqs=none"),
         ("redis", "unix:///run/redis.sock?db=1"),
+        ("postgres", "postgresql://u@h/db?host=a:5432&host=b:5433&target_session_attrs=primary"),
+        ("postgres", "postgresql://u@h/db?keepalives=1&keepalives_idle=30&require_auth=!md5"),
+        ("postgres", "postgresql://u@h/db?hostaddr=::1,127.0.0.1&ssl_min_protocol_version=tlsv1.3"),
+        ("redis", "rediss://h:6380/0?ssl_cert_reqs=required&ssl_min_version=771&protocol=3"),
+        ("redis", "redis://h:6379?retry_on_error=ConnectionError,TimeoutError&timeout=5"),
+        ("mongo", "mongodb+srv://u:pw@cluster0.example.com/?srvMaxHosts=2&w=majority"),
+        ("mongo", "mongodb://h/?readPreference=secondary&readPreferenceTags=dc:ny,rack:1"),
     ],
 )
 def test_well_formed_urls_of_every_form_load(backend: str, url: str) -> None:
@@ -294,4 +357,26 @@ def test_a_bad_scheme_leaves_no_password_in_the_exception_chain() -> None:
     with pytest.raises(ConfigurationError) as caught:
         NexusSettings.load(postgres={"url": f"ftp://postgres:{FUZZ_PASSWORD}@localhost/db"})
     assert caught.value.__context__ is None and caught.value.__cause__ is None
+    assert_no_secret_in_chain(caught.value, FUZZ_PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("backend", "url"),
+    [
+        ("postgres", f"postgresql://u@h/db?sslpassword={FUZZ_PASSWORD}&connect_timeout=x"),
+        ("postgres", f"postgresql://u@h/db?connect_timeout={FUZZ_PASSWORD}"),
+        ("redis", f"redis://h:6379?socket_timeout={FUZZ_PASSWORD}"),
+        ("redis", f"rediss://h:6379?ssl_password={FUZZ_PASSWORD}&ssl_cert_reqs=x"),
+        ("mongo", f"mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN:{FUZZ_PASSWORD}&w=-5"),
+        ("mongo", f"mongodb://h/?appname={FUZZ_PASSWORD}&maxPoolSize={FUZZ_PASSWORD}"),
+    ],
+)
+def test_a_refused_option_value_leaves_no_secret_in_the_exception_chain(
+    backend: str, url: str
+) -> None:
+    """The drivers' parsers quote the value they refuse (``invalid literal for int() with
+    base 10: '<value>'``); an option value may be a password."""
+    with pytest.raises(ConfigurationError) as caught:
+        NexusSettings.load(**{backend: {"url": url}})
+    assert caught.value.setting == f"{backend}.url"
     assert_no_secret_in_chain(caught.value, FUZZ_PASSWORD)

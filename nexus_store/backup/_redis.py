@@ -35,6 +35,8 @@ _EXPIRY = struct.Struct(">q")
 
 
 def areas_from(names: Iterable[str]) -> tuple[Area, ...]:
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        raise ValidationError("redis_areas", "must be a list of Redis area names")
     chosen: list[Area] = []
     for name in names:
         if name not in AREAS:

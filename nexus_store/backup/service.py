@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, get_args
 import orjson
 import psycopg
 
-from nexus_store._text import text
+from nexus_store._text import flag, function, text
 from nexus_store.backup import _mongo, _postgres, _redis
 from nexus_store.backup._archive import (
     FORMAT_VERSION,
@@ -124,13 +124,18 @@ class PruneReport:
     deleted: list[str] = field(default_factory=list)
 
 
+def _store_name(only: object) -> str | None:
+    """``only`` if it is None or a store name; ValidationError naming ``only`` otherwise."""
+    if only is not None and (not isinstance(only, str) or only not in STORES):
+        raise ValidationError("only", f"unknown store {only!r}; one of {', '.join(STORES)}")
+    return only
+
+
 def _stores(only: StoreName | str | None, available: list[str], *, archive: bool) -> list[str]:
     """The stores to work on: ``only``, or every one ``available`` (in the archive, or
     configured)."""
-    if only is None:
+    if _store_name(only) is None:
         return available
-    if only not in STORES:
-        raise ValidationError("only", f"unknown store {only!r}; one of {', '.join(STORES)}")
     if only not in available:
         if archive:
             raise BackupError(f"the archive holds no {only} backup", file=MANIFEST)
@@ -244,6 +249,8 @@ class Backup:
     ) -> BackupReport:
         """Write a new archive at ``path`` (a directory that must not exist yet)."""
         started = dt.datetime.now(dt.UTC)
+        encrypt = flag("encrypt", encrypt)
+        function("progress", progress)  # called between steps, after work was done
         stores = _stores(only, list(self._backends.configured()), archive=False)
         areas = _redis.areas_from(redis_areas)
         target, key_file = _path("path", path), _key_file(key_file)
@@ -318,6 +325,10 @@ class Backup:
         while switching is finished by running it again (``restore-pending.json``).
         """
         started = dt.datetime.now(dt.UTC)
+        # Every argument is checked before the archive is read: force="no" must not force.
+        force = flag("force", force)
+        function("progress", progress)  # called between steps, after work was done
+        _store_name(only)
         archive, key_file = _path("path", path), _key_file(key_file)
         if (archive / JOURNAL).exists():
             return await self._resume(archive, key_file, progress, started)

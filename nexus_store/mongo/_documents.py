@@ -22,6 +22,7 @@ from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 
 from nexus_store._errors import describe
+from nexus_store._text import text_problem
 from nexus_store.errors import ValidationError
 
 __all__ = [
@@ -243,8 +244,9 @@ def query_text(value: Any, field: str, *, max_length: int = 1024) -> str:
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if not value:
         raise ValidationError(field, "must not be empty")
-    if "\x00" in value:
-        raise ValidationError(field, "must not contain NUL")
+    problem = text_problem(value)  # NUL, or a lone surrogate BSON cannot encode
+    if problem is not None:
+        raise ValidationError(field, problem)
     if len(value) > max_length:
         raise ValidationError(field, f"longer than {max_length} characters")
     return value

@@ -19,6 +19,7 @@ import sqlalchemy.exc
 from sqlalchemy import CursorResult, Select, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from nexus_store._text import flag
 from nexus_store.errors import NotFoundError, ValidationError
 from nexus_store.postgres._integrity import translate_errors
 from nexus_store.postgres._model import ModelInfo, model_info
@@ -159,6 +160,8 @@ class Reads:
         info = model_info(model)
         key = info.rules.convert(info.key.name, id, "id")
         tenant = self._transactions.tenant()
+        include_deleted = flag("include_deleted", include_deleted)
+        flag("fresh", fresh)
         statement, sql = self._key_lookup(info, include_deleted, tenant is not None)
 
         with operation(self._backend, "entities.get", info.table.name, model=model.__name__):

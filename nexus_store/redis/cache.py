@@ -18,7 +18,8 @@ that wins the lock reloads a value shortly before it expires while the others ke
 it; with ``stale_ttl`` an expired value is kept that long and served if the loader fails.
 
 Values are JSON (orjson) or msgpack, per ``cache.serializer``; never pickle. Each entry is
-stored as ``[fresh_until_ms, value]`` on the client's clock. When Redis is unreachable a read
+stored as ``[fresh_until_ms, value]`` on the client's clock; TTLs count whole milliseconds
+(at least 0.001 s, a fraction of a millisecond is dropped). When Redis is unreachable a read
 is a miss and a write is skipped, both logged and counted in :meth:`Cache.stats`, unless
 ``cache.strict`` is on, which raises :class:`BackendUnavailableError` instead.
 """
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 import orjson
 
 from nexus_store import telemetry
-from nexus_store._text import record_of, text
+from nexus_store._text import function, record_of, text
 from nexus_store.errors import BackendUnavailableError, NexusStoreError, ValidationError
 from nexus_store.log import get_logger
 from nexus_store.redis._codec import DecodeError, codec_for
@@ -167,9 +168,10 @@ class Cache:
         fresh = _seconds("ttl", ttl, float(self._settings.default_ttl))
         stale = _seconds("stale_ttl", stale_ttl, float(self._settings.stale_ttl))
         assert fresh is not None and stale is not None
-        if fresh <= 0:
-            raise ValidationError("ttl", "must be positive")
-        fresh_ms = max(1, int(fresh * 1000))
+        # Entries expire in whole milliseconds: a shorter TTL would silently become 1 ms.
+        if fresh < 0.001:
+            raise ValidationError("ttl", f"must be at least 0.001 seconds (1 ms), got {fresh!r}")
+        fresh_ms = int(fresh * 1000)
         return fresh_ms, fresh_ms + int(stale * 1000)
 
     def _encode(self, value: Any, fresh_ms: int) -> bytes:
@@ -398,6 +400,7 @@ class Cache:
         for the one holding the Redis lock (up to ``cache.lock_wait``). ``loader`` may be a
         plain or an async function.
         """
+        function("loader", loader)
         flow = self._flow(key, ttl, tags, early_refresh, stale_ttl)
         entry_key = self._entry_key(key)
         shared = self._inflight.get(entry_key)
@@ -441,6 +444,7 @@ class Cache:
     ) -> T:
         """:meth:`get_or_set` for synchronous code (threads, sync frameworks), on the blocking
         client: the same lock, refresh and stale rules."""
+        function("loader", loader)
         flow = self._flow(key, ttl, tags, early_refresh, stale_ttl)
         client = self._lua_sync.client
         result: Any = None
@@ -618,6 +622,21 @@ def _default_key(name: str, skip_first: bool) -> Callable[..., str]:
     return build
 
 
+def _call_argument(
+    field: str, build: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``build(*args, **kwargs)`` for a ``key``/``tags`` function given to @cached: one that
+    does not take the decorated function's arguments, or fails, is the caller's input error."""
+    try:
+        return build(*args, **kwargs)
+    except ValidationError:
+        raise
+    except Exception as exc:
+        raise ValidationError(
+            field, f"the {field} function failed on the call's arguments: {type(exc).__name__}"
+        ) from exc
+
+
 def cached(
     ttl: float | None = None,
     key: Callable[..., str] | None = None,
@@ -650,8 +669,8 @@ def cached(
 
         def resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Cache, str, Any]:
             target = cache if cache is not None else default_store.get(Cache)
-            chosen = tags(*args, **kwargs) if callable(tags) else tags
-            return target, make_key(*args, **kwargs), chosen
+            chosen = _call_argument("tags", tags, args, kwargs) if callable(tags) else tags
+            return target, _call_argument("key", make_key, args, kwargs), chosen
 
         if inspect.iscoroutinefunction(func):
 

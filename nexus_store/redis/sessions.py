@@ -77,8 +77,8 @@ def _at(milliseconds: int) -> datetime:
 
 
 def _user_id(user_id: object) -> str:
-    if isinstance(user_id, int) and not isinstance(user_id, bool):
-        user_id = str(user_id)
+    # A string only: an int id read back as its text (Session.user_id "5" for 5), a silent
+    # type change, and 5 and "5" shared one session index.
     checked = text("user_id", user_id)
     if not checked or len(checked) > _MAX_USER_ID:
         raise ValidationError("user_id", f"must be 1-{_MAX_USER_ID} characters long")
@@ -129,11 +129,12 @@ class SessionStore:
     def _ttl_ms(self, ttl: float | None) -> int:
         if ttl is None:
             return self._settings.default_ttl * 1000
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ValidationError("ttl", f"must be a positive number of seconds, got {ttl!r}")
+        # Redis expires in whole milliseconds: a shorter TTL would silently become 1 ms.
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 0.001:
+            raise ValidationError("ttl", f"must be at least 0.001 seconds (1 ms), got {ttl!r}")
         if ttl > 10 * 365 * 24 * 3600:
             raise ValidationError("ttl", "must be at most ten years")
-        return max(1, int(ttl * 1000))
+        return int(ttl * 1000)
 
     def _encode_data(self, data: object) -> bytes:
         if not isinstance(data, dict):

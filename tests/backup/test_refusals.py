@@ -263,3 +263,49 @@ async def test_a_dump_pg_restore_rejects_leaves_no_staged_database(
             await store.backup.restore(archive)
     assert refused.value.file == name
     await _empty(target_stack, snapshot)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        # Read for their truthiness before: force="no" forced a restore over live data.
+        ({"force": "no"}, "force"),
+        ({"force": 1}, "force"),
+        # Called between steps: a non-function failed with TypeError after work was done.
+        ({"progress": "quiet"}, "progress"),
+        # Checked only once the archive was read.
+        ({"only": ["postgres"]}, "only"),
+    ],
+)
+async def test_restore_arguments_are_checked_before_the_archive_is_read(
+    archives: dict[str, Path],
+    target_stack: Stack,
+    snapshot: Any,
+    arguments: dict[str, Any],
+    field: str,
+) -> None:
+    async with NexusStore(target_stack.settings()) as store:
+        with pytest.raises(ValidationError) as refused:
+            await store.backup.restore(archives["plain"], **arguments)
+    assert refused.value.field == field
+    await _empty(target_stack, snapshot)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"encrypt": "no"}, "encrypt"),  # was read as True
+        ({"progress": 5}, "progress"),
+        ({"redis_areas": 5}, "redis_areas"),  # TypeError: 'int' object is not iterable
+        ({"redis_areas": "sessions"}, "redis_areas"),
+    ],
+)
+async def test_create_arguments_are_refused_before_any_work(
+    source_stack: Stack, tmp_path: Path, arguments: dict[str, Any], field: str
+) -> None:
+    target = tmp_path / "archive"
+    async with NexusStore(source_stack.settings()) as store:
+        with pytest.raises(ValidationError) as refused:
+            await store.backup.create(target, **arguments)
+    assert refused.value.field == field
+    assert not target.exists()

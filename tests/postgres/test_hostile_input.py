@@ -134,3 +134,23 @@ async def test_upsert_conflict_and_update_of_a_wrong_type_are_named(
     with pytest.raises(ValidationError) as caught:
         await repo.upsert(Organization, conflict=conflict, update=update, name="n", slug="s-x")
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        # Found by the long fuzz profile: TypeError unhashable type from the lookup cache.
+        ({"include_deleted": bytearray(b"x")}, "include_deleted"),
+        ({"include_deleted": "no"}, "include_deleted"),  # was read as True
+        ({"fresh": ""}, "fresh"),
+        ({"fresh": [1]}, "fresh"),
+    ],
+)
+async def test_get_flags_that_are_not_booleans_are_named(
+    repo: EntityRepository, flags: dict[str, Any], field: str
+) -> None:
+    user = await repo.create(User, **user_values())
+    for call in (repo.get, repo.get_or_none):
+        with pytest.raises(ValidationError) as caught:
+            await call(User, user.id, **flags)
+        assert caught.value.field == field

@@ -302,6 +302,12 @@ async def test_standalone_decorator_reads_the_environment(
         (lambda c: c.set("k", "x" * (9 * 1024 * 1024)), "value"),
         (lambda c: c.set("k" * 600, 1), "key"),
         (lambda c: c.get_many("abc"), "keys"),
+        # Found by the long fuzz profile: TypeError 'str' object is not callable.
+        (lambda c: c.get_or_set("k", "not a function"), "loader"),
+        # 5e-324 s was accepted as a 1 ms entry that never read back.
+        (lambda c: c.set("k", 1, ttl=5e-324), "ttl"),
+        (lambda c: c.set_many({"k": 1}, ttl=0.0009), "ttl"),
+        (lambda c: c.get_or_set("k", lambda: 1, ttl=5e-324), "ttl"),
     ],
 )
 async def test_bad_input_is_refused(
@@ -310,6 +316,48 @@ async def test_bad_input_is_refused(
     with pytest.raises(ValidationError) as caught:
         await call(store.cache)  # type: ignore[misc]
     assert caught.value.field == field
+
+
+def test_get_or_set_sync_refuses_a_loader_that_is_not_a_function(store: NexusStore) -> None:
+    """Found by the long fuzz profile: TypeError 'str' object is not callable."""
+    with pytest.raises(ValidationError) as caught:
+        store.cache.get_or_set_sync("k", "not a function")  # type: ignore[arg-type]
+    assert caught.value.field == "loader"
+
+
+async def test_a_one_millisecond_ttl_is_kept_as_written(store: NexusStore, unique: str) -> None:
+    """TTLs count whole milliseconds; 1 ms is the shortest and is not rounded."""
+    assert await store.cache.set(unique, "v", ttl=0.001)
+    ttl_ms = await store.backends.redis.client("cache").pttl(store.cache._entry_key(unique))
+    assert 0 <= ttl_ms <= 1 or ttl_ms == -2  # -2: already expired under load
+
+
+@pytest.mark.parametrize(
+    ("decorator_arguments", "field"),
+    [
+        # Found by the long fuzz profile: a key or tags function that does not take the
+        # decorated function's arguments raised TypeError from inside the wrapper.
+        ({"key": lambda: "k"}, "key"),
+        ({"tags": lambda: ["t"]}, "tags"),
+        ({"key": lambda value: 1 / 0}, "key"),
+        ({"key": lambda value: None}, "key"),
+        ({"tags": lambda value: [b"bytes"]}, "tags"),
+    ],
+)
+async def test_cached_refuses_key_and_tags_functions_that_fail(
+    store: NexusStore, unique: str, decorator_arguments: dict[str, object], field: str
+) -> None:
+    calls: list[int] = []
+
+    @store.cache.cached(ttl=30, **decorator_arguments)  # type: ignore[arg-type]
+    async def probe(value: int) -> int:
+        calls.append(value)
+        return value
+
+    with pytest.raises(ValidationError) as caught:
+        await probe(1)
+    assert caught.value.field == field
+    assert calls == []  # refused before the function ran
 
 
 async def test_a_cancelled_loader_call_does_not_cancel_the_callers_sharing_it(

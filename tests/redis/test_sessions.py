@@ -163,6 +163,9 @@ async def test_concurrent_creates_are_all_indexed(store: NexusStore, unique: str
         (lambda s: s.create("", {}), "user_id"),
         (lambda s: s.create("x" * 300, {}), "user_id"),
         (lambda s: s.create(None, {}), "user_id"),
+        # Found by the long fuzz profile: 0 was stored as "0" and read back as a string.
+        (lambda s: s.create(0, {}), "user_id"),
+        (lambda s: s.revoke_all(5), "user_id"),
         (lambda s: s.create("u", ["not", "a", "dict"]), "data"),
         (lambda s: s.create("u", {"when": object()}), "data.when"),
         # NaN and ±Infinity have no JSON form: refused, never stored as null
@@ -174,6 +177,9 @@ async def test_concurrent_creates_are_all_indexed(store: NexusStore, unique: str
         (lambda s: s.list_for_user("\ud800x"), "user_id"),
         (lambda s: s.create("u", {"blob": "x" * 20_000}), "data"),
         (lambda s: s.create("u", {}, ttl=0), "ttl"),
+        # 5e-324 s was stored as a 1 ms session (found by the long fuzz profile)
+        (lambda s: s.create("u", {}, ttl=5e-324), "ttl"),
+        (lambda s: s.create("u", {}, ttl=0.0009), "ttl"),
         (lambda s: s.create("u", {}, ttl="60"), "ttl"),
         (lambda s: s.get(b"bytes-token"), "token"),
         (lambda s: s.revoke_all(""), "user_id"),

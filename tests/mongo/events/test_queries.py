@@ -96,6 +96,22 @@ async def test_timeline_pages_newest_first(mongo_stack, open_backends) -> None:
     assert caught.value.field == "cursor"
 
 
+@pytest.mark.parametrize("user_id", ["\ud800", "u\udfff", "a\x00b"])
+async def test_user_ids_that_bson_cannot_encode_are_refused(
+    mongo_stack, open_backends, user_id: str
+) -> None:
+    """Found by the long fuzz profile: ``export_user("\ud800")`` raised UnicodeEncodeError
+    from PyMongo's encoder."""
+    events = Events(await open_backends(mongo_stack.settings()))
+    with pytest.raises(ValidationError) as caught:
+        [doc async for doc in events.export_user(user_id)]
+    assert caught.value.field == "user_id"
+    for call in (events.delete_user(user_id), events.timeline(user_id)):
+        with pytest.raises(ValidationError) as caught:
+            await call
+        assert caught.value.field == "user_id"
+
+
 async def test_export_and_delete_user(mongo_stack, open_backends) -> None:
     events = await _loaded(mongo_stack, open_backends)
     exported = [doc async for doc in events.export_user("u1")]
