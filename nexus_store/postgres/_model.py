@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Column, Select, Table, select
 from sqlalchemy.orm import ClassManager, Mapper, class_mapper
 
+from nexus_store._text import flag
 from nexus_store.errors import ValidationError
 from nexus_store.postgres._values import TableRules, rules_for
 from nexus_store.postgres.models.base import Base
@@ -60,7 +61,7 @@ class ModelInfo(Generic[M]):
 
     def visible(self, include_deleted: bool) -> list[Any]:
         """The conditions hiding soft-deleted rows, unless ``include_deleted``."""
-        if self.soft_delete and not include_deleted:
+        if not flag("include_deleted", include_deleted) and self.soft_delete:
             return [self.table.c.deleted_at.is_(None)]
         return []
 

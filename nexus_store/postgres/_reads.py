@@ -80,6 +80,7 @@ class Reads:
         """``consume(result)`` of ``statement``, run where a read belongs: the caller's
         transaction, else an autocommit connection (replica unless fresh), where in a tenant
         scope the statement sets the tenant itself (one round trip, no transaction)."""
+        flag("fresh", fresh)  # checked even where a transaction makes it moot
         active = self._transactions.active()
         with translate_errors():
             if active is not None:

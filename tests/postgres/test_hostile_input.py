@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nexus_store.errors import ValidationError
-from nexus_store.postgres.models import ApiKey, Organization, User
+from nexus_store.postgres.models import ApiKey, Document, Organization, User
 from nexus_store.postgres.repository import EntityRepository
 from tests.support import user_values
 
@@ -153,4 +153,30 @@ async def test_get_flags_that_are_not_booleans_are_named(
     for call in (repo.get, repo.get_or_none):
         with pytest.raises(ValidationError) as caught:
             await call(User, user.id, **flags)
+        assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ({"include_deleted": "no"}, "include_deleted"),  # read as True before
+        ({"include_deleted": 0}, "include_deleted"),
+        ({"fresh": "yes"}, "fresh"),
+        ({"fresh": None}, "fresh"),
+    ],
+)
+async def test_filter_read_flags_that_are_not_booleans_are_named(
+    repo: EntityRepository, flags: dict[str, Any], field: str
+) -> None:
+    """``list``, ``count``, ``exists`` and ``search`` read the flags as the lookups do."""
+    await repo.create(User, **user_values())
+    calls = (
+        lambda: repo.list(User, **flags),
+        lambda: repo.count(User, **flags),
+        lambda: repo.exists(User, {}, **flags),
+        lambda: repo.search(Document, "word", **flags),
+    )
+    for call in calls:
+        with pytest.raises(ValidationError) as caught:
+            await call()
         assert caught.value.field == field
