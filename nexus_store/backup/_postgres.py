@@ -9,6 +9,7 @@ to the manifest are read in exactly the snapshot that was dumped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -178,11 +179,11 @@ async def _run(
             assert process.stdout is not None
             while block := await process.stdout.read(_READ):
                 sink(block)
+        await process.wait()
     except BaseException:
         process.kill()
         await process.wait()
         raise
-    await process.wait()
     if process.returncode != 0:
         raise BackupError(f"{what} failed: {_failure(process, await errors)}", file=DUMP_FILE)
 
@@ -236,32 +237,35 @@ async def dump(
     try:
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = await _scalar(conn, "SELECT pg_export_snapshot()")
-        version = await _scalar(conn, "SHOW server_version")
-        counts = await _counts(conn)
-        revision = None
-        outbox: dict[str, Any] | None = None
-        if "alembic_version" in counts:
-            revision = await _scalar(conn, "SELECT version_num FROM alembic_version")
-        if "outbox" in counts:
-            cursor = await conn.execute(
-                "SELECT coalesce(max(id), 0), count(*) FILTER (WHERE delivered_at IS NULL) "
-                "FROM outbox"
-            )
-            last_id, undelivered = (await cursor.fetchone()) or (0, 0)
-            outbox = {"lastId": int(last_id), "undelivered": int(undelivered)}
-        progress(f"snapshot {snapshot}: {sum(counts.values())} rows in {len(counts)} tables")
         args = [
             pg_dump, "--format=custom", "--no-owner", "--no-privileges",
             f"--snapshot={snapshot}", f"--dbname={target.conninfo}",
         ]  # fmt: skip
-        if writer.key is None:
-            # Written by pg_dump itself to a seekable file, the archive records where each
-            # table's data starts, which parallel pg_restore needs; then hashed.
-            path = writer.local_path(DUMP_FILE)
-            await _run([*args, f"--file={path}"], target, "pg_dump")
-            record = writer.record_written(DUMP_FILE)
-        else:
-            record = await _sealed_dump(args, target, writer)
+        # The exporting transaction stays open while pg_dump reads its snapshot; meanwhile it
+        # reads the counts, revision and outbox position in that same snapshot, so the two
+        # scans of every table overlap instead of running one after the other.
+        dumping = asyncio.ensure_future(_dump_file(args, target, writer))
+        try:
+            version = await _scalar(conn, "SHOW server_version")
+            counts = await _counts(conn)
+            revision = None
+            outbox: dict[str, Any] | None = None
+            if "alembic_version" in counts:
+                revision = await _scalar(conn, "SELECT version_num FROM alembic_version")
+            if "outbox" in counts:
+                cursor = await conn.execute(
+                    "SELECT coalesce(max(id), 0), count(*) FILTER (WHERE delivered_at IS NULL) "
+                    "FROM outbox"
+                )
+                last_id, undelivered = (await cursor.fetchone()) or (0, 0)
+                outbox = {"lastId": int(last_id), "undelivered": int(undelivered)}
+            progress(f"snapshot {snapshot}: {sum(counts.values())} rows in {len(counts)} tables")
+        except BaseException:
+            dumping.cancel()
+            with contextlib.suppress(BaseException):
+                await dumping
+            raise
+        record = await dumping
         writer.add(DUMP_FILE, record, rows=sum(counts.values()))
     finally:
         await conn.close()
@@ -275,10 +279,13 @@ async def dump(
     }
 
 
-async def _sealed_dump(
-    args: list[str], target: PostgresTarget, writer: ArchiveWriter
-) -> FileRecord:
-    """pg_dump's output streamed through the archive's encryption (never in clear on disk)."""
+async def _dump_file(args: list[str], target: PostgresTarget, writer: ArchiveWriter) -> FileRecord:
+    """pg_dump into the archive: written by pg_dump itself to a seekable file (the archive
+    then records where each table's data starts, which parallel pg_restore needs) and hashed;
+    or, with a key, streamed through the archive's encryption (never in clear on disk)."""
+    if writer.key is None:
+        await _run([*args, f"--file={writer.local_path(DUMP_FILE)}"], target, "pg_dump")
+        return writer.record_written(DUMP_FILE)
     file = writer.open(DUMP_FILE)
     with file as sink:
         await _run(args, target, "pg_dump", sink=sink.write)
