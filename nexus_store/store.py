@@ -320,12 +320,21 @@ class NexusStore:
         from nexus_store._readiness import readiness_checks
         from nexus_store.health import check_health
 
-        readiness = readiness_checks()
+        report = check_health(
+            self, probe=probe, readiness=readiness_checks(), custom=self.health_checks
+        )
+        if probe != "readiness":  # liveness does no I/O
+            return await report
+        # A readiness probe also finishes a restore whose process was killed after its
+        # commit, alongside the checks so that the report still comes within one timeout.
+        done, _ = await asyncio.gather(report, self._finish_restore_within_timeout())
+        return done
+
+    async def _finish_restore_within_timeout(self) -> None:
         try:
-            # Bounded like the checks (each step can run again); a store it needs that is
-            # down or hanging is what its own check reports.
+            # Each step can run again; a store it needs that is down or hanging is what
+            # its own check reports.
             async with asyncio.timeout(self.settings.health.timeout):
                 await self.finish_restore()
         except (NexusStoreError, TimeoutError) as exc:
             _log.error("restore_not_finished", error=describe(exc))
-        return await check_health(self, probe=probe, readiness=readiness, custom=self.health_checks)

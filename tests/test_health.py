@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from devstack.stack import Stack
-from nexus_store import NexusStore
+from nexus_store import NexusSettings, NexusStore
 from nexus_store.errors import ValidationError
 from nexus_store.health import CheckResult, HealthChecks, HealthReport
 from tests.support import PASSWORD, assert_health_json
@@ -187,3 +187,32 @@ def test_registration_is_checked_when_it_is_made() -> None:
     checks.remove("jobs:depth")
     checks.remove("jobs:depth")  # idempotent
     assert len(checks) == 0
+
+
+async def test_a_hanging_stack_costs_readiness_one_timeout_and_liveness_nothing(
+    silent_port: int,
+) -> None:
+    """Readiness also finishes a restore killed after its commit, alongside its checks and
+    not before them: with every backend hanging the report still comes within one timeout.
+    Liveness touches no backend."""
+    hanging = f"127.0.0.1:{silent_port}"
+    settings = NexusSettings.load(
+        None,
+        postgres={"url": f"postgresql://postgres@{hanging}/nexus"},
+        mongo={"url": f"mongodb://{hanging}"},
+        redis={"url": f"redis://{hanging}"},
+        health={"timeout": 1.0},
+    )
+    store = NexusStore(settings)
+    try:
+        started = time.perf_counter()
+        live = await store.health(probe="liveness")
+        live_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        ready = await store.health()
+        ready_seconds = time.perf_counter() - started
+    finally:
+        await asyncio.wait_for(store.close(), 15)
+    assert live.status == "pass" and live_seconds < 0.5, live_seconds
+    assert ready.status == "fail"
+    assert 0.9 < ready_seconds < 1.9, ready_seconds  # one timeout, not one for each step
