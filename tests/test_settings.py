@@ -6,12 +6,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis.connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nexus_store import ConfigurationError, NexusSettings
 from nexus_store._secrets import scrub
 from tests.support import assert_no_secret_in_chain
+
+# The Redis option rules follow the installed redis-py's URL parser: 8.0 (the floor) parses
+# neither ssl_validate_ocsp (later: blocking client only) nor ssl_min_version.
+_REDIS_URL_OPTIONS = redis.connection.URL_QUERY_ARGUMENT_PARSERS
+OCSP_REFUSED_BECAUSE = (
+    "asyncio" if "ssl_validate_ocsp" in _REDIS_URL_OPTIONS else "not a redis-py URL option"
+)
+TLS_FLOOR_OPTION = "&ssl_min_version=771" if "ssl_min_version" in _REDIS_URL_OPTIONS else ""
 
 PASSWORDS = {"postgres": "pg-S3cret!x", "mongo": "mongo-S3cret", "redis": "redis-S3cret"}
 URLS = {
@@ -300,14 +309,15 @@ def test_malformed_urls_are_configuration_errors_naming_the_setting(
         ("postgres", "postgresql://u@h/db?client_encoding=latin1", "client_encoding"),
         ("postgres", "postgresql://u@h/db?require_auth=!md5,password", "require_auth"),
         ("postgres", "postgresql://u@h/db?hostaddr=h", "hostaddr"),
-        ("postgres", "postgresql://u@h/db?sslkeylogfile=/tmp/k", "debug option"),
+        # replication is a debug option in every libpq (sslkeylogfile only from libpq 18 on)
+        ("postgres", "postgresql://u@h/db?replication=database", "debug option"),
         ("postgres", "postgresql://u@h/db?sslmode=require&sslmode=disable", "twice"),
         ("redis", "redis://h:6379/0?socket_timeout=nan", "socket_timeout must be a positive"),
         ("redis", "redis://h:6379/0?protocol=4", "protocol must be 2 or 3"),
         ("redis", "redis://h:6379/0?max_connections=0", "max_connections"),
         ("redis", "redis://h:6379/0?ssl_cert_reqs=none", "does not apply to redis://"),
         ("redis", "rediss://h:6379/0?ssl_cert_reqs=bogus", "ssl_cert_reqs must be"),
-        ("redis", "rediss://h:6379/0?ssl_validate_ocsp=true", "asyncio"),
+        ("redis", "rediss://h:6379/0?ssl_validate_ocsp=true", OCSP_REFUSED_BECAUSE),
         ("redis", "unix:///run/redis.sock?socket_keepalive=true", "does not apply to unix://"),
         ("redis", "redis://h:6379/0?client_name=a%20b", "client_name"),
         ("redis", "redis://h:6379/0?parser_class=x", "parser_class is not a redis-py"),
@@ -340,7 +350,7 @@ def test_each_url_rule_names_the_setting_and_the_problem(
         ("postgres", "postgresql://u@h/db?host=a:5432&host=b:5433&target_session_attrs=primary"),
         ("postgres", "postgresql://u@h/db?keepalives=1&keepalives_idle=30&require_auth=!md5"),
         ("postgres", "postgresql://u@h/db?hostaddr=::1,127.0.0.1&ssl_min_protocol_version=tlsv1.3"),
-        ("redis", "rediss://h:6380/0?ssl_cert_reqs=required&ssl_min_version=771&protocol=3"),
+        ("redis", f"rediss://h:6380/0?ssl_cert_reqs=required{TLS_FLOOR_OPTION}&protocol=3"),
         ("redis", "redis://h:6379?retry_on_error=ConnectionError,TimeoutError&timeout=5"),
         ("mongo", "mongodb+srv://u:pw@cluster0.example.com/?srvMaxHosts=2&w=majority"),
         ("mongo", "mongodb://h/?readPreference=secondary&readPreferenceTags=dc:ny,rack:1"),
