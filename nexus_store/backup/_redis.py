@@ -14,7 +14,7 @@ payload, absolute expiry in Unix milliseconds (i64, 0 for none), all big-endian.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from nexus_store.backup._pause import pause
@@ -100,25 +100,13 @@ async def dump(
             name = file_name(area)
             file = writer.open(name)
             with file as sink:
-                for start in range(0, len(keys), _PIPELINE):
-                    part = keys[start : start + _PIPELINE]
-                    pipe = client.pipeline(transaction=False)
-                    for key in part:
-                        pipe.dump(key)
-                        pipe.pttl(key)
-                    replies = await pipe.execute()
-                    records = []
-                    for index, key in enumerate(part):
-                        payload, ttl = replies[2 * index], replies[2 * index + 1]
-                        if payload is None or ttl == -2:  # expired since the scan
-                            continue
-                        expires = now + ttl if ttl >= 0 else 0
-                        records.append(
-                            _HEADER.pack(len(key)) + key + _HEADER.pack(len(payload)) + payload
-                            + _EXPIRY.pack(expires)
-                        )  # fmt: skip
-                    sink.write(b"".join(records))
-                    count += len(records)
+                async for part in _dumped(client, keys):
+                    sink.write(b"".join(
+                        _HEADER.pack(len(key)) + key + _HEADER.pack(len(payload)) + payload
+                        + _EXPIRY.pack(now + ttl if ttl >= 0 else 0)
+                        for key, payload, ttl in part
+                    ))  # fmt: skip
+                    count += len(part)
             assert file.record is not None
             writer.add(name, file.record, keys=count)
             counts[area] = count
@@ -207,6 +195,30 @@ async def stage(
     return staged
 
 
+async def _dumped(
+    client: redis.asyncio.Redis, keys: list[bytes]
+) -> AsyncIterator[list[tuple[bytes, bytes, int]]]:
+    """``(key, DUMP payload, PTTL ms)`` of ``keys``, one pipelined round trip per chunk;
+    keys that expired since they were listed are left out."""
+    for start in range(0, len(keys), _PIPELINE):
+        part = keys[start : start + _PIPELINE]
+        pipe = client.pipeline(transaction=False)
+        for key in part:
+            pipe.dump(key)
+            pipe.pttl(key)
+        replies = await pipe.execute()
+        yield [
+            (key, payload, ttl)
+            for key, payload, ttl in zip(part, replies[::2], replies[1::2], strict=True)
+            if payload is not None and ttl != -2
+        ]
+
+
+async def _unlink(client: redis.asyncio.Redis, keys: list[bytes]) -> None:
+    for start in range(0, len(keys), _PIPELINE):
+        await client.unlink(*keys[start : start + _PIPELINE])
+
+
 async def _staged_keys(backend: RedisBackend, tag: str, area: Area) -> list[bytes]:
     client = backend.client(area)
     pattern = _stage_prefix(backend, tag, area) + "*"
@@ -222,27 +234,17 @@ async def publish(backend: RedisBackend, tag: str, areas: tuple[Area, ...]) -> d
         for area in areas:
             client = backend.client(area)
             stale = await _keys(backend, area)
-            for start in range(0, len(stale), _PIPELINE):
-                await client.unlink(*stale[start : start + _PIPELINE])
+            await _unlink(client, stale)
             pause("redis-publishing")  # an area emptied, not yet refilled
             staged = await _staged_keys(backend, tag, area)
             cut = len(_stage_prefix(backend, tag, area))
             count = 0
-            for start in range(0, len(staged), _PIPELINE):
-                part = staged[start : start + _PIPELINE]
+            async for part in _dumped(client, staged):
                 pipe = client.pipeline(transaction=False)
-                for key in part:
-                    pipe.dump(key)
-                    pipe.pttl(key)
-                replies = await pipe.execute()
-                pipe = client.pipeline(transaction=False)
-                for index, key in enumerate(part):
-                    payload, ttl = replies[2 * index], replies[2 * index + 1]
-                    if payload is None or ttl == -2:  # expired while staged
-                        continue
+                for key, payload, ttl in part:
                     pipe.restore(key[cut:], max(ttl, 0), payload, replace=True)
-                    count += 1
                 await pipe.execute()
+                count += len(part)
             written[area] = count
     return written
 
@@ -253,6 +255,6 @@ async def discard_staged(backend: RedisBackend, areas: tuple[Area, ...], tag: st
         for area in areas:
             client = backend.client(area)
             pattern = f"{backend.settings.namespace}{_STAGED}{tag}*"
-            keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
-            for start in range(0, len(keys), _PIPELINE):
-                await client.unlink(*keys[start : start + _PIPELINE])
+            await _unlink(
+                client, [key async for key in client.scan_iter(match=pattern, count=1000)]
+            )
