@@ -51,10 +51,15 @@ class ModelInfo(Generic[M]):
         instance.__dict__.update(zip(self.attributes, row, strict=True))
         return instance
 
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """Column name -> its position in ``columns`` (and in every row of ``select_all``).
+        Not ``columns.index(column)``: ``Column.__eq__`` builds a SQL expression per probe."""
+        return {column.name: position for position, column in enumerate(self.columns)}
+
     def value(self, instance: M, column: str) -> Any:
         """The value of ``column`` (a column name) held by ``instance``."""
-        position = self.columns.index(self.table.columns[column])
-        return instance.__dict__[self.attributes[position]]
+        return instance.__dict__[self.attributes[self.positions[column]]]
 
     def where_key(self, key: Any) -> Any:
         return self.key == self.rules.convert(self.key.name, key, "id")

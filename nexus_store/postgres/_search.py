@@ -209,14 +209,14 @@ class Searches:
             .limit(limit + 1)
         )
         with operation(self._backend, "entities.search", table.name, model=model.__name__) as op:
-            rows = await self._reads.run(fresh, statement, lambda result: list(result.all()))
+            rows = await self._reads.rows(fresh, statement)
             op.note(rows=len(rows))
         width = len(info.columns)
         cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
             last = rows[-1]
-            cursor = _encode(signature, last[width], last[info.columns.index(info.key)])
+            cursor = _encode(signature, last[width], last[info.positions[info.key.name]])
         hits = [
             SearchHit(
                 info.materialize(row[:width]),

@@ -38,7 +38,8 @@ async def _terminate(url: str, pids: list[int]) -> None:
 
 
 async def _kill_pooled_reader(backend: PostgresBackend, url: str) -> None:
-    """Kill the idle connection that the next lookup by key (psycopg pool) will use."""
+    """Kill the idle connection that the next read outside a transaction (psycopg pool)
+    will use."""
     pool = await backend.read_pool(0)
     async with pool.connection() as connection:
         pid = connection.info.backend_pid
@@ -46,7 +47,7 @@ async def _kill_pooled_reader(backend: PostgresBackend, url: str) -> None:
 
 
 async def _kill_pooled_core_reader(backend: PostgresBackend, url: str) -> None:
-    """Kill the idle connection that the next list/count/exists (SQLAlchemy) will use."""
+    """Kill the idle connection that the next read only SQLAlchemy can run will use."""
     async with backend.autocommit_engine.connect() as connection:
         pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     await _terminate(url, [pid])
@@ -71,11 +72,14 @@ async def test_reads_survive_a_killed_pooled_connection(
     assert (await repo.get(User, user.id)).id == user.id
 
     await _kill_pooled_reader(backend, postgres_url)
-    assert (await repo.get(User, user.id)).id == user.id  # fast path retried once
-
-    await _kill_pooled_core_reader(backend, postgres_url)
-    assert [u.id for u in await repo.list(User, {"id": user.id})] == [user.id]  # Core path
+    assert (await repo.get(User, user.id)).id == user.id  # driver path retried once
+    await _kill_pooled_reader(backend, postgres_url)
+    assert [u.id for u in await repo.list(User, {"id": user.id})] == [user.id]
+    await _kill_pooled_reader(backend, postgres_url)
     assert await repo.count(User, {"id": user.id}) == 1
+
+    await _kill_pooled_core_reader(backend, postgres_url)  # an IN list: SQLAlchemy's path
+    assert [u.id for u in await repo.list(User, {"id__in": [user.id]})] == [user.id]
 
 
 async def test_unreachable_server_is_backend_unavailable_without_secrets() -> None:
