@@ -305,6 +305,48 @@ async def test_search_sees_only_the_tenants_rows(app: EntityRepository) -> None:
     assert (await app.search(Project, word)).items == []  # outside any scope
 
 
+async def test_scoped_reads_on_a_replica_see_only_the_tenants_rows(
+    app: EntityRepository, tenancy: Tenancy, private_cluster: tuple[str, str]
+) -> None:
+    """A hot standby runs the scoping statement too: ``set_config(..., true)`` is allowed
+    in its read-only transactions, and its policies are the primary's."""
+    word = f"w{tag()}"
+    projects: dict[uuid.UUID, uuid.UUID] = {}
+    for _ in range(2):
+        org = await _organization(app)
+        async with app.tenant(org.id):
+            project = await app.create(Project, organization_id=org.id, name=f"{word} plan")
+            projects[org.id] = project.id
+    replica = role_url(private_cluster[1].rsplit("/", 1)[0], DATABASE, "nexus_app")
+    settings = NexusSettings.load(postgres={"url": tenancy.app, "read_urls": [replica]})
+    backend = PostgresBackend(settings.postgres)
+    try:
+        reader = EntityRepository(backend)
+        last = list(projects)[-1]
+        for _ in range(200):  # up to ~10 s for the replica to replay the inserts
+            async with reader.tenant(last):
+                if await reader.exists(Project, {"id": projects[last]}):
+                    break
+            await asyncio.sleep(0.05)
+        for org_id, project_id in projects.items():
+            other = next(p for o, p in projects.items() if o != org_id)
+            async with reader.tenant(org_id):
+                assert [p.id for p in await reader.list(Project, {"name__like": word})] == [
+                    project_id
+                ]
+                assert await reader.count(Project, {"name__like": word}) == 1
+                assert (await reader.get(Project, project_id)).organization_id == org_id
+                assert await reader.get_or_none(Project, other) is None
+                assert [h.item.id for h in await reader.search(Project, word)] == [project_id]
+        assert (await reader.list(Project, {"name__like": word})).items == []  # no scope
+        pool = await backend.read_pool(1)  # the plain reads' pool is the standby's
+        async with pool.connection() as connection:
+            in_recovery = await (await connection.execute("SELECT pg_is_in_recovery()")).fetchone()
+        assert in_recovery == (True,)
+    finally:
+        await backend.close()
+
+
 # -- change requests (migration 0005) --------------------------------------------------------
 
 
@@ -345,6 +387,36 @@ async def test_change_requests_are_seen_and_decided_only_in_their_tenants_scope(
         done = await approvals.approve(request.id, "user:bob")
         assert done.status == "applied"
     assert (await admin.get(Project, project.id)).name == "renamed"
+
+
+async def test_expiry_sweeps_only_the_scope_it_runs_in(
+    app_store: NexusStore, tenancy: Tenancy
+) -> None:
+    """As nexus_app, ``expire_stale()`` expires the current scope's stale requests and no
+    other tenant's; as nexus_migrator (BYPASSRLS) one sweep covers every tenant."""
+    entities, approvals = app_store.entities, app_store.approvals
+    orgs = [await _organization(entities) for _ in range(3)]
+    requests = {}
+    for org in orgs:
+        async with entities.tenant(org.id):
+            project = await entities.create(Project, organization_id=org.id, name="stale")
+            requests[org.id] = await approvals.request(
+                Project, project.id, requester="user:ada", changes={"name": "x"}, expires_in=0.05
+            )
+    await asyncio.sleep(0.2)
+    first, second, third = orgs
+    async with entities.tenant(first.id):
+        assert await approvals.expire_stale() == 1
+        assert (await approvals.get(requests[first.id].id)).status == "expired"
+    async with entities.tenant(second.id):
+        assert (await approvals.get(requests[second.id].id)).status == "pending"
+    assert await approvals.expire_stale() == 0  # outside any scope: sees no tenant's request
+
+    async with NexusStore(NexusSettings.load(postgres={"url": tenancy.migrator})) as migrator:
+        swept = await migrator.approvals.expire_stale()
+        assert swept >= 2  # the two left here, and any other test's stale ones
+        for org in (second, third):
+            assert (await migrator.approvals.get(requests[org.id].id)).status == "expired"
 
 
 async def test_a_request_without_a_tenant_is_shared_only_for_unscoped_tables(
