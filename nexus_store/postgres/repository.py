@@ -150,8 +150,11 @@ class EntityRepository:
     ) -> int:
         """Insert many rows with COPY (binary) in one transaction; returns how many.
 
-        Every row is checked first; one bad row (or one duplicate) inserts nothing. Rows
-        must set the same columns (a missing column takes its Python default, else NULL).
+        Every value is checked before it is sent (a thousand rows at a time, while the
+        server stores the previous thousand); one bad row (or one duplicate) inserts
+        nothing. Inside ``transaction()`` the batch is a savepoint: a refused batch leaves
+        the transaction usable. Rows must set the same columns (a missing column takes its
+        Python default, else NULL).
         Give ``id`` values yourself if you need to know them.
         """
         return await self._bulk.bulk_create(model, rows, audit=audit)
