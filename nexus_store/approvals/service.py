@@ -152,7 +152,7 @@ class Approvals:
         )
         async with self._transactions.writing() as connection:
             rows = (await connection.execute(statement)).all()
-        return [self._info.materialize(row) for row in rows]
+        return self._info.materialize_all(rows)
 
     # -- asking --------------------------------------------------------------------------
 

@@ -47,9 +47,18 @@ class ModelInfo(Generic[M]):
 
     def materialize(self, row: Sequence[Any]) -> M:
         """A model instance holding ``row`` as loaded state (no change history)."""
-        instance = self.manager.new_instance()
-        instance.__dict__.update(zip(self.attributes, row, strict=True))
-        return instance
+        return self.materialize_all((row,))[0]
+
+    def materialize_all(self, rows: Sequence[Sequence[Any]]) -> list[M]:
+        """A model instance per row, holding it as loaded state (no change history); in one
+        loop, as a call and two attribute lookups per row were a sixth of a page's."""
+        new_instance, attributes = self.manager.new_instance, self.attributes
+        instances = []
+        for row in rows:
+            instance = new_instance()
+            instance.__dict__.update(zip(attributes, row, strict=True))
+            instances.append(instance)
+        return instances
 
     @cached_property
     def positions(self) -> dict[str, int]:

@@ -253,7 +253,7 @@ class Reads:
         if len(rows) > limit:
             rows = rows[:limit]
             cursor = encode_cursor(order, [rows[-1][index] for index in positions])
-        return Page([info.materialize(row) for row in rows], cursor)
+        return Page(info.materialize_all(rows), cursor)
 
     def _order(
         self, info: ModelInfo[Any], order_by: Any
