@@ -106,6 +106,10 @@ class SequencerLease:
         )
         await self._collection.update_one({"_id": _ID, "owner": self.owner}, handover)
 
+    def unexpired(self) -> bool:
+        """Whether this writer's term has not ended (the margin of :meth:`held` aside)."""
+        return time.time() < self._until
+
     def lost(self) -> None:
         """Another writer appended (a duplicate key): hold no lease until acquired again."""
         self._until = 0.0
