@@ -83,15 +83,28 @@ class SequencerLease:
                 self.handed_over = left if current and not mine_before else None
                 self._since, self._until = now, now + self._seconds
                 return not mine_before
+            await self._wait_until_free()
+
+    async def _wait_until_free(self) -> None:
+        """Mark the lease wanted and sleep until it may be free; return once it is
+        (released, or its term over). Each look is one round trip, which also marks it
+        wanted again: while a holder writes, every waiter costs it one command per look,
+        not a failed take as well."""
+        while True:
             current = await self._collection.find_one_and_update(
-                {"_id": _ID}, {"$max": {"wanted": now}}, return_document=ReturnDocument.AFTER
+                {"_id": _ID},
+                {"$max": {"wanted": time.time()}},
+                return_document=ReturnDocument.AFTER,
             )
             if current is None:
                 with contextlib.suppress(DuplicateKeyError):  # another writer created it
                     await self._collection.insert_one({"_id": _ID, "owner": None, "until": 0})
-                continue
+                return
+            until = float(current.get("until") or 0)
+            if until <= time.time():
+                return
             # a busy holder hands over when its term stops being usable, not at its end
-            wait = float(current.get("until") or 0) - self._margin - time.time()
+            wait = until - self._margin - time.time()
             await asyncio.sleep(
                 min(max(wait, 0.0), self._seconds) + random.uniform(0, self._seconds * 0.1)  # noqa: S311
             )
