@@ -285,7 +285,9 @@ class AuditLog:
         the term of one that has stopped."""
         if self._appender is not None:
             await asyncio.gather(self._appender, return_exceptions=True)
-        if self._lease.unexpired():
+        # not after a failed write (head unknown): the server may be gone, and closing
+        # would wait for it, while an unreleased lease costs the others at most its term
+        if self._lease.unexpired() and self._head is not None:
             with self._mongo.unavailable():
                 await self._lease.release(_handover(self._head))
 
