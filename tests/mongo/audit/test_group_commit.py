@@ -6,7 +6,11 @@ import asyncio
 import math
 from typing import Any
 
+import pytest
+from pymongo.errors import AutoReconnect
+
 from nexus_store.audit_proofs import canonical_json, entry_hash
+from nexus_store.errors import BackendUnavailableError
 from nexus_store.mongo.audit.chain import GENESIS
 from nexus_store.mongo.audit.log import _handover
 from tests.support import CommandRecorder
@@ -216,3 +220,23 @@ async def test_a_crash_between_entries_and_their_checkpoint_is_repaired(make_aud
         assert repaired[field] == checkpoint[field]
     result = await log.verify()
     assert (result.ok, result.checked, result.checkpoints_checked) == (True, 7, 1)
+
+
+async def test_a_store_closing_after_a_failed_write_leaves_the_lease_alone(
+    make_audit, monkeypatch
+) -> None:
+    """After a failed write the head is unknown and the server may be gone: closing does
+    not wait for it to release the lease (the term runs out by itself)."""
+    recorder = CommandRecorder()
+    log = await make_audit(recorder, lease_seconds=30)
+    await log.record("a", "write", "doc", "1")
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise AutoReconnect("connection closed")
+
+    monkeypatch.setattr(log._entries, "insert_one", lost)
+    with pytest.raises(BackendUnavailableError):
+        await log.record("a", "write", "doc", "2")
+    recorder.clear()
+    await log.aclose()
+    assert recorder.commands == []
