@@ -11,7 +11,9 @@ which the writer re-reads the head.
 Fairness: a waiter marks the lease ``wanted``; a holder that finds, on renewing, that someone
 wanted it during its term hands it over (ends its lease at once and steps back briefly).
 Waiters wake when the holder's term stops being usable (the margin of :meth:`held`), which
-is when a busy holder hands over, rather than at its very end.
+is when a busy holder hands over, rather than at its very end; each look is the one round
+trip that marks the lease wanted, and a take is tried only once the lease is free. A
+writer that closes releases its lease at once (``AuditLog.aclose``).
 
 Hand-over of the head: a holder that hands over leaves its head (seq, hash, expiry, Merkle
 frontier) in the lease document, stamped with its term (each take increments ``term``). The
