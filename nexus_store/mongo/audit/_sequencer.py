@@ -11,7 +11,9 @@ which the writer re-reads the head.
 Fairness: a waiter marks the lease ``wanted``; a holder that finds, on renewing, that someone
 wanted it during its term hands it over (ends its lease at once and steps back briefly).
 Waiters wake when the holder's term stops being usable (the margin of :meth:`held`), which
-is when a busy holder hands over, rather than at its very end.
+is when a busy holder hands over, rather than at its very end; each look is the one round
+trip that marks the lease wanted, and a take is tried only once the lease is free. A
+writer that closes releases its lease at once (``AuditLog.aclose``).
 
 Hand-over of the head: a holder that hands over leaves its head (seq, hash, expiry, Merkle
 frontier) in the lease document, stamped with its term (each take increments ``term``). The
@@ -83,15 +85,28 @@ class SequencerLease:
                 self.handed_over = left if current and not mine_before else None
                 self._since, self._until = now, now + self._seconds
                 return not mine_before
+            await self._wait_until_free()
+
+    async def _wait_until_free(self) -> None:
+        """Mark the lease wanted and sleep until it may be free; return once it is
+        (released, or its term over). Each look is one round trip, which also marks it
+        wanted again: while a holder writes, every waiter costs it one command per look,
+        not a failed take as well."""
+        while True:
             current = await self._collection.find_one_and_update(
-                {"_id": _ID}, {"$max": {"wanted": now}}, return_document=ReturnDocument.AFTER
+                {"_id": _ID},
+                {"$max": {"wanted": time.time()}},
+                return_document=ReturnDocument.AFTER,
             )
             if current is None:
                 with contextlib.suppress(DuplicateKeyError):  # another writer created it
                     await self._collection.insert_one({"_id": _ID, "owner": None, "until": 0})
-                continue
+                return
+            until = float(current.get("until") or 0)
+            if until <= time.time():
+                return
             # a busy holder hands over when its term stops being usable, not at its end
-            wait = float(current.get("until") or 0) - self._margin - time.time()
+            wait = until - self._margin - time.time()
             await asyncio.sleep(
                 min(max(wait, 0.0), self._seconds) + random.uniform(0, self._seconds * 0.1)  # noqa: S311
             )
@@ -105,6 +120,10 @@ class SequencerLease:
             else {"$set": {"until": 0}, "$unset": {"head": "", "head_term": ""}}
         )
         await self._collection.update_one({"_id": _ID, "owner": self.owner}, handover)
+
+    def unexpired(self) -> bool:
+        """Whether this writer's term has not ended (the margin of :meth:`held` aside)."""
+        return time.time() < self._until
 
     def lost(self) -> None:
         """Another writer appended (a duplicate key): hold no lease until acquired again."""

@@ -234,8 +234,9 @@ class AuditLog:
         future: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
         with operation(self._mongo, "audit.record", self._entries.name) as op:
             self._enqueue([_Pending(record, idempotency_key, future)])
-            # shielded: a caller that gives up does not take the batch down with it
-            entry = await asyncio.shield(future)
+            # not shielded: a caller that gives up cancels its own future only, which the
+            # appender then leaves alone (its entry is still written with the batch)
+            entry = await future
             op.note(seq=entry.seq)
         return entry
 
@@ -260,7 +261,7 @@ class AuditLog:
         with operation(self._mongo, "audit.record_many", self._entries.name) as op:
             self._enqueue(pending)
             results = await asyncio.gather(
-                *(asyncio.shield(item.future) for item in pending), return_exceptions=True
+                *(item.future for item in pending), return_exceptions=True
             )
             op.note(rows=len(pending))
         return [*results, *refused]
@@ -279,9 +280,16 @@ class AuditLog:
             pending.future.set_exception(exc)
 
     async def aclose(self) -> None:
-        """Wait for the entries already queued (the store calls this when it closes)."""
+        """Wait for the entries already queued (the store calls this when it closes), then
+        hand the lease on with this writer's head: the other writers need not wait for
+        the term of one that has stopped."""
         if self._appender is not None:
             await asyncio.gather(self._appender, return_exceptions=True)
+        # not after a failed write (head unknown): the server may be gone, and closing
+        # would wait for it, while an unreleased lease costs the others at most its term
+        if self._lease.unexpired() and self._head is not None:
+            with self._mongo.unavailable():
+                await self._lease.release(_handover(self._head))
 
     async def _drain(self) -> None:
         """The appender: group-commit what is queued until the queue is empty."""
@@ -420,10 +428,12 @@ class AuditLog:
             raise BulkWriteError({"nInserted": 0, "writeErrors": [error]}) from exc
 
     def _resolve(self, documents: list[dict[str, Any]], owners: list[list[_Pending]]) -> None:
-        fields = AuditEntry.model_fields
         for document, group in zip(documents, owners, strict=True):
-            # built here from a validated record: validating it again would only cost time
-            entry = AuditEntry.model_construct(**{k: document[k] for k in fields if k in document})
+            # built here from a validated record: validating it again would only cost time;
+            # every field given (absent ones are None, their default), so no default is
+            # looked up
+            values: dict[str, Any] = {name: document.get(name) for name in _ENTRY_FIELDS}
+            entry = AuditEntry.model_construct(**values)
             for pending in group:
                 if not pending.future.done():
                     pending.future.set_result(entry)
@@ -892,6 +902,7 @@ class AuditLog:
                 yield AuditEntry.from_document(document)
 
 
+_ENTRY_FIELDS = tuple(AuditEntry.model_fields)
 _MAX_SEQ = 2**63 - 1  # BSON's int64: a larger number cannot even be sent in a query
 _MAX_BATCH = 100_000
 _MAX_DOCUMENT = 16 * 1024 * 1024 - 4096  # MongoDB's BSON limit, less room for the tree

@@ -9,6 +9,7 @@ entry.seq, entry.hash
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from typing import Any
 
@@ -55,7 +56,7 @@ class AuditRecord(InputModel):
         if value is None:
             return None
         try:
-            return str(ipaddress.ip_address(value))
+            return _normal_ip(value)
         except ValueError:
             raise ValidationError("ip", "not an IPv4 or IPv6 address") from None
 
@@ -86,3 +87,10 @@ class AuditEntry(AuditRecord):
     def from_document(cls, document: dict[str, Any]) -> AuditEntry:
         """Rebuild an entry read back from MongoDB (``_id`` and unknown fields are ignored)."""
         return cls(**{key: document[key] for key in cls.model_fields if key in document})
+
+
+@functools.lru_cache(maxsize=4096)
+def _normal_ip(value: str) -> str:
+    """``value``'s normal form (parsing costs as much as the rest of an entry's checks,
+    and a service sees the same few addresses again and again)."""
+    return str(ipaddress.ip_address(value))

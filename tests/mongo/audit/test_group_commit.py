@@ -6,7 +6,11 @@ import asyncio
 import math
 from typing import Any
 
+import pytest
+from pymongo.errors import AutoReconnect
+
 from nexus_store.audit_proofs import canonical_json, entry_hash
+from nexus_store.errors import BackendUnavailableError
 from nexus_store.mongo.audit.chain import GENESIS
 from nexus_store.mongo.audit.log import _handover
 from tests.support import CommandRecorder
@@ -160,3 +164,79 @@ async def test_a_holder_hands_its_head_over_with_the_lease(make_audit, raw) -> N
     assert [body for body in recorder.named("find") if body["find"] == b._entries.name]
     result = await a.verify()
     assert (result.ok, result.checked) == (True, 10)
+
+
+async def test_a_closing_writer_hands_its_lease_and_head_over(make_audit, raw) -> None:
+    """aclose() ends the term at once and leaves the head: the next writer does not wait
+    for the term of one that stopped, and reads no head."""
+    a = await make_audit(lease_seconds=30)  # without the release, b would wait 30 s
+    recorder = CommandRecorder()
+    b = await make_audit(recorder, lease_seconds=30)
+    for n in range(3):
+        await a.record("a", "write", "doc", str(n))
+    await a.aclose()
+    lease = await a._lease._collection.find_one({"_id": "sequencer"})
+    assert lease is not None and lease["until"] == 0 and lease["head"]["seq"] == 3
+    entry = await asyncio.wait_for(b.record("b", "write", "doc", "next"), timeout=10)
+    assert entry.seq == 4 and entry.prev_hash == (await raw(a).find_one({"seq": 3}))["hash"]
+    assert [body for body in recorder.named("find") if body["find"] == b._entries.name] == []
+    await a.aclose()  # closing twice is harmless
+    assert (await b.verify()).ok
+
+
+async def test_a_cancelled_caller_leaves_its_batch_alone(make_audit, raw) -> None:
+    """A caller that gives up cancels only its own wait; its entry is written with the
+    batch, and the others get theirs."""
+    log = await make_audit()
+    tasks = [asyncio.create_task(log.record("a", "write", "doc", str(n))) for n in range(6)]
+    await asyncio.sleep(0)  # every record() has queued its entry
+    tasks[2].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    written = [result for result in results if not isinstance(result, BaseException)]
+    assert len(written) == 5 and "2" not in {entry.resource_id for entry in written}
+    await log.aclose()
+    assert await raw(log).count_documents({}) == 6
+    result = await log.verify()
+    assert (result.ok, result.checked) == (True, 6)
+
+
+async def test_a_crash_between_entries_and_their_checkpoint_is_repaired(make_audit, raw) -> None:
+    """A writer that died after its batch was written but before the checkpoint left
+    none; the next writer that reads the head writes it, with the right frontier."""
+    log = await make_audit(checkpoint_every=4)
+    for n in range(6):
+        await log.record("a", "write", "doc", str(n))
+    checkpoint = await raw(log, "checkpoints").find_one({"seq": 4})
+    await raw(log, "checkpoints").delete_one({"seq": 4})  # as if the writer died there
+    broken = await log.verify()
+    assert (broken.ok, broken.first_broken_seq) == (False, 4)
+    successor = await make_audit(checkpoint_every=4)
+    entry = await successor.record("b", "write", "doc", "next")
+    assert entry.seq == 7
+    repaired = await raw(log, "checkpoints").find_one({"seq": 4})
+    assert repaired is not None
+    for field in ("hash", "signature", "frontier"):
+        assert repaired[field] == checkpoint[field]
+    result = await log.verify()
+    assert (result.ok, result.checked, result.checkpoints_checked) == (True, 7, 1)
+
+
+async def test_a_store_closing_after_a_failed_write_leaves_the_lease_alone(
+    make_audit, monkeypatch
+) -> None:
+    """After a failed write the head is unknown and the server may be gone: closing does
+    not wait for it to release the lease (the term runs out by itself)."""
+    recorder = CommandRecorder()
+    log = await make_audit(recorder, lease_seconds=30)
+    await log.record("a", "write", "doc", "1")
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise AutoReconnect("connection closed")
+
+    monkeypatch.setattr(log._entries, "insert_one", lost)
+    with pytest.raises(BackendUnavailableError):
+        await log.record("a", "write", "doc", "2")
+    recorder.clear()
+    await log.aclose()
+    assert recorder.commands == []
