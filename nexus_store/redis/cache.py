@@ -547,19 +547,10 @@ class Cache:
                 locked = True
             else:
                 self._stats.misses += 1
-                give_up = time.monotonic() + self._settings.lock_wait
-                delay = _FIRST_POLL
-                while not (locked := bool((yield take_lock))):
-                    self._stats.lock_waits += 1
-                    yield _Sleep(delay)
-                    delay = min(delay * 2, _MAX_POLL)
-                    latest = self._decode((yield read))
-                    if latest is not None and latest[0] > _now_ms():
-                        return latest[1]
-                    found = latest or found
-                    if time.monotonic() >= give_up:
-                        _log.warning("cache_lock_wait_expired", lock_wait=self._settings.lock_wait)
-                        break
+                locked, latest = yield from self._lock_or_value(read, take_lock, unlock)
+                if latest is not None and latest[0] > _now_ms():
+                    return latest[1]
+                found = latest or found
         except BackendUnavailableError as exc:
             self._unavailable(exc, "cache.get_or_set")
             self._stats.loads += 1
@@ -583,6 +574,31 @@ class Cache:
             yield from self._quietly(unlock)
         self._stats.sets += 1
         return value
+
+    def _lock_or_value(self, read: _Step, take_lock: _Step, unlock: _Script) -> _Flow:
+        """Wait for the lock of a missing entry (polling, up to ``cache.lock_wait``) or for
+        the value its holder stores: (whether this caller holds the lock now, the entry
+        last read, decoded, or None)."""
+        give_up = time.monotonic() + self._settings.lock_wait
+        delay = _FIRST_POLL
+        latest = None
+        while not (yield take_lock):
+            self._stats.lock_waits += 1
+            yield _Sleep(delay)
+            delay = min(delay * 2, _MAX_POLL)
+            latest = self._decode((yield read))
+            if latest is not None and latest[0] > _now_ms():
+                return False, latest
+            if time.monotonic() >= give_up:
+                _log.warning("cache_lock_wait_expired", lock_wait=self._settings.lock_wait)
+                return False, latest
+        # The holder before us may have stored the value and unlocked between our last read
+        # and our taking the lock: read once more, or the loader runs twice.
+        latest = self._decode((yield read))
+        if latest is not None and latest[0] > _now_ms():
+            yield from self._quietly(unlock)
+            return False, latest
+        return True, latest
 
     def _quietly(self, step: _Step | _Script) -> _Flow:
         """Run a Redis step whose failure must not lose a loaded value (strict re-raises)."""
