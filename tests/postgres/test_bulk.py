@@ -26,21 +26,35 @@ def _users(marker: str, count: int = BIG) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("column", "bad"),
     [
+        ("email", "nul\x00@example.com"),
         ("email", "x" * 400),
-        ("username", "nul\x00"),
+        ("username", "lone\ud800"),
+        ("username", "x" * 51),
+        ("full_name", 7),
         ("is_active", 1),
         ("email", None),
+        ("last_login_at", datetime(2026, 1, 1)),  # naive
     ],
 )
-async def test_a_bad_value_in_the_last_row_is_named_and_nothing_is_written(
-    repo: EntityRepository, column: str, bad: object
+@pytest.mark.parametrize(
+    ("count", "position"),
+    [(300, 217), (BIG, BIG - 1)],
+    ids=["within-the-first-chunk", "last-row-of-the-last-chunk"],
+)
+async def test_one_bad_value_among_many_is_named_and_nothing_is_written(
+    repo: EntityRepository, column: str, bad: object, count: int, position: int
 ) -> None:
+    """Columns are checked whole first (the fast path); one bad value anywhere still gets the
+    value-by-value error naming its row, also when the COPY is already under way."""
     marker = tag()
-    rows = _users(marker)
-    rows[-1][column] = bad
+    rows = [
+        user_values(full_name=marker, is_active=True, last_login_at=datetime.now(UTC))
+        for _ in range(count)
+    ]
+    rows[position][column] = bad
     with pytest.raises(ValidationError) as caught:
         await repo.bulk_create(User, rows)
-    assert caught.value.field == f"rows[{BIG - 1}].{column}"
+    assert caught.value.field == f"rows[{position}].{column}"
     assert await repo.count(User, {"full_name": marker}) == 0
 
 

@@ -289,14 +289,20 @@ async def test_two_tenants_under_concurrent_load_never_see_each_other(
             assert {p.id for p in everything.items} == set(keys[tenant])
 
 
-async def test_search_sees_only_the_tenants_rows(app: EntityRepository) -> None:
-    word = f"w{tag()}"
+async def _plans_of_two_tenants(app: EntityRepository, word: str) -> dict[uuid.UUID, uuid.UUID]:
+    """Two organizations with a project named "<word> plan" each: organization -> project."""
     found: dict[uuid.UUID, uuid.UUID] = {}
     for _ in range(2):
         org = await _organization(app)
         async with app.tenant(org.id):
             project = await app.create(Project, organization_id=org.id, name=f"{word} plan")
             found[org.id] = project.id
+    return found
+
+
+async def test_search_sees_only_the_tenants_rows(app: EntityRepository) -> None:
+    word = f"w{tag()}"
+    found = await _plans_of_two_tenants(app, word)
     for org_id, project_id in found.items():
         async with app.tenant(org_id):
             assert [hit.item.id for hit in await app.search(Project, word)] == [project_id]
@@ -311,12 +317,7 @@ async def test_scoped_reads_on_a_replica_see_only_the_tenants_rows(
     """A hot standby runs the scoping statement too: ``set_config(..., true)`` is allowed
     in its read-only transactions, and its policies are the primary's."""
     word = f"w{tag()}"
-    projects: dict[uuid.UUID, uuid.UUID] = {}
-    for _ in range(2):
-        org = await _organization(app)
-        async with app.tenant(org.id):
-            project = await app.create(Project, organization_id=org.id, name=f"{word} plan")
-            projects[org.id] = project.id
+    projects = await _plans_of_two_tenants(app, word)
     replica = role_url(private_cluster[1].rsplit("/", 1)[0], DATABASE, "nexus_app")
     settings = NexusSettings.load(postgres={"url": tenancy.app, "read_urls": [replica]})
     backend = PostgresBackend(settings.postgres)
