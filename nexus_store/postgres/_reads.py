@@ -2,11 +2,11 @@
 
 Outside a transaction a read runs in autocommit (one round trip, no BEGIN/ROLLBACK) on a read
 replica, round robin, when ``postgres.read_urls`` is set and the call is not ``fresh``; else on
-the primary, on psycopg's pool with SQL compiled once per statement shape, wherever psycopg's
-results are SQLAlchemy's (see :meth:`Reads._driver_form`; a lookup by key skips even that,
-see :meth:`Reads._key_lookup`). Inside ``transaction()`` every read uses the transaction's
-connection. In a tenant scope, a read
-outside a transaction sets the tenant within its own statement (``scope_condition``).
+the primary. It runs on psycopg's pool, with its SQL compiled once per statement shape,
+wherever psycopg's results are SQLAlchemy's (see :meth:`Reads._driver_form`; a lookup by key
+skips even that, see :meth:`Reads._key_lookup`). Inside ``transaction()`` every read uses the
+transaction's connection. In a tenant scope, a read outside a transaction sets the tenant
+within its own statement (``scope_condition``).
 """
 
 from __future__ import annotations
