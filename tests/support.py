@@ -309,6 +309,7 @@ class Telemetry:
             for point in metric.data.data_points
         ]
 
+
 # --- secrets in exceptions -----------------------------------------------------------------
 
 
@@ -336,6 +337,7 @@ def assert_no_secret_in_chain(error: BaseException, *secrets: str) -> None:
     for text in exception_chain_texts(error):
         for secret in secrets:
             assert secret not in text, f"{secret!r} reachable from {type(error).__name__}"
+
 
 # --- An independent aggregation engine (an oracle for the pipeline builders) ---------------
 
