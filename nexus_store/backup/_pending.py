@@ -128,6 +128,8 @@ async def _record(backends: Backends, usable: Collection[str]) -> _Record | None
     chose)."""
     if "postgres" in usable:
         target = _postgres.PostgresTarget.from_settings(backends.settings)
+        if await _postgres.settled(backends.postgres, target.database):
+            return None
         database_exists, found = await _postgres.PendingRecord.open(target)
         if database_exists:
             return found

@@ -33,6 +33,7 @@ from nexus_store.errors import (
 
 if TYPE_CHECKING:
     from nexus_store.backup._archive import ArchiveReader, ArchiveWriter, FileRecord
+    from nexus_store.postgres.engine import PostgresBackend
     from nexus_store.settings import NexusSettings
 
 __all__ = [
@@ -61,6 +62,9 @@ _MAX_NAME = 63
 # Where a committed restore's plan waits in the target database until it is finished.
 _RECORD_SCHEMA = sql.Identifier("nexus_restore")
 _RECORD = sql.Identifier("nexus_restore", "pending")
+_FIND_RECORD = "SELECT to_regclass('nexus_restore.pending')"
+# True: this session is in ``database`` (not in one a restore renamed away) and no plan is there.
+_SETTLED = "SELECT current_database() = %s AND to_regclass('nexus_restore.pending') IS NULL"
 _RESTORE_LOCK = 0x6E78_7273  # pg_advisory_lock key of "finishing a restore" ("nxrs")
 _PR_SET_PDEATHSIG = 1
 
@@ -435,6 +439,23 @@ async def drop_replaced(target: PostgresTarget) -> None:
         await admin.close()
 
 
+async def settled(backend: PostgresBackend, database: str) -> bool:
+    """Whether a pooled connection of the store shows ``database`` holding no committed
+    restore: the common case of every readiness probe, answered without a new connection
+    (a new server process) per probe. False whenever it cannot tell, and the caller then
+    looks on a new connection (:meth:`PendingRecord.open`): the switch-over ends the
+    target's sessions, so a pooled one from before it fails, and one that escaped would
+    sit in the database renamed away, which ``current_database()`` names."""
+    try:
+        pool = await backend.read_pool(0)
+        async with pool.connection() as conn:
+            cursor = await conn.execute(_SETTLED, (database,))
+            row = await cursor.fetchone()
+    except Exception:  # whatever failed, the new connection's look tells (or raises)
+        return False
+    return bool(row and row[0])
+
+
 class PendingRecord:
     """The plan of a committed restore, in the target database, held under an advisory lock
     so that two processes never finish the same restore at once."""
@@ -453,7 +474,7 @@ class PendingRecord:
                 raise
             return False, None  # no target database: nothing restored into it yet
         try:
-            if await _scalar(conn, "SELECT to_regclass('nexus_restore.pending')") is None:
+            if await _scalar(conn, _FIND_RECORD) is None:
                 await conn.close()
                 return True, None
             await conn.execute("SELECT pg_advisory_lock(%s)", (_RESTORE_LOCK,))
@@ -464,7 +485,7 @@ class PendingRecord:
 
     async def read(self) -> dict[str, Any] | None:
         """None when another process finished it while this one waited for the lock."""
-        if await _scalar(self._conn, "SELECT to_regclass('nexus_restore.pending')") is None:
+        if await _scalar(self._conn, _FIND_RECORD) is None:
             return None
         plan: dict[str, Any] | None = await _scalar(
             self._conn, sql.SQL("SELECT plan FROM {}").format(_RECORD)

@@ -107,3 +107,40 @@ async def test_sigkill_during_restore_leaves_before_or_after(
     assert (await _postgres.PendingRecord.open(target))[1] is None, where
     # What an uncommitted run staged is removed by the next restore (here, for the test).
     await _postgres.discard_stages(target)
+
+
+async def test_a_store_open_across_the_switch_over_finishes_it_on_its_next_readiness_probe(
+    populated_state: dict[str, Any],
+    archives: dict[str, Path],
+    target_stack: Stack,
+    snapshot: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The readiness probe looks for a committed restore on a pooled connection first. A
+    store opened before the switch-over holds connections the commit ended: its next probe
+    looks on a new connection and finishes the restore; later probes open none."""
+    settings = target_stack.settings()
+    await _occupy(settings)
+    fresh_looks: list[str] = []
+    open_record = _postgres.PendingRecord.open
+
+    async def counted(target: _postgres.PostgresTarget) -> Any:
+        fresh_looks.append(target.database)
+        return await open_record(target)
+
+    monkeypatch.setattr(_postgres.PendingRecord, "open", counted)
+    async with NexusStore(settings) as store:
+        await store.health()
+        assert fresh_looks == []  # settled, seen on the pooled connection
+        env = {**target_stack.environment(), PAUSE_VARIABLE: "committed"}
+        process = start_cli("backup", "restore", str(archives["plain"]), "--force", env=env)
+        lines = _kill_after(process, "paused at committed", 0.0)
+        assert process.returncode == -signal.SIGKILL, lines[-5:]
+
+        await store.health()
+        assert len(fresh_looks) == 1  # the pooled session had been ended: a new look
+        target = _postgres.PostgresTarget.from_settings(settings)
+        assert (await open_record(target))[1] is None  # and it finished the restore
+        await store.health()
+        assert len(fresh_looks) == 1
+    assert await snapshot(settings) == populated_state
