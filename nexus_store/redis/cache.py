@@ -577,8 +577,8 @@ class Cache:
 
     def _lock_or_value(self, read: _Step, take_lock: _Step, unlock: _Script) -> _Flow:
         """Wait for the lock of a missing entry (polling, up to ``cache.lock_wait``) or for
-        the value its holder stores: (whether this caller holds the lock now, the entry
-        last read, decoded, or None)."""
+        the value its holder stores: (whether this caller holds the lock now, the last entry
+        read, decoded, or None)."""
         give_up = time.monotonic() + self._settings.lock_wait
         delay = _FIRST_POLL
         latest = None
@@ -586,7 +586,7 @@ class Cache:
             self._stats.lock_waits += 1
             yield _Sleep(delay)
             delay = min(delay * 2, _MAX_POLL)
-            latest = self._decode((yield read))
+            latest = self._decode((yield read)) or latest  # keep a stale one to serve
             if latest is not None and latest[0] > _now_ms():
                 return False, latest
             if time.monotonic() >= give_up:
@@ -594,7 +594,7 @@ class Cache:
                 return False, latest
         # The holder before us may have stored the value and unlocked between our last read
         # and our taking the lock: read once more, or the loader runs twice.
-        latest = self._decode((yield read))
+        latest = self._decode((yield read)) or latest
         if latest is not None and latest[0] > _now_ms():
             yield from self._quietly(unlock)
             return False, latest
