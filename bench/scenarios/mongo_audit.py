@@ -285,11 +285,15 @@ async def scenarios(env: Stack) -> list[Pair]:
     counter = _DocumentCounter()
     built: list[AuditLog] = []
 
-    async def build_big_log() -> None:
-        backends = Backends(settings(big))
-        backends._mongo = MongoBackend(backends.settings.mongo, event_listeners=[counter])
+    async def counted_log(collection: str, listener: _DocumentCounter) -> AuditLog:
+        """An audit log on ``collection`` whose reads ``listener`` counts, its schema made."""
+        backends = Backends(settings(collection))
+        backends._mongo = MongoBackend(backends.settings.mongo, event_listeners=[listener])
         await ensure_schema(backends.mongo, backends.settings, manage_roles=False)
-        audit = AuditLog(backends)
+        return AuditLog(backends)
+
+    async def build_big_log() -> None:
+        audit = await counted_log(big, counter)
         started = time.perf_counter()
         chunk = 2000
         for first in range(0, LOG_SIZE, chunk):
@@ -344,10 +348,7 @@ async def scenarios(env: Stack) -> list[Pair]:
     huge_documents: list[float] = []
 
     async def build_proof_log() -> None:
-        backends = Backends(settings(huge))
-        backends._mongo = MongoBackend(backends.settings.mongo, event_listeners=[huge_counter])
-        await ensure_schema(backends.mongo, backends.settings, manage_roles=False)
-        audit = AuditLog(backends)
+        audit = await counted_log(huge, huge_counter)
         seconds = await _build_directly(audit, PROOF_LOG_SIZE)
         print(f"  built {PROOF_LOG_SIZE:,} entries directly in {seconds:.0f} s", file=sys.stderr)
         huge_log.append(audit)
