@@ -1,19 +1,25 @@
 """The sequencer lease: one process at a time appends to the audit chain.
 
-A single document ``{_id: "sequencer", owner, until, wanted}`` in ``<audit>_lease``. A writer
-takes it for ``audit.lease_seconds`` with one ``findAndModify`` that matches only an expired
-lease, then appends without racing anyone for ``seq``: its head is its own last entry, so it
-reads nothing per batch. Others sleep until the lease ends. The lease only removes
-contention; safety never depends on clocks: the unique index on ``seq`` still turns an
-overlap (a skewed clock, a writer paused past its term) into a duplicate-key error, after
+A single document ``{_id: "sequencer", owner, until, term, wanted, waiting}`` in
+``<audit>_lease``. A writer takes it for ``audit.lease_seconds`` with one ``findAndModify``
+that matches only a free lease (or its own, to renew), then appends without racing anyone
+for ``seq``: its head is its own last entry, so it reads nothing per batch. The lease only
+removes contention; safety never depends on clocks: the unique index on ``seq`` still turns
+an overlap (a skewed clock, a writer paused past its term) into a duplicate-key error, after
 which the writer re-reads the head.
 
-Fairness: a waiter marks the lease ``wanted``; a holder that finds, on renewing, that someone
-wanted it during its term hands it over (ends its lease at once and steps back briefly).
-Waiters wake when the holder's term stops being usable (the margin of :meth:`held`), which
-is when a busy holder hands over, rather than at its very end; each look is the one round
-trip that marks the lease wanted, and a take is tried only once the lease is free. A
-writer that closes releases its lease at once (``AuditLog.aclose``).
+Turns, first come first served: a waiter's look (one ``findAndModify``) marks the lease
+``wanted`` and stamps ``waiting.<owner>`` with the time of its first look. The first in that
+queue looks every margin (the last fifth of a term, kept free so a batch ends inside it), so
+it finds a lease released early too; the k-th sleeps until about k terms from now, looking
+again at least once a term. So a hand-over wakes one waiter, not all of them at once. A
+holder renews only when nobody has wanted the lease since its term began; otherwise it
+releases at once, without extending its term first (a waiter looking in between would sleep
+through that extension), and queues behind the others. A free lease is taken by the first
+in the queue; the others leave it two margins before they take it anyway (the first may
+have died). A stamp older than any live wait (``_stale_after``) is a writer that died waiting:
+ignored, and dropped by the next release. A writer that closes releases its lease at once
+(``AuditLog.aclose``).
 
 Hand-over of the head: a holder that hands over leaves its head (seq, hash, expiry, Merkle
 frontier) in the lease document, stamped with its term (each take increments ``term``). The
@@ -57,6 +63,9 @@ class SequencerLease:
         self._since = 0.0
         self._term = 0
         self.handed_over: dict[str, Any] | None = None
+        # a queue stamp older than this is a writer that died waiting: ignored, then dropped
+        self._stale_after = max(seconds * 40, 1.0)
+        self._stale: list[str] = []
 
     def held(self) -> bool:
         return time.time() < self._until - self._margin
@@ -66,59 +75,119 @@ class SequencerLease:
         ``head``: this writer's head, left for the next holder if it hands over."""
         while True:
             now = time.time()
+            # free, or this writer's own and nobody asked for it since its term began: a
+            # holder that is wanted does not extend its term (a waiter looking in between
+            # would sleep through it) but hands over below
             before = await self._collection.find_one_and_update(
-                {"_id": _ID, "$or": [{"until": {"$lte": now}}, {"owner": self.owner}]},
-                {"$set": {"owner": self.owner, "until": now + self._seconds}, "$inc": {"term": 1}},
+                {
+                    "_id": _ID,
+                    "$or": [
+                        {"until": {"$lte": now}},
+                        {"owner": self.owner, "wanted": {"$lte": self._since}},
+                        {"owner": self.owner, "wanted": {"$exists": False}},
+                    ],
+                },
+                {
+                    "$set": {"owner": self.owner, "until": now + self._seconds},
+                    "$inc": {"term": 1},
+                    "$unset": {f"waiting.{self.owner}": ""},
+                },
                 return_document=ReturnDocument.BEFORE,
             )
-            if before is not None:
-                mine_before = before.get("owner") == self.owner
-                wanted = float(before.get("wanted") or 0)
-                self._term = int(before.get("term") or 0) + 1
-                if mine_before and wanted > self._since:
-                    # someone waited while this writer held the lease: let them have it
+            if before is None:
+                if self._until:  # this writer's term, wanted by another: hand it over
                     await self.release(head)
-                    await asyncio.sleep(self._seconds * random.uniform(0.1, 0.3))  # noqa: S311
-                    continue
-                left = before.get("head")
-                current = before.get("head_term") == self._term - 1 and isinstance(left, dict)
-                self.handed_over = left if current and not mine_before else None
-                self._since, self._until = now, now + self._seconds
-                return not mine_before
-            await self._wait_until_free()
+                await self._wait_until_free()
+                continue
+            mine_before = before.get("owner") == self.owner
+            self._term = int(before.get("term") or 0) + 1
+            self._stale = self._dead_waiters(before.get("waiting"), now)
+            if mine_before and float(before.get("wanted") or 0) > self._since:
+                # this writer's term had run out while someone waited: theirs now
+                await self.release(head)
+                await self._wait_until_free()
+                continue
+            left = before.get("head")
+            current = before.get("head_term") == self._term - 1 and isinstance(left, dict)
+            self.handed_over = left if current and not mine_before else None
+            self._since, self._until = now, now + self._seconds
+            return not mine_before
 
     async def _wait_until_free(self) -> None:
-        """Mark the lease wanted and sleep until it may be free; return once it is
-        (released, or its term over). Each look is one round trip, which also marks it
-        wanted again: while a holder writes, every waiter costs it one command per look,
-        not a failed take as well."""
+        """Queue up and sleep until this writer's turn; return once the lease is free for it.
+
+        Each look is one round trip, which also marks the lease wanted and stamps this
+        writer's place in the queue (``waiting``, first look first). Only the first in the
+        queue looks often (every margin, so it also finds a lease released early); the k-th
+        sleeps until about k terms after the current one ends. So a hand-over costs the
+        server a look or two, not one per waiter."""
+        free_before = False
         while True:
+            now = time.time()
             current = await self._collection.find_one_and_update(
                 {"_id": _ID},
-                {"$max": {"wanted": time.time()}},
+                {"$max": {"wanted": now}, "$min": {f"waiting.{self.owner}": now}},
                 return_document=ReturnDocument.AFTER,
             )
             if current is None:
                 with contextlib.suppress(DuplicateKeyError):  # another writer created it
-                    await self._collection.insert_one({"_id": _ID, "owner": None, "until": 0})
+                    await self._collection.insert_one(
+                        {"_id": _ID, "owner": None, "until": 0, "wanted": 0}
+                    )
                 return
             until = float(current.get("until") or 0)
-            if until <= time.time():
-                return
-            # a busy holder hands over when its term stops being usable, not at its end
-            wait = until - self._margin - time.time()
-            await asyncio.sleep(
-                min(max(wait, 0.0), self._seconds) + random.uniform(0, self._seconds * 0.1)  # noqa: S311
-            )
+            ahead = self._ahead(current.get("waiting"), now)
+            if until <= now:
+                # free: the first in the queue takes it; the others give it one more look
+                # of that first waiter's (a margin apart, plus jitter) before they do
+                if ahead == 0 or free_before:
+                    return
+                free_before = True
+                wake = now + 2 * self._margin
+            elif ahead == 0:
+                wake = min(until - self._margin, now + self._margin)
+            else:  # about when its turn comes, looking again each term: a turn may end early
+                usable = self._seconds - self._margin
+                wake = min(until - self._margin + ahead * usable, now + usable)
+            jitter = random.uniform(0, self._seconds * 0.05)  # noqa: S311
+            await asyncio.sleep(max(wake - now, 0.0) + jitter)
+
+    def _ahead(self, waiting: Any, now: float) -> int:
+        """How many live writers queued up before this one."""
+        if not isinstance(waiting, Mapping):
+            return 0
+        mine = waiting.get(self.owner, now)
+        return sum(
+            1
+            for owner, since in waiting.items()
+            if owner != self.owner
+            and isinstance(since, (int, float))
+            and now - self._stale_after <= since < mine
+        )
+
+    def _dead_waiters(self, waiting: Any, now: float) -> list[str]:
+        """Queue stamps too old for a live waiter (it died waiting): dropped at release."""
+        if not isinstance(waiting, Mapping):
+            return []
+        return [
+            owner
+            for owner, since in waiting.items()
+            if not isinstance(since, (int, float)) or since < now - self._stale_after
+        ]
 
     async def release(self, head: Mapping[str, Any] | None = None) -> None:
         """End this writer's lease now, leaving ``head`` (its own, current) to the next."""
         self._until = 0.0
-        handover: dict[str, Any] = (
-            {"$set": {"until": 0, "head": dict(head), "head_term": self._term}}
-            if head is not None
-            else {"$set": {"until": 0}, "$unset": {"head": "", "head_term": ""}}
-        )
+        unset = {f"waiting.{owner}": "" for owner in self._stale}
+        self._stale = []
+        left: dict[str, Any] = {"until": 0}
+        if head is None:
+            unset.update(head="", head_term="")
+        else:
+            left.update(head=dict(head), head_term=self._term)
+        handover: dict[str, Any] = {"$set": left}
+        if unset:
+            handover["$unset"] = unset
         await self._collection.update_one({"_id": _ID, "owner": self.owner}, handover)
 
     def unexpired(self) -> bool:
