@@ -11,6 +11,9 @@
 - audit.record, 8 writer processes: 8 OS processes, each its own store recording
   ``PROCESS_ENTRIES`` entries in a row (one task), started together once all are connected;
   they take turns on the sequencer lease. Raw: 8 processes doing ``insert_one`` in a row.
+- audit.record, 8 writer processes, a log each: the same 8 processes, each appending to an
+  audit log of its own (its own chain and tree, no lease): what a chain per writer could
+  reach at best, the per-entry cost of the chain with no turns taken.
 - audit.record, 8 writer processes x 8 tasks: the same with 8 tasks in each process.
   Both process rows time from "go" until the last writer has appended and closed its
   client, as each writer reports it; the interpreters' exit afterwards is left out.
@@ -167,8 +170,12 @@ async def _writer(
     """One writer process: connect, say ready, wait for "go" on stdin, append, close, say
     when it finished (the interpreter's exit afterwards is not the writer's work)."""
     store: NexusStore | None = None
-    if mode == "sdk":
+    if mode in {"sdk", "sdk-own-log"}:
+        if mode == "sdk-own-log":  # a log of this writer's own: no lease, nobody to wait for
+            collection = f"{collection}_{os.getpid()}"
         store = NexusStore(_settings(url, database, collection))
+        if mode == "sdk-own-log":
+            await ensure_schema(store.backends.mongo, store.settings, manage_roles=False)
         await store.backends.mongo.ping()
         audit = store.audit
     else:
@@ -319,6 +326,21 @@ async def scenarios(env: Stack) -> list[Pair]:
 
         return sdk, raw
 
+    async def sdk_own_logs() -> float:
+        """What a chain per writer could reach: each process appends to a log of its own."""
+        collection = f"bench_audit_own_{uuid.uuid4().hex[:8]}"
+        rate = await _run_processes("sdk-own-log", env, collection, 1)
+        logs = [
+            name
+            for name in await db.list_collection_names()
+            if name.startswith(collection) and name.removeprefix(collection + "_").isdigit()
+        ]
+        assert len(logs) == WRITERS, logs
+        for name in logs:
+            store = NexusStore(settings(name))
+            await finish(store, name, PROCESS_ENTRIES)
+        return rate
+
     # -- verify and prove over one big log, built once ----------------------------------
     big = f"bench_audit_big_{uuid.uuid4().hex[:8]}"
     counter = _DocumentCounter()
@@ -452,6 +474,14 @@ async def scenarios(env: Stack) -> list[Pair]:
             "entries/s",
             *one_task,
             target=">= 1.0x",
+            raw_label="8 processes, " + label,
+        ),
+        Pair(
+            "audit.record, 8 writer processes, a log each",
+            "entries/s",
+            sdk_own_logs,
+            one_task[1],
+            target="report (no lease: the ceiling of a chain per writer)",
             raw_label="8 processes, " + label,
         ),
         Pair(
