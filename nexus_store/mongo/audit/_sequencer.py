@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 import uuid
@@ -102,8 +103,9 @@ class SequencerLease:
             mine_before = before.get("owner") == self.owner
             self._term = int(before.get("term") or 0) + 1
             self._stale = self._dead_waiters(before.get("waiting"), now)
-            if mine_before and float(before.get("wanted") or 0) > self._since:
-                # this writer's term had run out while someone waited: theirs now
+            if mine_before and self._queued_before(before.get("waiting"), now, math.inf):
+                # this writer's term had run out while others waited: theirs now (its own
+                # looks while it waited count for nothing, a dead waiter's only until stale)
                 await self.release(head)
                 await self._wait_until_free()
                 continue
@@ -119,8 +121,9 @@ class SequencerLease:
         Each look is one round trip, which also marks the lease wanted and stamps this
         writer's place in the queue (``waiting``, first look first). Only the first in the
         queue looks often (every margin, so it also finds a lease released early); the k-th
-        sleeps until about k terms after the current one ends. So a hand-over costs the
-        server a look or two, not one per waiter."""
+        sleeps until about k terms after the current one ends, looking again at least once a
+        term (a turn may end early). So a hand-over costs the server a look or two, not one
+        per waiter."""
         free_before = False
         while True:
             now = time.time()
@@ -154,15 +157,19 @@ class SequencerLease:
 
     def _ahead(self, waiting: Any, now: float) -> int:
         """How many live writers queued up before this one."""
+        mine = waiting.get(self.owner, now) if isinstance(waiting, Mapping) else now
+        return self._queued_before(waiting, now, mine)
+
+    def _queued_before(self, waiting: Any, now: float, stamp: float) -> int:
+        """How many other live writers queued up before ``stamp``."""
         if not isinstance(waiting, Mapping):
             return 0
-        mine = waiting.get(self.owner, now)
         return sum(
             1
             for owner, since in waiting.items()
             if owner != self.owner
             and isinstance(since, (int, float))
-            and now - self._stale_after <= since < mine
+            and now - self._stale_after <= since < stamp
         )
 
     def _dead_waiters(self, waiting: Any, now: float) -> list[str]:

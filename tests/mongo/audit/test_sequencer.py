@@ -93,3 +93,22 @@ async def test_a_writer_that_died_waiting_holds_nobody_up(make_audit) -> None:
     await asyncio.wait_for(waiter_turn, timeout=SECONDS)
     await waiter.release()
     assert (await _lease_document(holder)).get("waiting") in ({}, None)
+
+
+async def test_a_holder_gets_its_lease_back_when_its_waiter_died(make_audit) -> None:
+    """The holder hands over to a waiter that dies before taking the lease: it takes the
+    lease back once that waiter's stamp is stale, and its own looks meanwhile do not count
+    as someone wanting it (that would hand the lease to nobody forever)."""
+    holder = (await make_audit(lease_seconds=0.05))._lease
+    await holder.acquire()
+    now = time.time()
+    await holder._collection.update_one(  # a waiter's look, then it died
+        {"_id": "sequencer"}, {"$max": {"wanted": now}, "$set": {"waiting.gone": now}}
+    )
+    holder._until = time.time() + holder._margin / 2  # its term is no longer usable
+    await asyncio.wait_for(holder.acquire(), timeout=holder._stale_after + 2)
+    assert time.time() - now >= holder._stale_after  # it did wait for the waiter's turn
+    holder._until = time.time() + holder._margin / 2
+    assert await asyncio.wait_for(holder.acquire(), timeout=1) is False  # renewed at once
+    await holder.release()
+    assert "gone" not in (await _lease_document(holder)).get("waiting", {})
