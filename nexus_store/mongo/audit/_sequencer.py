@@ -167,20 +167,18 @@ class SequencerLease:
         return sum(
             1
             for owner, since in waiting.items()
-            if owner != self.owner
-            and isinstance(since, (int, float))
-            and now - self._stale_after <= since < stamp
+            if owner != self.owner and self._live(since, now) and since < stamp
         )
 
     def _dead_waiters(self, waiting: Any, now: float) -> list[str]:
         """Queue stamps too old for a live waiter (it died waiting): dropped at release."""
         if not isinstance(waiting, Mapping):
             return []
-        return [
-            owner
-            for owner, since in waiting.items()
-            if not isinstance(since, (int, float)) or since < now - self._stale_after
-        ]
+        return [owner for owner, since in waiting.items() if not self._live(since, now)]
+
+    def _live(self, since: Any, now: float) -> bool:
+        """Whether a queue stamp can still be a waiting writer's."""
+        return isinstance(since, (int, float)) and since >= now - self._stale_after
 
     async def release(self, head: Mapping[str, Any] | None = None) -> None:
         """End this writer's lease now, leaving ``head`` (its own, current) to the next."""
