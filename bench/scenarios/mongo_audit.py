@@ -15,8 +15,18 @@
   audit log of its own (its own chain and tree, no lease): what a chain per writer could
   reach at best, the per-entry cost of the chain with no turns taken.
 - audit.record, 8 writer processes x 8 tasks: the same with 8 tasks in each process.
-  Both process rows time from "go" until the last writer has appended and closed its
+- 8 writer processes storing chained entries with insert_one: not the SDK, the floor under
+  any design of it. Each process chains ``PROCESS_ENTRIES`` entries with the SDK's own code
+  before "go" (a seq range of its own) and then stores them one ``insert_one`` at a time into
+  one collection with the audit log's validator and indexes: no validation, no lease, no
+  group commit on the clock. What a design could still save is at most the gap between this
+  row and the SDK's.
+- The process rows time from "go" until the last writer has appended and closed its
   client, as each writer reports it; the interpreters' exit afterwards is left out.
+- audit.record, 8 stores in one process: 8 ``NexusStore`` instances (each its own client and
+  appender, as 8 processes would have) appending ``PER_WRITER`` entries each at once,
+  against 8 tasks doing ``insert_one`` on one client: the issue's baseline row (0.26x),
+  measured as it was then.
 - audit.verify: entries/s of ``verify()`` over a log of ``NEXUS_BENCH_AUDIT_SIZE`` (100,000)
   entries (chain, Merkle nodes, checkpoints). Raw: a cursor reading the same documents in
   seq order.
@@ -49,7 +59,9 @@ from devstack.stack import Stack
 from nexus_store import NexusSettings, NexusStore
 from nexus_store.audit_proofs import check_entry
 from nexus_store.connections import Backends
-from nexus_store.mongo.audit.log import AuditLog, _Pending
+from nexus_store.mongo.audit._tree import Frontier
+from nexus_store.mongo.audit.chain import GENESIS
+from nexus_store.mongo.audit.log import AuditLog, _Head, _Pending
 from nexus_store.mongo.audit.model import AuditRecord
 from nexus_store.mongo.client import MongoBackend
 from nexus_store.mongo.schema import ensure_schema
@@ -164,12 +176,30 @@ async def _build_directly(audit: AuditLog, size: int) -> float:
     return time.perf_counter() - started
 
 
+def _chained_entries(audit: AuditLog, writer: int, count: int) -> list[dict[str, Any]]:
+    """``count`` entries chained by the SDK's own code in a seq range of ``writer``'s own."""
+    loop = asyncio.get_running_loop()
+    batch = [
+        _Pending(AuditRecord(**_fields(writer, index)), None, loop.create_future())
+        for index in range(count)
+    ]
+    head = _Head(writer * count, GENESIS, None, Frontier())  # writers are pids: ranges apart
+    documents, _owners, _head, _frontiers = audit._chain(batch, head, Frontier())
+    assert len(documents) == count
+    return documents
+
+
 async def _writer(
     mode: str, url: str, database: str, collection: str, count: int, tasks: int
 ) -> None:
     """One writer process: connect, say ready, wait for "go" on stdin, append, close, say
     when it finished (the interpreter's exit afterwards is not the writer's work)."""
     store: NexusStore | None = None
+    chained: list[dict[str, Any]] = []
+    if mode == "stored-chained":
+        chain_store = NexusStore(_settings(url, database, collection))
+        chained = _chained_entries(chain_store.audit, os.getpid(), count * tasks)
+        await chain_store.close()
     if mode in {"sdk", "sdk-own-log"}:
         if mode == "sdk-own-log":  # a log of this writer's own: no lease, nobody to wait for
             collection = f"{collection}_{os.getpid()}"
@@ -192,6 +222,8 @@ async def _writer(
         for index in range(count):
             if store is not None:
                 await audit.record(**_fields(writer, number * count + index))
+            elif chained:
+                await target.insert_one(chained[number * count + index])
             else:
                 await target.insert_one(_fields(writer, number * count + index))
 
@@ -325,6 +357,36 @@ async def scenarios(env: Stack) -> list[Pair]:
             return rate
 
         return sdk, raw
+
+    async def stored_chained() -> float:
+        """The floor: chained entries stored with ``insert_one``, no SDK code on the clock."""
+        store, collection = await new_store()
+        rate = await _run_processes("stored-chained", env, collection, 1)
+        assert await db[collection].count_documents({}) == WRITERS * PROCESS_ENTRIES
+        for suffix in ("", "_checkpoints", "_events", "_lease"):
+            await db.drop_collection(collection + suffix)
+        await store.close()
+        return rate
+
+    async def sdk_stores() -> float:
+        """8 stores in one process, one task each, on one log (the issue's baseline row)."""
+        first, collection = await new_store()
+        others = [NexusStore(settings(collection)) for _ in range(WRITERS - 1)]
+        stores = [first, *others]
+        for store in others:
+            await store.backends.mongo.ping()
+
+        async def write(writer: int) -> None:
+            for index in range(PER_WRITER):
+                await stores[writer].audit.record(**_fields(writer, index))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(write(writer) for writer in range(WRITERS)))
+        rate = WRITERS * PER_WRITER / (time.perf_counter() - started)
+        for store in others:
+            await store.close()
+        await finish(first, collection, WRITERS * PER_WRITER)
+        return rate
 
     async def sdk_own_logs() -> float:
         """What a chain per writer could reach: each process appends to a log of its own."""
@@ -474,6 +536,22 @@ async def scenarios(env: Stack) -> list[Pair]:
             "entries/s",
             *one_task,
             target=">= 1.0x",
+            raw_label="8 processes, " + label,
+        ),
+        Pair(
+            "audit.record, 8 stores in one process",
+            "entries/s",
+            sdk_stores,
+            raw_tasks,
+            target="report (the issue's baseline row: 0.26x)",
+            raw_label="8 tasks, " + label,
+        ),
+        Pair(
+            "8 writer processes storing chained entries with insert_one",
+            "entries/s",
+            stored_chained,
+            one_task[1],
+            target="report (not the SDK: the floor under any design)",
             raw_label="8 processes, " + label,
         ),
         Pair(
