@@ -146,10 +146,18 @@ async def _median_proof_ms(
     return statistics.median(timings)
 
 
+def _pending(writer: int, indexes: range) -> list[_Pending]:
+    """Queue items for ``writer``'s records ``indexes``, as ``record()`` would make them."""
+    loop = asyncio.get_running_loop()
+    return [
+        _Pending(AuditRecord(**_fields(writer, index)), None, loop.create_future())
+        for index in indexes
+    ]
+
+
 async def _build_directly(audit: AuditLog, size: int) -> float:
     """Append ``size`` entries chained by the SDK's own code, written with ``insert_many``
     (no lease, no per-batch waiting); returns the seconds it took."""
-    loop = asyncio.get_running_loop()
     started = time.perf_counter()
     head = await audit._load_head()
     frontier = head.frontier
@@ -160,10 +168,7 @@ async def _build_directly(audit: AuditLog, size: int) -> float:
 
     writing: asyncio.Future[None] | None = None
     for first in range(0, size, _CHUNK):
-        batch = [
-            _Pending(AuditRecord(**_fields(0, index)), None, loop.create_future())
-            for index in range(first, min(first + _CHUNK, size))
-        ]
+        batch = _pending(0, range(first, min(first + _CHUNK, size)))
         documents, _owners, head, frontiers = audit._chain(batch, head, frontier)
         assert len(documents) == len(batch) and not audit._queue
         if writing is not None:
@@ -178,11 +183,7 @@ async def _build_directly(audit: AuditLog, size: int) -> float:
 
 def _chained_entries(audit: AuditLog, writer: int, count: int) -> list[dict[str, Any]]:
     """``count`` entries chained by the SDK's own code in a seq range of ``writer``'s own."""
-    loop = asyncio.get_running_loop()
-    batch = [
-        _Pending(AuditRecord(**_fields(writer, index)), None, loop.create_future())
-        for index in range(count)
-    ]
+    batch = _pending(writer, range(count))
     head = _Head(writer * count, GENESIS, None, Frontier())  # writers are pids: ranges apart
     documents, _owners, _head, _frontiers = audit._chain(batch, head, Frontier())
     assert len(documents) == count
@@ -289,11 +290,15 @@ async def scenarios(env: Stack) -> list[Pair]:
         await ensure_schema(store.backends.mongo, store.settings, manage_roles=False)
         return store, collection
 
+    async def drop_log(collection: str) -> None:
+        """Drop an audit log's collections (and the store's events collection)."""
+        for suffix in ("", "_checkpoints", "_events", "_lease"):
+            await db.drop_collection(collection + suffix)
+
     async def finish(store: NexusStore, collection: str, expected: int) -> None:
         result = await store.audit.verify()
         assert result.ok and result.checked == expected, result
-        for suffix in ("", "_checkpoints", "_events", "_lease"):
-            await db.drop_collection(collection + suffix)
+        await drop_log(collection)
         await store.close()
 
     def raw_collection() -> Any:
@@ -363,8 +368,7 @@ async def scenarios(env: Stack) -> list[Pair]:
         store, collection = await new_store()
         rate = await _run_processes("stored-chained", env, collection, 1)
         assert await db[collection].count_documents({}) == WRITERS * PROCESS_ENTRIES
-        for suffix in ("", "_checkpoints", "_events", "_lease"):
-            await db.drop_collection(collection + suffix)
+        await drop_log(collection)
         await store.close()
         return rate
 
@@ -476,8 +480,7 @@ async def scenarios(env: Stack) -> list[Pair]:
         return max(huge_documents)
 
     async def drop_huge() -> None:
-        for suffix in ("", "_checkpoints", "_events", "_lease"):
-            await db.drop_collection(huge + suffix)
+        await drop_log(huge)
         await huge_log[0]._mongo.close()
         await raw_client.close()
 
@@ -506,8 +509,7 @@ async def scenarios(env: Stack) -> list[Pair]:
     )
 
     async def drop_big() -> None:
-        for suffix in ("", "_checkpoints", "_events", "_lease"):
-            await db.drop_collection(big + suffix)
+        await drop_log(big)
         await built[0]._mongo.close()
         if not PROOF_LOG_SIZE:
             await raw_client.close()
